@@ -1,0 +1,16 @@
+"""The dashboard: `streamlit run app.py` opens on the embedded demo data."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="sccore · single-cell embeddings", page_icon=":material/genetics:", layout="wide")
+navigation = st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
+    st.Page("pages/data.py", title="Data & QC", icon=":material/filter_alt:", url_path="data"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
+])
+navigation.run()

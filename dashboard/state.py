@@ -1,0 +1,174 @@
+"""What the pages share: settings, the chosen dataset, and cached heavy objects.
+
+Pages stay thin: widgets here and there, and every computation is a call into ``sccore``.
+Heavy objects (AnnData, analyses with FAISS indices) live in ``st.cache_resource``; images and
+tables in ``st.cache_data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from sccore import InputError
+from sccore.cache import DiskCache, atomic_write
+from sccore.io import categorical_columns, load_demo, open_dataset
+from sccore.pp import PreprocessParams, default_params, qc_metrics
+from sccore.render import View, category_colors, fit_view, legend_table, render_categories, render_values
+from sccore.export import embedding_table, h5ad_bytes
+from sccore.workflow import Analysis, PipelineParams, analyse
+
+DEMO = "demo"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Folders the app reads and writes; set through environment variables."""
+
+    data_dirs: tuple[Path, ...]
+    cache_dir: Path
+    upload_dir: Path
+
+
+def settings() -> Settings:
+    """Folders from ``SCCORE_DATA_DIRS`` (``:``-separated), ``SCCORE_CACHE_DIR`` and ``SCCORE_UPLOAD_DIR``."""
+    home_cache = Path.home() / ".cache" / "sccore"
+    data_dirs = os.environ.get("SCCORE_DATA_DIRS", "data")
+    return Settings(
+        data_dirs=tuple(Path(part).expanduser() for part in data_dirs.split(os.pathsep) if part),
+        cache_dir=Path(os.environ.get("SCCORE_CACHE_DIR", home_cache / "results")).expanduser(),
+        upload_dir=Path(os.environ.get("SCCORE_UPLOAD_DIR", home_cache / "uploads")).expanduser(),
+    )
+
+
+def available_files() -> dict[str, str]:
+    """``.h5ad`` files in the configured data folders: label -> path."""
+    files = {}
+    for folder in settings().data_dirs:
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.h5ad")):
+                files[f"{folder.name}/{path.name}"] = str(path)
+    return files
+
+
+def save_upload(name: str, content: bytes) -> str:
+    """Store an uploaded file under a name made from its content (atomically); return its path."""
+    digest = hashlib.blake2b(content, digest_size=12).hexdigest()
+    path = settings().upload_dir / f"{digest}-{Path(name).name}"
+    if not path.exists():
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(content), suffix=".h5ad")
+    return str(path)
+
+
+def current_source() -> tuple[str, str | None]:
+    """The chosen dataset (``"demo"`` or a path) and its library-size key; the demo until one is chosen."""
+    return st.session_state.get("source", DEMO), st.session_state.get("library_size_key")
+
+
+def choose_source(source: str, library_size_key: str | None = None) -> None:
+    """Make ``source`` the dataset every page shows, with default parameters."""
+    st.session_state["source"] = source
+    st.session_state["library_size_key"] = library_size_key or None
+    st.session_state.pop("preprocess_overrides", None)
+    st.session_state.pop("n_comps", None)
+
+
+@st.cache_resource(show_spinner="Opening the dataset…", max_entries=8)
+def load_dataset(source: str, library_size_key: str | None) -> "object":
+    """The standardised AnnData (raw counts in ``X``) for a source."""
+    if source == DEMO:
+        return load_demo()
+    return open_dataset(source, library_size_key=library_size_key)
+
+
+def pipeline_params(adata) -> PipelineParams:
+    """Pipeline parameters: the dataset's defaults with the user's changes from the Data page."""
+    params = PipelineParams(preprocess=default_params(adata, **st.session_state.get("preprocess_overrides", {})))
+    return replace(params, pca=replace(params.pca, n_comps=st.session_state.get("n_comps", params.pca.n_comps)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _analysis(source: str, library_size_key: str | None, params: PipelineParams) -> Analysis:
+    adata = load_dataset(source, library_size_key)
+    bar = st.progress(0.0, text="Preparing the dataset…")
+    try:
+        result = analyse(adata, params, DiskCache(settings().cache_dir),
+                         progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
+    finally:
+        bar.empty()
+    return result
+
+
+def current_analysis() -> Analysis:
+    """The processed current dataset with PCA, neighbours and UMAP (computed once, then cached)."""
+    source, key = current_source()
+    adata = load_dataset(source, key)
+    return _analysis(source, key, pipeline_params(adata))
+
+
+def open_or_stop() -> Analysis:
+    """The current analysis, or an error box and a stopped page when the input is bad."""
+    try:
+        return current_analysis()
+    except InputError as error:
+        st.error(str(error))
+        if st.session_state.get("preprocess_overrides") or st.session_state.get("n_comps"):
+            if st.button("Reset the filters to their defaults"):
+                st.session_state.pop("preprocess_overrides", None)
+                st.session_state.pop("n_comps", None)
+                st.rerun()
+        st.info("Or choose another dataset on the Home page; the demo always works.")
+        st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def raw_qc_table(source: str, library_size_key: str | None, params: PreprocessParams) -> pd.DataFrame:
+    """QC metrics of every cell before filtering, for the Data page's plots."""
+    return qc_metrics(load_dataset(source, library_size_key), params)
+
+
+def color_options(analysis: Analysis) -> list[str]:
+    """Categorical ``obs`` columns worth colouring by, most useful first."""
+    columns = categorical_columns(analysis.adata)
+    preferred = ["cell_type", "batch", "condition", "donor_id", "perturbation"]
+    return sorted(columns, key=lambda name: (preferred.index(name) if name in preferred else len(preferred), name))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def category_image(analysis_key: str, layout: str, column: str, view: View, _analysis: Analysis):
+    """RGBA image of a layout coloured by an ``obs`` column, and its legend table."""
+    coords = _analysis.layouts()[layout]
+    values = _analysis.adata.obs[column].astype("category")
+    codes = values.cat.codes.to_numpy()
+    colors = category_colors(len(values.cat.categories))
+    image = render_categories(coords, codes, colors, view)
+    return image, legend_table(codes, list(values.cat.categories), colors)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def gene_image(analysis_key: str, layout: str, gene: str, view: View, _analysis: Analysis):
+    """RGBA image of a layout coloured by a gene's log-normalised expression, and the colour scale's range."""
+    return render_values(_analysis.layouts()[layout], _analysis.expression(gene), view)
+
+
+def default_view(analysis: Analysis, layout: str, width: int = 800, height: int = 600) -> View:
+    """A view of the whole layout."""
+    return fit_view(analysis.layouts()[layout], width, height)
+
+
+@st.cache_data(show_spinner="Preparing the table…", max_entries=8)
+def embedding_csv(analysis_key: str, _analysis: Analysis) -> bytes:
+    """Cell annotations, every 2-D layout and the principal components, as CSV."""
+    return embedding_table(_analysis.adata, _analysis.layouts()).to_csv().encode()
+
+
+@st.cache_data(show_spinner="Preparing the file…", max_entries=4)
+def processed_h5ad(analysis_key: str, _analysis: Analysis) -> bytes:
+    """The processed AnnData (counts, log-normalised values, embeddings, QC report) as ``.h5ad`` bytes."""
+    return h5ad_bytes(_analysis.adata)

@@ -1,0 +1,90 @@
+"""Explore: datashaded layouts coloured by an annotation or a gene, zoom, selection and exports."""
+
+import numpy as np
+import streamlit as st
+
+from dashboard import state
+from sccore.plots import layout_figure
+from sccore.render import png_bytes
+from sccore.select import cells_in_selection, composition, selection_bounds
+
+st.title("Explore the cells")
+analysis = state.open_or_stop()
+adata = analysis.adata
+layouts = analysis.layouts()
+names = list(layouts)
+
+top = st.columns([2, 2, 3])
+first = top[0].selectbox("Layout", names, key="layout_a",
+                         help="UMAP is computed on FAISS neighbours of the PCA embedding; PC1 vs PC2 is the raw PCA.")
+compare = top[1].toggle("Compare two layouts side by side", key="compare", disabled=len(names) < 2)
+second = top[1].selectbox("Second layout", [n for n in names if n != first], key="layout_b") if compare else None
+
+annotations = state.color_options(analysis)
+modes = (["Annotation"] if annotations else []) + ["Gene"]
+mode = top[2].radio("Colour by", modes, horizontal=True, key="color_mode")
+if not annotations:
+    top[2].caption("This dataset has no categorical annotation, so cells are coloured by a gene.")
+if mode == "Annotation":
+    column = top[2].selectbox("Annotation", annotations, key="color_column")
+else:
+    genes = list(adata.var_names)
+    default_gene = int(np.argmax(adata.var["highly_variable"].to_numpy())) if "highly_variable" in adata.var else 0
+    gene = top[2].selectbox("Gene (type to search)", genes, index=default_gene, key="color_gene")
+
+
+def draw(layout: str, slot: str) -> np.ndarray:
+    """Show one layout; return the cells the user selected on it."""
+    coords = layouts[layout]
+    view = st.session_state.get(f"view_{layout}") or state.default_view(analysis, layout)
+    if mode == "Annotation":
+        image, legend = state.category_image(analysis.key, layout, column, view, analysis)
+        figure = layout_figure(image, view, legend=legend, coords=coords, title=f"{layout} · {column}")
+    else:
+        image, span = state.gene_image(analysis.key, layout, gene, view, analysis)
+        figure = layout_figure(image, view, color_span=span, color_title=f"{gene}<br>log1p", coords=coords,
+                               title=f"{layout} · {gene}")
+    event = st.plotly_chart(figure, key=f"plot_{slot}", on_select="rerun", selection_mode=("box", "lasso"),
+                            width="stretch", config={"displaylogo": False})
+    selected = cells_in_selection(coords, (event or {}).get("selection", {}) if event else {})
+    buttons = st.columns(3)
+    if buttons[0].button("Zoom to selection", key=f"zoom_{slot}", disabled=len(selected) < 2,
+                         help="Draw a box or lasso on the plot first; the region is re-rendered at full resolution."):
+        x_range, y_range = selection_bounds(coords, selected)
+        st.session_state[f"view_{layout}"] = view.zoomed(x_range, y_range)
+        st.rerun()
+    if buttons[1].button("Reset view", key=f"reset_{slot}", disabled=f"view_{layout}" not in st.session_state):
+        st.session_state.pop(f"view_{layout}", None)
+        st.rerun()
+    buttons[2].download_button("Image (PNG)", png_bytes(image), file_name=f"{layout}.png", mime="image/png",
+                               key=f"png_{slot}")
+    return selected
+
+
+if compare and second:
+    left, right = st.columns(2)
+    with left:
+        selected = draw(first, "a")
+    with right:
+        selected = np.union1d(selected, draw(second, "b"))
+else:
+    selected = draw(first, "a")
+
+st.subheader("Selected cells")
+if len(selected) == 0:
+    st.caption("Use the box or lasso tool on a plot to select cells; their composition appears here.")
+else:
+    st.write(f"**{len(selected):,} cells** selected ({100 * len(selected) / adata.n_obs:.1f} % of all cells).")
+    areas = st.columns(min(3, len(annotations))) if annotations else []
+    for position, column_name in enumerate(annotations):
+        areas[position % len(areas)].dataframe(composition(adata.obs, selected, column_name), hide_index=True,
+                                               width="stretch")
+    table = adata.obs.iloc[selected].copy()
+    st.download_button("Selected cells (CSV)", table.to_csv().encode(), file_name="selected_cells.csv",
+                       mime="text/csv")
+
+st.subheader("Export")
+st.download_button("Embedding table (CSV): annotations, layouts and PCs",
+                   state.embedding_csv(analysis.key, analysis), file_name="embedding.csv", mime="text/csv")
+st.download_button("Processed dataset (h5ad)", state.processed_h5ad(analysis.key, analysis),
+                   file_name="processed.h5ad", mime="application/octet-stream")

@@ -1,0 +1,55 @@
+"""Home: choose a dataset (demo, data folder or upload) and see its summary."""
+
+import streamlit as st
+
+from dashboard import state
+from sccore import InputError
+from sccore.io import categorical_columns
+
+st.title("Single-cell embeddings explorer")
+st.caption("Open a dataset of raw counts, then explore it on the **Data & QC** and **Explore** pages.")
+
+files = state.available_files()
+choices = ["Demo: 700 PBMCs (built in)"] + (["A file from the data folder"] if files else []) + ["Upload a .h5ad file"]
+choice = st.radio("Dataset", choices, horizontal=True, key="home_choice")
+library_size_key = st.text_input(
+    "Library-size column (optional)", key="home_library_size_key",
+    help="An obs column with each cell's whole-transcriptome total counts, for files that hold only some genes.")
+
+if choice.startswith("Demo"):
+    if st.button("Open the demo", type="primary"):
+        state.choose_source(state.DEMO)
+elif choice.startswith("A file"):
+    label = st.selectbox("File", list(files))
+    if st.button("Open file", type="primary"):
+        state.choose_source(files[label], library_size_key)
+else:
+    upload = st.file_uploader("An AnnData .h5ad file of raw counts", type=["h5ad"])
+    if upload is not None and st.button("Open upload", type="primary"):
+        state.choose_source(state.save_upload(upload.name, upload.getvalue()), library_size_key)
+
+source, key = state.current_source()
+try:
+    adata = state.load_dataset(source, key)
+except InputError as error:
+    st.error(str(error))
+    st.info("The previous dataset is still available: open the demo or choose another file.")
+    st.stop()
+
+info = adata.uns.get("dataset", {})
+st.subheader(info.get("name", "Dataset"))
+st.write(info.get("description", ""))
+cells, genes, columns = st.columns(3)
+cells.metric("Cells", f"{adata.n_obs:,}")
+genes.metric("Genes", f"{adata.n_vars:,}")
+columns.metric("Cell annotations", len(adata.obs.columns))
+for note in adata.uns.get("input", {}).get("notes", []):
+    st.info(note)
+categorical = categorical_columns(adata)
+if categorical:
+    st.write("**Categorical annotations** (colour cells by these on the Explore page)")
+    st.dataframe(
+        [{"column": name, "values": adata.obs[name].nunique(),
+          "examples": ", ".join(map(str, adata.obs[name].astype(str).value_counts().index[:4]))}
+         for name in categorical],
+        hide_index=True, width="stretch")

@@ -1,0 +1,93 @@
+"""Cell embeddings. PCA is the baseline every other embedding is compared with."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import InputError
+
+ROWS_PER_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class PCAParams:
+    """Parameters of :func:`pca`."""
+
+    n_comps: int = 50
+    use_highly_variable: bool = True
+
+
+def _gram_and_mean(matrix) -> tuple[np.ndarray, np.ndarray]:
+    """``X^T X`` and the column means of ``X``, read in row chunks so a sparse ``X`` is never densified whole."""
+    n_genes = matrix.shape[1]
+    gram = np.zeros((n_genes, n_genes))
+    column_sum = np.zeros(n_genes)
+    for start in range(0, matrix.shape[0], ROWS_PER_CHUNK):
+        chunk = matrix[start:start + ROWS_PER_CHUNK]
+        chunk = chunk.astype(np.float64) if sp.issparse(chunk) else np.asarray(chunk, dtype=np.float64)
+        product = chunk.T @ chunk
+        gram += product.toarray() if sp.issparse(product) else product
+        column_sum += np.asarray(chunk.sum(axis=0)).ravel()
+    return gram, column_sum / matrix.shape[0]
+
+
+def fit_pca(matrix, n_comps: int) -> dict[str, np.ndarray]:
+    """Exact PCA of a (sparse or dense) cells x genes matrix through its gene-gene covariance.
+
+    Returns ``mean`` (genes), ``components`` (genes x comps) and ``variance`` / ``variance_ratio``
+    (comps). Signs are fixed so each component's largest loading is positive.
+    """
+    n_cells, n_genes = matrix.shape
+    n_comps = int(min(n_comps, n_genes, n_cells - 1))
+    if n_comps < 1:
+        raise InputError("PCA needs at least 2 cells and 1 gene.")
+    gram, mean = _gram_and_mean(matrix)
+    covariance = (gram - n_cells * np.outer(mean, mean)) / max(n_cells - 1, 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1][:n_comps]
+    variance = np.clip(eigenvalues[order], 0, None)
+    components = eigenvectors[:, order]
+    signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(n_comps)])
+    components *= np.where(signs == 0, 1, signs)
+    total = max(float(np.clip(eigenvalues, 0, None).sum()), np.finfo(float).tiny)
+    return {"mean": mean, "components": components, "variance": variance, "variance_ratio": variance / total}
+
+
+def project_pca(matrix, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Project cells (rows of ``matrix``, same genes as the fit) onto PCA components: ``(X - mean) @ components``."""
+    out = np.empty((matrix.shape[0], components.shape[1]), dtype=np.float32)
+    shift = mean @ components
+    for start in range(0, matrix.shape[0], ROWS_PER_CHUNK):
+        chunk = matrix[start:start + ROWS_PER_CHUNK]
+        out[start:start + ROWS_PER_CHUNK] = np.asarray(chunk @ components) - shift
+    return out
+
+
+def pca(adata: ad.AnnData, params: PCAParams = PCAParams(), key_added: str = "X_pca") -> None:
+    """PCA of log-normalised ``adata.X`` (highly variable genes by default), in place.
+
+    Writes ``obsm[key_added]``, the loadings of every gene in ``varm[key_added + '_loadings']``
+    (zero for genes left out), the gene means in ``var[key_added + '_mean']`` and the parameters and
+    explained variance in ``uns[key_added]``, so new cells can be projected with :func:`project_pca`.
+    """
+    if "preprocess" not in adata.uns:
+        raise InputError("PCA needs log-normalised data: run sccore.pp.preprocess first.")
+    genes = (adata.var["highly_variable"].to_numpy(dtype=bool) if params.use_highly_variable
+             else np.ones(adata.n_vars, dtype=bool))
+    matrix = adata.X[:, np.flatnonzero(genes)]
+    fit = fit_pca(matrix, params.n_comps)
+    adata.obsm[key_added] = project_pca(matrix, fit["mean"], fit["components"])
+    loadings = np.zeros((adata.n_vars, fit["components"].shape[1]), dtype=np.float32)
+    loadings[genes] = fit["components"]
+    mean = np.zeros(adata.n_vars, dtype=np.float32)
+    mean[genes] = fit["mean"]
+    adata.varm[f"{key_added}_loadings"] = loadings
+    adata.var[f"{key_added}_mean"] = mean
+    adata.uns[key_added] = {"method": "pca", "params": asdict(params),
+                            "n_comps": int(loadings.shape[1]),
+                            "variance": fit["variance"].astype(np.float32),
+                            "variance_ratio": fit["variance_ratio"].astype(np.float32)}

@@ -1,0 +1,8 @@
+"""The one exception type for problems a user can cause and fix."""
+
+
+class InputError(ValueError):
+    """Bad input from a user: the message says what is wrong and how to fix it.
+
+    The dashboard shows it with ``st.error``; the CLI prints it on one line and exits 2.
+    """

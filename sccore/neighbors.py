@@ -1,0 +1,131 @@
+"""Nearest neighbours through FAISS: one index per embedding, one small result type for everyone.
+
+The same :class:`Neighbors` feeds UMAP, search, label transfer and metrics, so neighbours are
+computed once per embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .cache import atomic_write
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """How to index an embedding: exact (``"flat"``) below ``exact_threshold`` cells, HNSW above it.
+
+    ``kind="auto"`` applies the threshold; ``"flat"`` or ``"hnsw"`` force one. ``hnsw_m``,
+    ``ef_construction`` and ``ef_search`` are HNSW's graph degree and search breadths.
+    """
+
+    kind: str = "auto"
+    exact_threshold: int = 50_000
+    hnsw_m: int = 32
+    ef_construction: int = 64
+    ef_search: int = 96
+
+    def resolved_kind(self, n_cells: int) -> str:
+        """``"flat"`` or ``"hnsw"`` for an embedding of ``n_cells`` cells."""
+        if self.kind not in ("auto", "flat", "hnsw"):
+            raise InputError(f"Unknown index kind '{self.kind}': use auto, flat or hnsw.")
+        if self.kind == "auto":
+            return "flat" if n_cells < self.exact_threshold else "hnsw"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """k nearest neighbours of each cell: ``indices`` (cells x k, int64, the cell itself first when it
+    is in the index) and Euclidean ``distances`` (cells x k, float32, ascending)."""
+
+    indices: np.ndarray
+    distances: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Neighbours per cell."""
+        return self.indices.shape[1]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to an ``.npz`` file atomically."""
+        atomic_write(path, lambda tmp: np.savez(tmp, indices=self.indices, distances=self.distances), suffix=".npz")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Neighbors":
+        """Read what :meth:`save` wrote."""
+        with np.load(path) as stored:
+            return cls(indices=stored["indices"], distances=stored["distances"])
+
+
+def _as_float32(embedding: np.ndarray) -> np.ndarray:
+    embedding = np.ascontiguousarray(embedding, dtype=np.float32)
+    if embedding.ndim != 2 or embedding.shape[0] == 0:
+        raise InputError("An embedding must be a non-empty cells x dimensions matrix.")
+    if not np.all(np.isfinite(embedding)):
+        raise InputError("The embedding contains NaN or infinite values; recompute it from valid data.")
+    return embedding
+
+
+def build_index(embedding: np.ndarray, params: IndexParams = IndexParams()) -> faiss.Index:
+    """A FAISS index over the rows of ``embedding`` (L2), exact or HNSW as ``params`` says."""
+    embedding = _as_float32(embedding)
+    dim = embedding.shape[1]
+    if params.resolved_kind(len(embedding)) == "flat":
+        index = faiss.IndexFlatL2(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+    index.add(embedding)
+    return index
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> Neighbors:
+    """The ``k`` nearest indexed cells of each query row."""
+    queries = _as_float32(queries)
+    if queries.shape[1] != index.d:
+        raise InputError(f"Queries have {queries.shape[1]} dimensions but the index has {index.d}; "
+                         "embed them with the same method as the reference.")
+    k = int(min(k, index.ntotal))
+    squared, indices = index.search(queries, k)
+    return Neighbors(indices=indices.astype(np.int64), distances=np.sqrt(np.clip(squared, 0, None)).astype(np.float32))
+
+
+def knn(embedding: np.ndarray, k: int = 15, params: IndexParams = IndexParams(),
+        index: faiss.Index | None = None) -> Neighbors:
+    """Each cell's ``k`` nearest cells (itself first) within ``embedding``; builds the index unless given."""
+    if index is None:
+        index = build_index(embedding, params)
+    result = search(index, embedding, k)
+    return _self_first(result)
+
+
+def _self_first(result: Neighbors) -> Neighbors:
+    """Put each cell first in its own list (approximate search or ties can miss or misplace it)."""
+    indices, distances = result.indices.copy(), result.distances.copy()
+    rows = np.arange(len(indices))
+    is_self = indices == rows[:, None]
+    wrong = ~is_self[:, 0]
+    if wrong.any():
+        for row in np.flatnonzero(wrong):
+            others = indices[row][indices[row] != row][: indices.shape[1] - 1]
+            other_distances = distances[row][indices[row] != row][: indices.shape[1] - 1]
+            indices[row] = np.concatenate([[row], others])
+            distances[row] = np.concatenate([[0.0], other_distances])
+    return Neighbors(indices=indices, distances=distances)
+
+
+def save_index(index: faiss.Index, path: str | os.PathLike) -> None:
+    """Write a FAISS index to ``path`` atomically."""
+    atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
+
+
+def load_index(path: str | os.PathLike) -> faiss.Index:
+    """Read a FAISS index written by :func:`save_index`."""
+    return faiss.read_index(str(path))

@@ -1,0 +1,67 @@
+"""Plotly figures shared by the dashboard and reports (no streamlit here)."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .render import EXPRESSION_CMAP, View, png_bytes
+
+MAX_LEGEND_ENTRIES = 40
+SELECTION_SAMPLE = 4000
+
+
+def layout_figure(image: np.ndarray, view: View, legend: pd.DataFrame | None = None,
+                  color_span: tuple[float, float] | None = None, color_title: str = "",
+                  coords: np.ndarray | None = None, title: str = "", height: int = 560) -> go.Figure:
+    """A datashaded image placed on axes in data units, ready for box or lasso selection.
+
+    ``legend`` (category, color, n_cells) adds one legend entry per category with its count;
+    ``color_span`` adds a colour bar. ``coords`` adds an invisible sample of cells so that
+    plotly offers box and lasso selection; selected cells are found from the shape, over all cells.
+    """
+    figure = go.Figure()
+    encoded = base64.b64encode(png_bytes(image, background=None)).decode()
+    (x0, x1), (y0, y1) = view.x_range, view.y_range
+    figure.add_layout_image(source=f"data:image/png;base64,{encoded}", xref="x", yref="y", x=x0, y=y1,
+                            sizex=x1 - x0, sizey=y1 - y0, sizing="stretch", layer="below")
+    if coords is not None and len(coords):
+        sample = coords[np.random.default_rng(0).choice(len(coords), min(len(coords), SELECTION_SAMPLE),
+                                                        replace=False)]
+        figure.add_trace(go.Scattergl(x=sample[:, 0], y=sample[:, 1], mode="markers", hoverinfo="skip",
+                                      marker={"size": 4, "opacity": 0}, showlegend=False, name="cells"))
+    if legend is not None:
+        for row in legend.head(MAX_LEGEND_ENTRIES).itertuples():
+            figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{row.category} ({row.n_cells:,})",
+                                        marker={"size": 10, "color": row.color}, hoverinfo="skip"))
+    if color_span is not None:
+        figure.add_trace(go.Scatter(
+            x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+            marker={"colorscale": [[i / (len(EXPRESSION_CMAP) - 1), c] for i, c in enumerate(EXPRESSION_CMAP)],
+                    "cmin": color_span[0], "cmax": color_span[1], "showscale": True, "color": [color_span[0]],
+                    "colorbar": {"title": {"text": color_title}, "thickness": 14}}))
+    figure.update_xaxes(range=[x0, x1], showgrid=False, zeroline=False, showticklabels=False, title="")
+    figure.update_yaxes(range=[y0, y1], showgrid=False, zeroline=False, showticklabels=False, title="",
+                        scaleanchor="x", scaleratio=1)
+    figure.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+                         plot_bgcolor="white", dragmode="lasso", legend={"itemsizing": "constant"})
+    return figure
+
+
+def qc_histograms(qc: pd.DataFrame, min_genes: float, max_pct_mito: float) -> go.Figure:
+    """Histograms of detected genes, total counts and mitochondrial percentage, with the filter thresholds."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=3, subplot_titles=("Detected genes per cell", "Counts per cell",
+                                                           "Mitochondrial counts (%)"))
+    for column, (name, threshold) in enumerate([("n_genes", min_genes), ("total_counts", None),
+                                                ("pct_mito", max_pct_mito)], start=1):
+        figure.add_trace(go.Histogram(x=qc[name], nbinsx=60, marker_color="#0072B2", showlegend=False),
+                         row=1, col=column)
+        if threshold is not None:
+            figure.add_vline(x=threshold, line_color="#D55E00", line_dash="dash", row=1, col=column)
+    figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.02)
+    return figure

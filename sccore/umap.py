@@ -1,0 +1,139 @@
+"""UMAP layouts built on FAISS neighbours, with a ``transform`` that places new or perturbed cells.
+
+Below ``subsample_threshold`` cells UMAP is fitted on all cells with the embedding's precomputed
+neighbours. Above it, it is fitted on a random subsample and the other cells are placed by
+:func:`transform`, which follows umap-learn's own transform but takes its neighbours from FAISS.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import anndata as ad
+import faiss
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import InputError
+from .neighbors import IndexParams, Neighbors, build_index, knn, search
+
+
+@dataclass(frozen=True)
+class UMAPParams:
+    """Parameters of :func:`fit_umap`."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.3
+    spread: float = 1.0
+    random_state: int = 0
+    subsample_threshold: int = 200_000
+    subsample_size: int = 100_000
+
+
+@dataclass
+class UMAPModel:
+    """A fitted layout: the training cells' coordinates and what :func:`transform` needs to add cells."""
+
+    embedding: np.ndarray  # training cells x 2
+    train_cells: np.ndarray  # positions of the training cells in the dataset
+    a: float
+    b: float
+    n_neighbors: int
+    random_state: int
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The model as named arrays, for ``np.savez``."""
+        return {"embedding": self.embedding, "train_cells": self.train_cells,
+                "scalars": np.array([self.a, self.b, self.n_neighbors, self.random_state])}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "UMAPModel":
+        """Rebuild a model from :meth:`to_arrays`' output."""
+        a, b, n_neighbors, random_state = arrays["scalars"]
+        return cls(arrays["embedding"], arrays["train_cells"], float(a), float(b), int(n_neighbors),
+                   int(random_state))
+
+
+def fit_umap(embedding: np.ndarray, neighbors: Neighbors | None = None, params: UMAPParams = UMAPParams(),
+             index_params: IndexParams = IndexParams()) -> tuple[UMAPModel, np.ndarray]:
+    """Fit UMAP on ``embedding`` and return the model and 2-D coordinates of every cell.
+
+    ``neighbors`` (each cell itself first) are reused when UMAP is fitted on all cells; with a
+    subsample, the subsample's neighbours come from a FAISS index over it, which also places the rest.
+    """
+    import umap as umap_learn
+
+    embedding = np.ascontiguousarray(embedding, dtype=np.float32)
+    n_cells = len(embedding)
+    if n_cells < 4:
+        raise InputError(f"UMAP needs at least 4 cells; this selection has {n_cells}.")
+    n_neighbors = int(min(params.n_neighbors, n_cells - 1))
+    rng = np.random.default_rng(params.random_state)
+    subsample = n_cells > params.subsample_threshold
+    train_cells = (np.sort(rng.choice(n_cells, size=params.subsample_size, replace=False)) if subsample
+                   else np.arange(n_cells))
+    train = embedding[train_cells]
+    train_index = build_index(train, index_params) if subsample else None
+    if subsample or neighbors is None or neighbors.k < n_neighbors or len(neighbors.indices) != n_cells:
+        neighbors = knn(train, n_neighbors, index_params, index=train_index)
+    reducer = umap_learn.UMAP(n_neighbors=n_neighbors, min_dist=params.min_dist, spread=params.spread,
+                              random_state=params.random_state,
+                              precomputed_knn=(neighbors.indices[:, :n_neighbors].astype(np.int32),
+                                               neighbors.distances[:, :n_neighbors]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train_coords = reducer.fit_transform(train).astype(np.float32)
+    model = UMAPModel(train_coords, train_cells, float(reducer._a), float(reducer._b), n_neighbors,
+                      params.random_state)
+    coords = np.empty((n_cells, 2), dtype=np.float32)
+    coords[train_cells] = train_coords
+    if subsample:
+        rest = np.setdiff1d(np.arange(n_cells), train_cells)
+        coords[rest] = transform(model, embedding[rest], train_index)
+    return model, coords
+
+
+def transform(model: UMAPModel, new_embedding: np.ndarray, train_index: faiss.Index) -> np.ndarray:
+    """Place new cells (e.g. perturbed embeddings) in a fitted layout, as umap-learn's ``transform`` does.
+
+    ``train_index`` is a FAISS index over the training cells' embedding (in ``model.train_cells`` order).
+    """
+    from umap.layouts import optimize_layout_euclidean
+    from umap.umap_ import compute_membership_strengths, init_graph_transform, make_epochs_per_sample, smooth_knn_dist
+
+    found = search(train_index, new_embedding, model.n_neighbors)
+    distances = found.distances.astype(np.float32)
+    sigmas, rhos = smooth_knn_dist(distances, float(model.n_neighbors), local_connectivity=0.0)
+    rows, cols, vals, _ = compute_membership_strengths(found.indices.astype(np.int32), distances, sigmas, rhos,
+                                                       bipartite=True)
+    graph = sp.coo_matrix((vals, (rows, cols)), shape=(len(new_embedding), len(model.embedding)))
+    csr = graph.tocsr()
+    csr.eliminate_zeros()
+    coords = init_graph_transform(csr, model.embedding).astype(np.float32)
+    n_epochs = 100 if len(new_embedding) <= 10_000 else 30
+    graph.data[graph.data < graph.data.max() / n_epochs] = 0.0
+    graph.eliminate_zeros()
+    rng_state = np.random.default_rng(model.random_state).integers(-(2**31), 2**31 - 1, 3).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coords = optimize_layout_euclidean(
+            coords, model.embedding.astype(np.float32, copy=True), graph.row, graph.col, n_epochs,
+            graph.shape[1], make_epochs_per_sample(graph.data, n_epochs), model.a, model.b, rng_state,
+            1.0, 0.25, 5, False,
+        )
+    return np.asarray(coords, dtype=np.float32)
+
+
+def umap(adata: ad.AnnData, use_rep: str = "X_pca", neighbors: Neighbors | None = None,
+         params: UMAPParams = UMAPParams(), index_params: IndexParams = IndexParams(),
+         key_added: str = "X_umap") -> UMAPModel:
+    """UMAP of ``obsm[use_rep]`` into ``obsm[key_added]``, parameters in ``uns[key_added]``; returns the model."""
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm has no '{use_rep}'. Compute it first (e.g. `python -m sccore embed --method pca`); "
+                         f"available: {', '.join(adata.obsm.keys()) or 'none'}.")
+    model, coords = fit_umap(np.asarray(adata.obsm[use_rep]), neighbors, params, index_params)
+    adata.obsm[key_added] = coords
+    adata.uns[key_added] = {"use_rep": use_rep, "params": asdict(params),
+                            "n_fit_cells": int(len(model.train_cells))}
+    return model

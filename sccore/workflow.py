@@ -1,0 +1,169 @@
+"""The whole path from raw counts to an explorable layout, each step cached on disk by content.
+
+``analyse`` is what the dashboard and the CLI both call: preprocess, PCA, a FAISS index, its
+k-nearest neighbours, and UMAP on those neighbours. Reopening the same data with the same
+parameters loads every step from the cache instead of computing it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import anndata as ad
+import faiss
+import numpy as np
+import scipy.sparse as sp
+
+from .cache import DiskCache, fingerprint, make_key
+from .embed import PCAParams, pca
+from .neighbors import IndexParams, Neighbors, build_index, knn, load_index, save_index
+from .pp import PreprocessParams, preprocess
+from .umap import UMAPModel, UMAPParams, fit_umap
+
+Progress = Callable[[float, str], None]
+CACHE_VERSION = "1"
+
+
+def _quiet(fraction: float, message: str) -> None:
+    """A progress callback that reports nothing."""
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """Every parameter of :func:`analyse`, grouped by step."""
+
+    preprocess: PreprocessParams = PreprocessParams()
+    pca: PCAParams = PCAParams()
+    index: IndexParams = IndexParams()
+    n_neighbors: int = 15
+    umap: UMAPParams = UMAPParams()
+
+
+@dataclass
+class Analysis:
+    """A processed dataset and the heavy objects built on it, per embedding (``obsm`` key)."""
+
+    adata: ad.AnnData
+    key: str
+    params: PipelineParams
+    indexes: dict[str, faiss.Index] = field(default_factory=dict)
+    neighbors: dict[str, Neighbors] = field(default_factory=dict)
+    umap_models: dict[str, UMAPModel] = field(default_factory=dict)
+    _by_gene: object = field(default=None, repr=False)
+
+    def expression(self, gene: str) -> np.ndarray:
+        """Log-normalised expression of ``gene`` in every cell (read from a gene-major copy, built once)."""
+        from .errors import InputError
+
+        if gene not in self.adata.var_names:
+            raise InputError(f"Gene '{gene}' is not in this dataset ({self.adata.n_vars} genes after filtering).")
+        if self._by_gene is None:
+            self._by_gene = sp.csc_matrix(self.adata.X)
+        column = self._by_gene[:, self.adata.var_names.get_loc(gene)]
+        return np.asarray(column.toarray()).ravel()
+
+    def layouts(self) -> dict[str, np.ndarray]:
+        """Every 2-D view of the cells: UMAPs, the first two PCs, and 2-D embeddings the file brought."""
+        obsm = self.adata.obsm
+        views = {key: np.asarray(obsm[key]) for key in obsm if key.startswith("X_umap")}
+        if "X_pca" in obsm and obsm["X_pca"].shape[1] >= 2:
+            views["X_pca (PC1 vs PC2)"] = np.asarray(obsm["X_pca"][:, :2])
+        for key in obsm:
+            value = np.asarray(obsm[key])
+            if key not in views and value.ndim == 2 and value.shape[1] == 2 and np.issubdtype(value.dtype, np.number):
+                views[key] = value
+        return views
+
+
+def layout_key(use_rep: str) -> str:
+    """The ``obsm`` key of the UMAP of ``use_rep``: ``X_umap`` for ``X_pca``, ``X_umap_<name>`` otherwise."""
+    return "X_umap" if use_rep == "X_pca" else f"X_umap_{use_rep.removeprefix('X_')}"
+
+
+def _save_h5ad(adata: ad.AnnData, path: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.write_h5ad(path)
+
+
+def _pca_arrays(adata: ad.AnnData, params: PCAParams) -> dict[str, np.ndarray]:
+    copy = adata.copy()
+    pca(copy, params)
+    info = copy.uns["X_pca"]
+    return {"X_pca": copy.obsm["X_pca"], "loadings": copy.varm["X_pca_loadings"],
+            "mean": copy.var["X_pca_mean"].to_numpy(), "variance": info["variance"],
+            "variance_ratio": info["variance_ratio"]}
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def _save_umap(fitted: tuple[UMAPModel, np.ndarray], path: str) -> None:
+    model, coords = fitted
+    np.savez(path, coords=coords, **model.to_arrays())
+
+
+def _load_umap(path: str) -> tuple[UMAPModel, np.ndarray]:
+    arrays = _load_npz(path)
+    return UMAPModel.from_arrays(arrays), arrays["coords"]
+
+
+def add_neighbors_and_layout(analysis: Analysis, use_rep: str, cache: DiskCache, progress: Progress = _quiet,
+                             parent_key: str | None = None) -> None:
+    """Index ``obsm[use_rep]`` with FAISS, find neighbours once, and lay it out with UMAP (all cached)."""
+    params = analysis.params
+    embedding = np.asarray(analysis.adata.obsm[use_rep], dtype=np.float32)
+    base = make_key(parent_key or analysis.key, use_rep)
+    index_key = make_key(base, params.index)
+    progress(0.55, f"Indexing {use_rep} with FAISS ({params.index.resolved_kind(len(embedding))})")
+    index = cache.fetch(index_key, "index.faiss", lambda: build_index(embedding, params.index), save_index, load_index)
+    progress(0.65, f"Finding {params.n_neighbors} nearest neighbours of every cell")
+    neighbors_key = make_key(index_key, params.n_neighbors)
+    neighbors = cache.fetch(neighbors_key, "neighbors.npz",
+                            lambda: knn(embedding, params.n_neighbors + 1, params.index, index=index),
+                            lambda value, path: value.save(path), Neighbors.load)
+    progress(0.75, f"Computing the UMAP of {use_rep}")
+    umap_key = make_key(neighbors_key, params.umap)
+    model, coords = cache.fetch(umap_key, "umap.npz",
+                                lambda: fit_umap(embedding, neighbors, params.umap, params.index),
+                                _save_umap, _load_umap)
+    key = layout_key(use_rep)
+    analysis.adata.obsm[key] = coords
+    analysis.adata.uns[key] = {"use_rep": use_rep, "n_neighbors": params.n_neighbors,
+                               "n_fit_cells": int(len(model.train_cells))}
+    analysis.indexes[use_rep] = index
+    analysis.neighbors[use_rep] = neighbors
+    analysis.umap_models[use_rep] = model
+
+
+def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache: DiskCache | None = None,
+            progress: Progress = _quiet) -> Analysis:
+    """Preprocess ``adata`` (raw counts in ``X``), compute PCA, FAISS neighbours and UMAP; reuse cached steps.
+
+    The result's AnnData holds ``obsm['X_pca']``, ``obsm['X_umap']`` and the QC report in
+    ``uns['preprocess']``; the FAISS index, neighbours and UMAP model sit beside it.
+    """
+    cache = cache or DiskCache(None)
+    progress(0.0, "Fingerprinting the data")
+    data_key = make_key(CACHE_VERSION, fingerprint(adata))
+    pp_key = make_key(data_key, params.preprocess)
+    progress(0.05, "Quality control, normalisation and highly variable genes")
+    processed = cache.fetch(pp_key, "processed.h5ad", lambda: preprocess(adata, params.preprocess), _save_h5ad,
+                            ad.read_h5ad)
+    pca_key = make_key(pp_key, params.pca)
+    progress(0.3, f"PCA ({params.pca.n_comps} components)")
+    arrays = cache.fetch(pca_key, "pca.npz", lambda: _pca_arrays(processed, params.pca),
+                         lambda value, path: np.savez(path, **value), _load_npz)
+    processed.obsm["X_pca"] = arrays["X_pca"]
+    processed.varm["X_pca_loadings"] = arrays["loadings"]
+    processed.var["X_pca_mean"] = arrays["mean"]
+    processed.uns["X_pca"] = {"method": "pca", "n_comps": int(arrays["X_pca"].shape[1]),
+                              "variance": arrays["variance"], "variance_ratio": arrays["variance_ratio"]}
+    analysis = Analysis(adata=processed, key=pca_key, params=params)
+    add_neighbors_and_layout(analysis, "X_pca", cache, progress)
+    progress(1.0, "Done")
+    return analysis

@@ -1,0 +1,65 @@
+import subprocess
+import sys
+
+import anndata as ad
+import pytest
+
+from tests.conftest import ROOT, make_counts
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sccore", *map(str, args)], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def counts_file(tmp_path):
+    path = tmp_path / "counts.h5ad"
+    make_counts(n_cells=400).write_h5ad(path)
+    return path
+
+
+def test_embed_then_umap(counts_file, tmp_path):
+    embedded, laid_out = tmp_path / "embedded.h5ad", tmp_path / "umap.h5ad"
+    result = run_cli("embed", counts_file, "-o", embedded, "--method", "pca", "--min-genes", "0", "--n-comps", "20")
+    assert result.returncode == 0, result.stderr
+    adata = ad.read_h5ad(embedded)
+    assert adata.obsm["X_pca"].shape == (400, 20) and "counts" in adata.layers
+    result = run_cli("umap", embedded, "-o", laid_out, "--use-rep", "X_pca")
+    assert result.returncode == 0, result.stderr
+    assert ad.read_h5ad(laid_out).obsm["X_umap"].shape == (400, 2)
+
+
+def test_help_for_every_subcommand():
+    for command in ("embed", "umap"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "OUT.h5ad" in result.stdout
+    assert "--library-size-key" in run_cli("embed", "--help").stdout
+
+
+@pytest.mark.parametrize("content", [b"not an h5ad file at all", b""])
+def test_bad_input_exits_non_zero_with_one_line(tmp_path, content):
+    bad = tmp_path / "bad.h5ad"
+    bad.write_bytes(content)
+    result = run_cli("embed", bad, "-o", tmp_path / "out.h5ad", "--method", "pca")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_missing_representation_and_library_size_key(counts_file, tmp_path):
+    result = run_cli("umap", counts_file, "-o", tmp_path / "o.h5ad", "--use-rep", "X_encoder")
+    assert result.returncode == 2 and "X_encoder" in result.stderr
+    result = run_cli("embed", counts_file, "-o", tmp_path / "o.h5ad", "--library-size-key", "full_total_umis")
+    assert result.returncode == 2 and "full_total_umis" in result.stderr
+
+
+def test_embed_real_crispr_screen_with_whole_transcriptome_library_sizes(shared_data, tmp_path):
+    out = tmp_path / "lowmoi.h5ad"
+    result = run_cli("embed", shared_data / "lowmoi_example_data.h5ad", "-o", out, "--method", "pca",
+                     "--library-size-key", "full_total_umis", "--min-genes", "0")
+    assert result.returncode == 0, result.stderr
+    adata = ad.read_h5ad(out)
+    assert adata.uns["preprocess"]["params"]["library_size_key"] == "full_total_umis"
+    assert adata.obsm["X_pca"].shape[0] > 20_000

@@ -1,0 +1,99 @@
+"""AppTest for every page: it renders on the demo, reacts to its widgets, and stays up on bad input."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT, make_counts
+
+TIMEOUT = 240
+
+
+@pytest.fixture(autouse=True)
+def isolated_folders(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "app-cache"  # shared across tests: the demo is computed once
+    monkeypatch.setenv("SCCORE_CACHE_DIR", str(cache))
+    monkeypatch.setenv("SCCORE_UPLOAD_DIR", str(tmp_path_factory.mktemp("uploads")))
+    monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path_factory.mktemp("data")))
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
+
+
+def assert_clean(app: AppTest) -> None:
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+
+
+def test_app_opens_on_the_demo_home_page():
+    app = page("app.py").run()
+    assert_clean(app)
+    assert any("700 PBMCs" in s.value for s in app.subheader)
+    assert app.metric[0].value == "700"
+
+
+def test_home_page_switches_to_a_data_folder_file(tmp_path, monkeypatch):
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    make_counts().write_h5ad(folder / "mine.h5ad")
+    monkeypatch.setenv("SCCORE_DATA_DIRS", str(folder))
+    app = page("pages/home.py").run()
+    app.radio(key="home_choice").set_value("A file from the data folder").run()
+    app.button[0].click().run()
+    assert_clean(app)
+    assert app.metric[0].value == "300"
+
+
+def test_home_page_reports_a_bad_file_and_stays_up(tmp_path):
+    bad = tmp_path / "bad.h5ad"
+    bad.write_text("cell,gene\n")
+    app = page("pages/home.py")
+    app.session_state["source"] = str(bad)
+    app.run()
+    assert not app.exception
+    assert "not an HDF5" in app.error[0].value
+    assert app.radio(key="home_choice").value.startswith("Demo")
+
+
+def test_data_page_shows_qc_and_applies_new_filters():
+    app = page("pages/data.py").run()
+    assert_clean(app)
+    steps = app.dataframe[0].value
+    assert steps["cells_left"].iloc[-1] == 700
+    app.number_input[0].set_value(1200)  # minimum detected genes (whole transcriptome)
+    app.button[0].click().run()
+    assert_clean(app)
+    assert app.dataframe[0].value["cells_left"].iloc[-1] < 700
+
+
+def test_data_page_recovers_from_filters_that_remove_every_cell():
+    app = page("pages/data.py")
+    app.session_state["preprocess_overrides"] = {"min_genes": 20000}
+    app.run()
+    assert not app.exception and "removed every cell" in app.error[0].value
+    app.button[0].click().run()  # "Reset the filters to their defaults"
+    assert_clean(app)
+
+
+def test_explore_page_colours_by_annotation_and_gene_and_compares_layouts():
+    app = page("pages/explore.py").run()
+    assert_clean(app)
+    assert app.selectbox(key="color_column").value == "cell_type"
+    app.radio(key="color_mode").set_value("Gene").run()
+    app.selectbox(key="color_gene").set_value("CD79A").run()
+    assert_clean(app)
+    app.toggle(key="compare").set_value(True).run()
+    assert_clean(app)
+    assert app.selectbox(key="layout_b").value != app.selectbox(key="layout_a").value
+
+
+def test_explore_page_without_categorical_annotations(tmp_path):
+    adata = make_counts()
+    adata.obs = adata.obs[[]]
+    adata.write_h5ad(tmp_path / "plain.h5ad")
+    app = page("pages/explore.py")
+    app.session_state["source"] = str(tmp_path / "plain.h5ad")
+    app.session_state["preprocess_overrides"] = {"min_genes": 0}
+    app.run()
+    assert_clean(app)
+    assert app.radio(key="color_mode").options == ["Gene"]

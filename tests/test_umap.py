@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from sccore import InputError
+from sccore.neighbors import IndexParams, build_index, knn
+from sccore.umap import UMAPModel, UMAPParams, fit_umap, transform
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=8, size=(4, 10))
+    labels = rng.integers(0, 4, 1200)
+    return (centres[labels] + rng.normal(size=(1200, 10))).astype(np.float32), labels
+
+
+def _cluster_purity(coords, labels, k=10):
+    neighbors = knn(coords.astype(np.float32), k + 1, IndexParams(kind="flat"))
+    return np.mean(labels[neighbors.indices[:, 1:]] == labels[:, None])
+
+
+def test_fit_umap_on_precomputed_neighbours_keeps_clusters_apart(clusters):
+    points, labels = clusters
+    neighbors = knn(points, 16)
+    model, coords = fit_umap(points, neighbors, UMAPParams(n_neighbors=15))
+    assert coords.shape == (len(points), 2) and np.all(np.isfinite(coords))
+    assert len(model.train_cells) == len(points)
+    assert _cluster_purity(coords, labels) > 0.98
+
+
+def test_subsample_fit_and_transform_place_the_rest_in_their_clusters(clusters):
+    points, labels = clusters
+    params = UMAPParams(n_neighbors=15, subsample_threshold=500, subsample_size=400)
+    model, coords = fit_umap(points, None, params)
+    assert len(model.train_cells) == 400
+    assert _cluster_purity(coords, labels) > 0.95
+
+
+def test_transform_places_new_cells_near_their_cluster_and_model_round_trips(clusters):
+    points, labels = clusters
+    model, coords = fit_umap(points, None, UMAPParams(n_neighbors=15))
+    again = UMAPModel.from_arrays(model.to_arrays())
+    rng = np.random.default_rng(1)
+    new = points[:100] + rng.normal(scale=0.1, size=(100, 10)).astype(np.float32)
+    placed = transform(again, new, build_index(points))
+    centroids = np.stack([coords[labels == t].mean(0) for t in range(4)])
+    nearest = np.argmin(((placed[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(nearest == labels[:100]) > 0.95
+
+
+def test_too_few_cells():
+    with pytest.raises(InputError, match="at least 4 cells"):
+        fit_umap(np.zeros((3, 2), dtype=np.float32))

@@ -1,0 +1,56 @@
+import numpy as np
+
+from sccore.cache import DiskCache
+from sccore.io import open_dataset, standardise
+from sccore.neighbors import IndexParams
+from sccore.pp import PreprocessParams, default_params
+from sccore.workflow import PipelineParams, analyse, layout_key
+
+
+def test_analyse_demo_and_reopen_recomputes_nothing(demo, tmp_path):
+    params = PipelineParams(preprocess=default_params(demo))
+    messages = []
+    first_cache = DiskCache(tmp_path)
+    analysis = analyse(demo, params, first_cache, progress=lambda f, m: messages.append((f, m)))
+    adata = analysis.adata
+    assert adata.obsm["X_pca"].shape == (700, 50) and adata.obsm["X_umap"].shape == (700, 2)
+    assert first_cache.computed == 5  # preprocess, PCA, index, neighbours, UMAP
+    assert messages[-1][0] == 1.0 and all(b[0] >= a[0] for a, b in zip(messages, messages[1:]))
+    assert set(analysis.layouts()) >= {"X_umap", "X_pca (PC1 vs PC2)"}
+    # cell types stay together: most UMAP neighbours share the cell type
+    neighbors = analysis.neighbors["X_pca"]
+    labels = adata.obs["cell_type"].to_numpy()
+    assert np.mean(labels[neighbors.indices[:, 1:]] == labels[:, None]) > 0.6
+
+    second_cache = DiskCache(tmp_path)
+    again = analyse(demo, params, second_cache)
+    assert second_cache.computed == 0
+    np.testing.assert_array_equal(again.adata.obsm["X_umap"], adata.obsm["X_umap"])
+    np.testing.assert_array_equal(again.neighbors["X_pca"].indices, neighbors.indices)
+    assert again.expression("CD79A").shape == (700,)
+
+
+def test_changed_parameters_recompute_only_what_they_touch(counts_adata, tmp_path):
+    adata = standardise(counts_adata)
+    base = PipelineParams(preprocess=PreprocessParams(min_genes=0), index=IndexParams(kind="flat"))
+    analyse(adata, base, DiskCache(tmp_path))
+    cache = DiskCache(tmp_path)
+    from dataclasses import replace
+
+    analyse(adata, replace(base, umap=replace(base.umap, min_dist=0.1)), cache)
+    assert cache.computed == 1
+
+
+def test_layout_keys():
+    assert layout_key("X_pca") == "X_umap"
+    assert layout_key("X_encoder") == "X_umap_encoder"
+
+
+def test_analyse_real_pbmcs_from_eight_donors(shared_data, tmp_path):
+    adata = open_dataset(shared_data / "kang_se.h5ad")
+    analysis = analyse(adata, PipelineParams(preprocess=default_params(adata)), DiskCache(tmp_path))
+    result = analysis.adata
+    assert result.n_obs > 11_000 and result.obsm["X_umap"].shape == (result.n_obs, 2)
+    labels = result.obs["cell_type"].to_numpy()
+    indices = analysis.neighbors["X_pca"].indices[:, 1:]
+    assert np.mean(labels[indices] == labels[:, None]) > 0.8
