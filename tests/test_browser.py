@@ -1,0 +1,192 @@
+"""End-to-end check in a real browser: the app starts, Explore draws a coloured UMAP, no error shows.
+
+Runs ``streamlit run app.py`` on a free local port, drives Debian's Chromium through Playwright
+(no browser download) and inspects the rendered page. Marked ``browser``; skipped when Chromium
+or Playwright is missing. Set ``SCCORE_SCREENSHOT_DIR`` to keep a screenshot (``explore.png``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_START_S = 60
+FIRST_RENDER_MS = 180_000  # a cold numba cache makes the first PCA + UMAP slow on a small machine
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, chars: int = 4000) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no server log)"
+    return text[-chars:] if text else "(server log is empty)"
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"streamlit exited with code {process.returncode}\n--- server log ---\n{_log_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.read().decode().strip() == "ok":
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"streamlit not healthy after {SERVER_START_S} s\n--- server log ---\n{_log_tail(log)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _layout_png(page) -> bytes | None:
+    """The PNG of the first plotly layout image on the page, or None while there is none."""
+    href = page.evaluate(
+        """() => {
+            for (const el of document.querySelectorAll(
+                    '[data-testid="stPlotlyChart"] image, .js-plotly-plot image')) {
+                const h = el.getAttribute('href') || el.getAttribute('xlink:href') || '';
+                if (h.startsWith('data:image/png')) return h;
+            }
+            return null;
+        }"""
+    )
+    if not href:
+        return None
+    return base64.b64decode(href.split(",", 1)[1])
+
+
+def test_explore_draws_umap_in_browser(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: the browser test needs Debian's Chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    Image = pytest.importorskip("PIL.Image")
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)  # keeps NUMBA_CACHE_DIR when it is set
+    env["SCCORE_CACHE_DIR"] = str(tmp_path / "cache")
+    env["SCCORE_UPLOAD_DIR"] = str(tmp_path / "uploads")
+    env["PYTHONUNBUFFERED"] = "1"  # so the log tail in a failure message is current
+    log = tmp_path / "streamlit.log"
+    command = [sys.executable, "-m", "streamlit", "run", "app.py",
+               "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
+               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+        try:
+            _wait_healthy(f"{base}/_stcore/health", process, log)
+            with sync_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True,
+                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync"])
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+                    _check_explore(page, base, tmp_path, log, Image)
+                finally:
+                    browser.close()
+        finally:
+            _stop(process)
+
+
+def _check_explore(page, base: str, tmp_path: Path, log: Path, Image) -> None:
+    def fail(message: str) -> None:
+        shot = tmp_path / "failure.png"
+        try:
+            page.screenshot(path=str(shot))
+        except Exception:  # noqa: BLE001 - the screenshot is only a diagnostic
+            pass
+        pytest.fail(f"{message}\nscreenshot: {shot}\n--- server log ---\n{_log_tail(log)}")
+
+    # The root first: a deep link on a cold server shows Streamlit's legacy page list instead of st.navigation.
+    page.goto(f"{base}/", wait_until="domcontentloaded")
+    link = page.locator('[data-testid="stSidebarNavLink"]', has_text="Explore")
+    try:
+        link.first.wait_for(state="visible", timeout=60_000)
+    except Exception as error:  # noqa: BLE001
+        fail(f"no 'Explore' link in the sidebar navigation: {error}")
+    link.first.click()
+
+    try:
+        page.get_by_role("heading", name="Explore the cells").wait_for(timeout=60_000)
+    except Exception as error:  # noqa: BLE001
+        fail(f"the Explore page did not open: {error}")
+
+    deadline = time.monotonic() + FIRST_RENDER_MS / 1000
+    png = None
+    while png is None and time.monotonic() < deadline:
+        if page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count():
+            break
+        png = _layout_png(page)
+        if png is None:
+            page.wait_for_timeout(500)
+
+    errors = _shown_errors(page)
+    if errors:
+        fail("the Explore page shows an error:\n" + "\n---\n".join(errors))
+    if png is None:
+        fail(f"no plotly layout image (data:image/png) after {FIRST_RENDER_MS // 1000} s")
+
+    # Let the rest of the page (buttons, exports) finish so a late exception is caught too.
+    try:
+        page.wait_for_function(
+            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    except Exception:  # noqa: BLE001 - the status widget may linger; errors are checked below anyway
+        pass
+    page.screenshot(path=str(tmp_path / "explore.png"))
+    if os.environ.get("SCCORE_SCREENSHOT_DIR"):
+        folder = Path(os.environ["SCCORE_SCREENSHOT_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "explore.png", folder / "explore.png")
+
+    errors = _shown_errors(page)
+    if errors:
+        fail("the Explore page shows an error:\n" + "\n---\n".join(errors))
+
+    image = Image.open(io.BytesIO(png)).convert("RGBA")
+    rgba = np.asarray(image).reshape(-1, 4)
+    opaque = rgba[rgba[:, 3] > 0, :3]
+    colours = np.unique(opaque, axis=0)
+    size = image.width * image.height
+    if len(opaque) < max(500, size // 200):
+        fail(f"the UMAP image looks blank: {len(opaque)} non-transparent pixels of {size} ({image.size})")
+    if len(colours) < 5:
+        fail(f"the UMAP image has only {len(colours)} distinct colours; cells should be coloured by cell type")
+
+
+def _shown_errors(page) -> list[str]:
+    found = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+    return [found.nth(i).inner_text() for i in range(found.count())]
