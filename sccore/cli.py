@@ -51,11 +51,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .io import open_dataset
     from .pp import default_params, preprocess, steps_table
 
-    if args.method != "pca":
-        raise InputError(f"Unknown --method '{args.method}': use pca.")
+    if args.method not in ("pca", "encoder"):
+        raise InputError(f"Unknown --method '{args.method}': use pca or encoder.")
     adata = open_dataset(args.input, library_size_key=args.library_size_key)
     for note in adata.uns["input"]["notes"]:
         print(note, file=sys.stderr)
+    if args.method == "encoder":
+        return _embed_with_encoder(adata, args)
     preprocess_params = default_params(adata, min_genes=args.min_genes, max_pct_mito=args.max_pct_mito,
                                        min_cells=args.min_cells, n_top_genes=args.n_top_genes,
                                        **({"library_size_key": args.library_size_key} if args.library_size_key else {}))
@@ -65,6 +67,41 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     _write_h5ad(processed, args.output)
     print(f"Wrote obsm['{args.key_added}'] ({processed.n_obs} cells x {processed.obsm[args.key_added].shape[1]}) "
           f"to {args.output}")
+    return 0
+
+
+def _embed_with_encoder(adata, args: argparse.Namespace) -> int:
+    from .encode import encoder
+
+    if not args.model:
+        raise InputError("--method encoder needs --model DIR (a folder from `python -m sccore train`, "
+                         "assets/demo_model, or a Geneformer checkpoint).")
+    key = args.key_added if args.key_added != "X_pca" else "X_encoder"
+    bar, progress = _progress_bar("embed")
+    encoder(adata, args.model, key_added=key, pooling=args.pooling, layer=args.layer, batch_size=args.batch_size,
+            device=args.device, library_size_key=args.library_size_key, gene_id_key=args.gene_id_key,
+            progress=progress)
+    bar.close()
+    _write_h5ad(adata, args.output)
+    info = adata.uns[key]
+    print(f"Wrote obsm['{key}'] ({adata.n_obs} cells x {adata.obsm[key].shape[1]}; {info['genes_matched']} of "
+          f"{info['genes_in_dataset']} genes in the model's vocabulary; {info['device']}) to {args.output}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .io import open_dataset
+    from .models import TrainConfig, train
+
+    adata = open_dataset(args.input, library_size_key=args.library_size_key)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                         learning_rate=args.learning_rate, seed=args.seed, device=args.device)
+    bar, progress = _progress_bar("train")
+    history = train(adata, args.out, args.config, config, library_size_key=args.library_size_key,
+                    n_bins=args.n_bins, resume=not args.no_resume, progress=progress)
+    bar.close()
+    last = history["val_loss"][-1] if history["val_loss"] else float("nan")
+    print(f"Wrote the model to {args.out} (validation loss {last:.3f} after {history['step'][-1]} steps)")
     return 0
 
 
@@ -103,11 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Filter, normalise and embed cells; writes obsm['X_pca'].")
     embed.add_argument("input", metavar="IN.h5ad", help="raw counts (X, layers['counts'] or .raw)")
     embed.add_argument("-o", "--output", metavar="OUT.h5ad", required=True)
-    embed.add_argument("--method", default="pca", help="embedding method: pca")
+    embed.add_argument("--method", default="pca", choices=["pca", "encoder"], help="embedding method")
+    embed.add_argument("--model", metavar="DIR", help="model folder for --method encoder")
+    embed.add_argument("--pooling", default="mean", choices=["mean", "all-layers", "cls"],
+                       help="encoder: mean of a layer's outputs (default), mean over all layers, or the cls token")
+    embed.add_argument("--layer", type=int, default=-1, help="encoder layer for --pooling mean (-1 = last)")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    embed.add_argument("--gene-id-key", metavar="KEY", help="var column with Ensembl IDs to match the model's genes")
     embed.add_argument("--n-comps", type=int, default=50, help="number of principal components")
-    embed.add_argument("--key-added", default="X_pca", help="obsm key to write")
+    embed.add_argument("--key-added", default="X_pca", help="obsm key to write (X_encoder for --method encoder)")
     _add_preprocess_arguments(embed)
     embed.set_defaults(run=_cmd_embed)
+
+    trainer = commands.add_parser("train", help="masked-gene pretraining of a transformer encoder",
+                                  description="Pretrain a cell encoder on raw counts; writes a model folder.")
+    trainer.add_argument("input", metavar="IN.h5ad")
+    trainer.add_argument("--out", metavar="DIR", required=True, help="model folder (resumed if it holds a run)")
+    trainer.add_argument("--config", default="small", choices=["small", "v1"], help="model size")
+    trainer.add_argument("--epochs", type=float, default=10.0)
+    trainer.add_argument("--batch-size", type=int, default=32)
+    trainer.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    trainer.add_argument("--learning-rate", type=float, default=1e-3)
+    trainer.add_argument("--n-bins", type=int, default=0, help="expression bins per token (0 = rank encoding only)")
+    trainer.add_argument("--library-size-key", metavar="KEY", help="obs column with whole-transcriptome totals")
+    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--device", default="auto")
+    trainer.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a run")
+    trainer.set_defaults(run=_cmd_train)
 
     layout = commands.add_parser("umap", help="UMAP of an embedding on FAISS neighbours",
                                  description="UMAP layout of obsm[--use-rep]; writes obsm['X_umap'].")

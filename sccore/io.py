@@ -188,6 +188,15 @@ def standardise(adata: ad.AnnData, library_size_key: str | None = None) -> ad.An
     return result
 
 
+def counts_matrix(adata: ad.AnnData) -> sp.csr_matrix:
+    """The raw counts of a standardised or processed AnnData: ``layers['counts']``, else ``X`` if it holds counts."""
+    if "counts" in adata.layers:
+        return sp.csr_matrix(adata.layers["counts"], dtype=np.float32)
+    if classify_matrix(adata.X) == "counts":
+        return sp.csr_matrix(adata.X, dtype=np.float32)
+    raise InputError("No raw counts in layers['counts'] or X; open the file with sccore.io.open_dataset first.")
+
+
 def check_library_size_key(adata: ad.AnnData, key: str) -> None:
     """Raise :class:`InputError` unless ``obs[key]`` holds positive finite totals for every cell."""
     if key not in adata.obs.columns:

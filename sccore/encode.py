@@ -1,0 +1,106 @@
+"""Cell embeddings from a transformer encoder: the mean of the encoder's outputs over a cell's genes.
+
+Cells are tokenized and embedded in chunks (never all tokens in memory), batched by length, under
+``torch.inference_mode`` with bf16 autocast where the device supports it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import anndata as ad
+import numpy as np
+import torch
+
+from .device import describe, resolve_device
+from .errors import InputError
+from .io import counts_matrix
+from .models.store import LoadedModel, load_model
+from .models.train import pad_batch
+from .tokenize import PAD_ID, library_sizes, match_genes, tokenize
+
+POOLINGS = ("mean", "all-layers", "cls")
+CHUNK_CELLS = 2048
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast on ``device`` (CUDA with bf16, or a CPU with AVX-512 BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
+def pool(states: list[torch.Tensor] | torch.Tensor, attention: torch.Tensor, pooling: str, cls: bool) -> torch.Tensor:
+    """One vector per cell from hidden states: mean over genes (cls token excluded), over layers too, or cls."""
+    if pooling == "cls":
+        if not cls:
+            raise InputError("This model has no cls token; use pooling 'mean'.")
+        return states[:, 0]
+    if pooling == "all-layers":
+        states = torch.stack(states[1:]).mean(0)
+    weights = attention.clone()
+    if cls:
+        weights[:, 0] = False
+    weights = weights.to(states.dtype)[..., None]
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def embed_cells(adata: ad.AnnData, model: LoadedModel, pooling: str = "mean", layer: int = -1,
+                batch_size: int = 64, library_size_key: str | None = None, gene_id_key: str | None = None,
+                precision: str = "auto", progress: Callable[[float, str], None] = lambda f, m: None) -> np.ndarray:
+    """Embed every cell of ``adata`` (raw counts) with a loaded model; returns cells x d_model (float32).
+
+    ``layer`` picks the hidden layer for ``pooling="mean"`` (-1 = last, 0 = embeddings);
+    ``precision`` is ``"auto"`` (bf16 where fast), ``"bf16"`` or ``"fp32"``.
+    """
+    if pooling not in POOLINGS:
+        raise InputError(f"Unknown pooling '{pooling}': use {', '.join(POOLINGS)}.")
+    config = model.config
+    if not -config.n_layers - 1 <= layer <= config.n_layers:
+        raise InputError(f"Layer {layer} does not exist: the model has {config.n_layers} layers (use 0..{config.n_layers}).")
+    gene_to_token, _ = match_genes(adata.var, model.vocabulary, gene_id_key)
+    counts = counts_matrix(adata)
+    sizes = library_sizes(counts, adata.obs, library_size_key)
+    device = next(model.model.parameters()).device
+    autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
+    out = np.zeros((adata.n_obs, config.d_model), dtype=np.float32)
+    encoder = model.model.encoder.eval()
+    done = 0
+    for start in range(0, adata.n_obs, CHUNK_CELLS):
+        chunk = tokenize(counts[start:start + CHUNK_CELLS], sizes[start:start + CHUNK_CELLS], gene_to_token,
+                         model.medians, config.max_length, config.n_bins, config.add_cls)
+        order = np.argsort([-len(cell.tokens) for cell in chunk], kind="stable")
+        for batch_start in range(0, len(order), batch_size):
+            rows = order[batch_start:batch_start + batch_size]
+            tokens, attention, bins = pad_batch([chunk[i] for i in rows], device)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                states = encoder(tokens, attention, bins if config.n_bins else None, all_layers=True)
+                chosen = states if pooling == "all-layers" else states[layer]
+                vectors = pool(chosen, attention & (tokens != PAD_ID), pooling, config.add_cls)
+            out[start + rows] = vectors.float().cpu().numpy()
+            done += len(rows)
+            progress(done / adata.n_obs, f"embedded {done:,} of {adata.n_obs:,} cells")
+    return out
+
+
+def encoder(adata: ad.AnnData, model: str | LoadedModel, key_added: str = "X_encoder", pooling: str = "mean",
+            layer: int = -1, batch_size: int = 64, device: str = "auto", library_size_key: str | None = None,
+            gene_id_key: str | None = None, progress: Callable[[float, str], None] = lambda f, m: None) -> None:
+    """Embed ``adata``'s cells with a model folder (or a loaded model) into ``obsm[key_added]``.
+
+    The model's identity and the options go to ``uns[key_added]``.
+    """
+    torch_device = resolve_device(device)
+    loaded = load_model(model, torch_device) if not isinstance(model, LoadedModel) else model
+    loaded.model.to(torch_device)
+    _, report = match_genes(adata.var, loaded.vocabulary, gene_id_key)
+    adata.obsm[key_added] = embed_cells(adata, loaded, pooling, layer, batch_size, library_size_key, gene_id_key,
+                                        progress=progress)
+    adata.uns[key_added] = {"method": "encoder", "model": str(loaded.path), "model_kind": loaded.kind,
+                            "model_name": loaded.config.name, "pooling": pooling, "layer": layer,
+                            "device": describe(torch_device), "genes_matched": report["matched"],
+                            "genes_in_dataset": report["dataset_genes"],
+                            "library_size_key": library_size_key or ""}

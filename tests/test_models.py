@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+
+from sccore import InputError
+from sccore.encode import embed_cells, encoder
+from sccore.io import standardise
+from sccore.models import EncoderConfig, MaskedGeneModel, TrainConfig, load_model, preset, train
+from sccore.models.train import length_grouped_batches, mask_tokens
+from tests.conftest import make_counts
+
+TINY = EncoderConfig(vocab_size=3, n_layers=2, d_model=32, n_heads=4, d_ff=64, max_length=128, name="tiny")
+
+
+def test_presets_match_the_issue():
+    v1 = preset("v1", 100)
+    assert (v1.n_layers, v1.d_model, v1.n_heads, v1.d_ff, v1.max_length) == (6, 256, 4, 512, 2048)
+    with pytest.raises(InputError):
+        preset("huge", 100)
+
+
+def test_sdpa_and_eager_attention_agree():
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=50, n_layers=2, d_model=32, n_heads=4, d_ff=64, max_length=20, dropout=0.0)
+    model = MaskedGeneModel(config).eval()
+    eager = MaskedGeneModel(EncoderConfig(**{**config.__dict__, "attention": "eager"})).eval()
+    eager.load_state_dict(model.state_dict())
+    tokens = torch.randint(3, 50, (4, 12))
+    attention = torch.ones_like(tokens, dtype=torch.bool)
+    attention[0, 8:] = False
+    tokens[0, 8:] = 0
+    a, b = model.encoder(tokens, attention), eager.encoder(tokens, attention)
+    torch.testing.assert_close(a[attention], b[attention], atol=1e-5, rtol=1e-4)
+
+
+def test_padding_does_not_change_a_cells_outputs():
+    torch.manual_seed(0)
+    model = MaskedGeneModel(EncoderConfig(vocab_size=50, n_layers=2, d_model=32, n_heads=4, d_ff=64, max_length=20,
+                                          dropout=0.0)).eval()
+    tokens = torch.randint(3, 50, (1, 6))
+    alone = model.encoder(tokens, torch.ones_like(tokens, dtype=torch.bool))
+    padded = torch.cat([tokens, torch.zeros(1, 4, dtype=torch.long)], 1)
+    mask = padded != 0
+    torch.testing.assert_close(model.encoder(padded, mask)[:, :6], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_masking_hides_about_fifteen_percent_of_gene_tokens_only():
+    tokens = torch.randint(3, 100, (64, 100))
+    tokens[:, 90:] = 0
+    attention = tokens != 0
+    inputs, labels = mask_tokens(tokens, attention, 100, 0.15, torch.Generator().manual_seed(0))
+    chosen = labels != -100
+    assert 0.13 < chosen.float().sum() / attention.sum() < 0.17
+    assert not chosen[:, 90:].any()
+    assert 0.75 < (inputs[chosen] == 1).float().mean() < 0.85
+    assert torch.equal(inputs[~chosen], tokens[~chosen])
+
+
+def test_length_grouped_batches_cover_every_cell_once_with_similar_lengths():
+    lengths = np.random.default_rng(0).integers(10, 500, 1000)
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < np.ptp(lengths) / 5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    adata = standardise(make_counts(n_cells=240, n_genes=150))
+    history = train(adata, folder, TINY, TrainConfig(epochs=6, batch_size=16, learning_rate=3e-3, eval_every=20))
+    return adata, folder, history
+
+
+def test_training_lowers_the_validation_loss_and_writes_a_model_folder(trained):
+    adata, folder, history = trained
+    assert history["val_loss"][-1] < history["val_loss"][0] - 0.05
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "vocab.json",
+                                                   "gene_medians.json", "training.json", "trainer_state.pt"}
+    loaded = load_model(folder)
+    assert loaded.config.n_layers == 2 and len(loaded.vocabulary) == loaded.config.vocab_size
+
+
+def test_training_resumes_from_its_checkpoint(trained, tmp_path):
+    adata, folder, history = trained
+    config = TrainConfig(epochs=2, batch_size=16, eval_every=5)
+    full = train(adata, tmp_path / "a", TINY, config)
+    import shutil
+
+    partial_dir = tmp_path / "b"
+    train(adata, partial_dir, TINY, TrainConfig(epochs=1, batch_size=16, eval_every=5))
+    # pretend the 2-epoch run was interrupted after epoch 1: resuming with epochs=2 continues from that step
+    resumed = train(adata, partial_dir, TINY, config)
+    assert resumed["step"][-1] == full["step"][-1]
+    shutil.rmtree(partial_dir)
+
+
+def test_encoder_embeddings_separate_cell_types(trained):
+    adata, folder, _ = trained
+    encoder(adata, folder, device="cpu")
+    embedding = adata.obsm["X_encoder"]
+    assert embedding.shape == (240, 32) and np.all(np.isfinite(embedding))
+    expressed = int((np.asarray((adata.X > 0).sum(0)).ravel() > 0).sum())  # the vocabulary: genes seen in training
+    assert adata.uns["X_encoder"]["genes_matched"] == expressed
+    labels = adata.obs["cell_type"].cat.codes.to_numpy()
+    centroids = np.stack([embedding[labels == t].mean(0) for t in range(3)])
+    nearest = np.argmin(((embedding[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(nearest == labels) > 0.55  # chance is about 0.33; a 6-epoch tiny model reaches ~0.7
+    loaded = load_model(folder)
+    for pooling in ("all-layers",):
+        assert embed_cells(adata, loaded, pooling=pooling, precision="fp32").shape == (240, 32)
+    fp32 = embed_cells(adata, loaded, precision="fp32")
+    np.testing.assert_allclose(fp32, embed_cells(adata, loaded, precision="fp32", batch_size=7), atol=1e-4)
+    with pytest.raises(InputError, match="cls"):
+        embed_cells(adata, loaded, pooling="cls")
+    with pytest.raises(InputError, match="Layer 9"):
+        embed_cells(adata, loaded, layer=9)
+
+
+def test_mismatched_weights_are_refused(trained, tmp_path):
+    _, folder, _ = trained
+    import json
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["d_model"] = 64
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="do not fit"):
+        load_model(broken)
