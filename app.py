@@ -12,5 +12,6 @@ navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
     st.Page("pages/data.py", title="Data & QC", icon=":material/filter_alt:", url_path="data"),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
+    st.Page("pages/encoder.py", title="Encoder", icon=":material/neurology:", url_path="encoder"),
 ])
 navigation.run()

@@ -25,6 +25,7 @@ from sccore.export import embedding_table, h5ad_bytes
 from sccore.workflow import Analysis, PipelineParams, analyse
 
 DEMO = "demo"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,39 @@ class Settings:
     data_dirs: tuple[Path, ...]
     cache_dir: Path
     upload_dir: Path
+    model_dir: Path
 
 
 def settings() -> Settings:
-    """Folders from ``SCCORE_DATA_DIRS`` (``:``-separated), ``SCCORE_CACHE_DIR`` and ``SCCORE_UPLOAD_DIR``."""
+    """Folders from ``SCCORE_DATA_DIRS`` (``:``-separated), ``SCCORE_CACHE_DIR``, ``SCCORE_UPLOAD_DIR`` and
+    ``SCCORE_MODEL_DIR`` (models trained here and checkpoints a lab already has)."""
     home_cache = Path.home() / ".cache" / "sccore"
     data_dirs = os.environ.get("SCCORE_DATA_DIRS", "data")
     return Settings(
         data_dirs=tuple(Path(part).expanduser() for part in data_dirs.split(os.pathsep) if part),
         cache_dir=Path(os.environ.get("SCCORE_CACHE_DIR", home_cache / "results")).expanduser(),
         upload_dir=Path(os.environ.get("SCCORE_UPLOAD_DIR", home_cache / "uploads")).expanduser(),
+        model_dir=Path(os.environ.get("SCCORE_MODEL_DIR", "models")).expanduser(),
     )
+
+
+def available_models() -> dict[str, str]:
+    """Model folders (with a ``config.json``): the demo checkpoint, then those in the model folder."""
+    models = {"Demo encoder (small, trained on the demo PBMCs)": str(DEMO_MODEL)} if DEMO_MODEL.is_dir() else {}
+    folder = settings().model_dir
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if (path / "config.json").exists():
+                models[path.name] = str(path)
+    return models
+
+
+def encoder_model_for(source: str) -> str:
+    """The model that embeds the current dataset: the user's choice, else the demo model for the demo."""
+    chosen = st.session_state.get("encoder_model")
+    if chosen is not None:
+        return chosen
+    return str(DEMO_MODEL) if source == DEMO and DEMO_MODEL.is_dir() else ""
 
 
 def available_files() -> dict[str, str]:
@@ -77,6 +100,7 @@ def choose_source(source: str, library_size_key: str | None = None) -> None:
     st.session_state["library_size_key"] = library_size_key or None
     st.session_state.pop("preprocess_overrides", None)
     st.session_state.pop("n_comps", None)
+    st.session_state.pop("encoder_model", None)
 
 
 @st.cache_resource(show_spinner="Opening the dataset…", max_entries=8)
@@ -87,9 +111,10 @@ def load_dataset(source: str, library_size_key: str | None) -> "object":
     return open_dataset(source, library_size_key=library_size_key)
 
 
-def pipeline_params(adata) -> PipelineParams:
-    """Pipeline parameters: the dataset's defaults with the user's changes from the Data page."""
-    params = PipelineParams(preprocess=default_params(adata, **st.session_state.get("preprocess_overrides", {})))
+def pipeline_params(adata, source: str) -> PipelineParams:
+    """Pipeline parameters: the dataset's defaults with the user's changes (Data and Encoder pages)."""
+    params = PipelineParams(preprocess=default_params(adata, **st.session_state.get("preprocess_overrides", {})),
+                            encoder_model=encoder_model_for(source))
     return replace(params, pca=replace(params.pca, n_comps=st.session_state.get("n_comps", params.pca.n_comps)))
 
 
@@ -109,7 +134,7 @@ def current_analysis() -> Analysis:
     """The processed current dataset with PCA, neighbours and UMAP (computed once, then cached)."""
     source, key = current_source()
     adata = load_dataset(source, key)
-    return _analysis(source, key, pipeline_params(adata))
+    return _analysis(source, key, pipeline_params(adata, source))
 
 
 def open_or_stop() -> Analysis:
@@ -122,6 +147,10 @@ def open_or_stop() -> Analysis:
             if st.button("Reset the filters to their defaults"):
                 st.session_state.pop("preprocess_overrides", None)
                 st.session_state.pop("n_comps", None)
+                st.rerun()
+        if st.session_state.get("encoder_model"):
+            if st.button("Continue without the encoder (PCA only)"):
+                st.session_state["encoder_model"] = ""
                 st.rerun()
         st.info("Or choose another dataset on the Home page; the demo always works.")
         st.stop()

@@ -16,9 +16,15 @@ names = list(layouts)
 
 top = st.columns([2, 2, 3])
 first = top[0].selectbox("Layout", names, key="layout_a",
-                         help="UMAP is computed on FAISS neighbours of the PCA embedding; PC1 vs PC2 is the raw PCA.")
-compare = top[1].toggle("Compare two layouts side by side", key="compare", disabled=len(names) < 2)
-second = top[1].selectbox("Second layout", [n for n in names if n != first], key="layout_b") if compare else None
+                         help="X_umap: UMAP of the PCA embedding (FAISS neighbours); X_umap_encoder: UMAP of the "
+                              "transformer encoder's embedding; PC1 vs PC2: the first two principal components.")
+has_encoder = "X_umap_encoder" in layouts
+compare = top[1].toggle("Compare two layouts side by side", key="compare", disabled=len(names) < 2, value=has_encoder,
+                        help="With an encoder embedding, its UMAP is shown beside PCA's, coloured the same way.")
+others = [n for n in names if n != first]
+second = (top[1].selectbox("Second layout", others, key="layout_b",
+                           index=others.index("X_umap_encoder") if "X_umap_encoder" in others else 0)
+          if compare else None)
 
 annotations = state.color_options(analysis)
 modes = (["Annotation"] if annotations else []) + ["Gene"]

@@ -65,3 +65,15 @@ def qc_histograms(qc: pd.DataFrame, min_genes: float, max_pct_mito: float) -> go
             figure.add_vline(x=threshold, line_color="#D55E00", line_dash="dash", row=1, col=column)
     figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.02)
     return figure
+
+
+def loss_curve(history: dict) -> go.Figure:
+    """Training and validation masked-gene loss against the optimisation step."""
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=history["step"], y=history["train_loss"], name="training", mode="lines",
+                                line={"color": "#0072B2"}))
+    figure.add_trace(go.Scatter(x=history["val_step"], y=history["val_loss"], name="validation", mode="lines+markers",
+                                line={"color": "#D55E00"}))
+    figure.update_layout(height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}, title="Masked-gene loss",
+                         xaxis_title="step", yaxis_title="cross-entropy")
+    return figure

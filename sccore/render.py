@@ -40,11 +40,11 @@ class View:
 
 def fit_view(coords: np.ndarray, width: int = 800, height: int = 600, padding: float = 0.04) -> View:
     """A view showing every cell of ``coords``, with equal scale on both axes."""
-    coords = np.asarray(coords, dtype=np.float64)
-    finite = coords[np.all(np.isfinite(coords), axis=1)]
-    if len(finite) == 0:
+    coords = np.asarray(coords)
+    with np.errstate(invalid="ignore"):
+        low, high = np.nanmin(coords, axis=0).astype(np.float64), np.nanmax(coords, axis=0).astype(np.float64)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise InputError("The layout has no finite coordinates to draw; recompute it.")
-    low, high = finite.min(axis=0), finite.max(axis=0)
     centre, span = (low + high) / 2, np.maximum(high - low, 1e-9) * (1 + 2 * padding)
     per_pixel = max(span[0] / width, span[1] / height)
     half = np.array([width, height]) * per_pixel / 2

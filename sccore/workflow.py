@@ -39,6 +39,8 @@ class PipelineParams:
     index: IndexParams = IndexParams()
     n_neighbors: int = 15
     umap: UMAPParams = UMAPParams()
+    encoder_model: str = ""  # a model folder: adds obsm['X_encoder'] and its UMAP; "" for PCA only
+    encoder_pooling: str = "mean"
 
 
 @dataclass
@@ -113,20 +115,21 @@ def _load_umap(path: str) -> tuple[UMAPModel, np.ndarray]:
 
 
 def add_neighbors_and_layout(analysis: Analysis, use_rep: str, cache: DiskCache, progress: Progress = _quiet,
-                             parent_key: str | None = None) -> None:
+                             parent_key: str | None = None, progress_range: tuple[float, float] = (0.5, 0.75)) -> None:
     """Index ``obsm[use_rep]`` with FAISS, find neighbours once, and lay it out with UMAP (all cached)."""
+    low, high = progress_range
     params = analysis.params
     embedding = np.asarray(analysis.adata.obsm[use_rep], dtype=np.float32)
     base = make_key(parent_key or analysis.key, use_rep)
     index_key = make_key(base, params.index)
-    progress(0.55, f"Indexing {use_rep} with FAISS ({params.index.resolved_kind(len(embedding))})")
+    progress(low, f"Indexing {use_rep} with FAISS ({params.index.resolved_kind(len(embedding))})")
     index = cache.fetch(index_key, "index.faiss", lambda: build_index(embedding, params.index), save_index, load_index)
-    progress(0.65, f"Finding {params.n_neighbors} nearest neighbours of every cell")
+    progress(low + (high - low) / 3, f"Finding {params.n_neighbors} nearest neighbours of every cell")
     neighbors_key = make_key(index_key, params.n_neighbors)
     neighbors = cache.fetch(neighbors_key, "neighbors.npz",
                             lambda: knn(embedding, params.n_neighbors + 1, params.index, index=index),
                             lambda value, path: value.save(path), Neighbors.load)
-    progress(0.75, f"Computing the UMAP of {use_rep}")
+    progress(low + 2 * (high - low) / 3, f"Computing the UMAP of {use_rep}")
     umap_key = make_key(neighbors_key, params.umap)
     model, coords = cache.fetch(umap_key, "umap.npz",
                                 lambda: fit_umap(embedding, neighbors, params.umap, params.index),
@@ -165,5 +168,27 @@ def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache:
                               "variance": arrays["variance"], "variance_ratio": arrays["variance_ratio"]}
     analysis = Analysis(adata=processed, key=pca_key, params=params)
     add_neighbors_and_layout(analysis, "X_pca", cache, progress)
+    if params.encoder_model:
+        add_encoder_embedding(analysis, cache, pp_key, progress)
     progress(1.0, "Done")
     return analysis
+
+
+def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str, progress: Progress = _quiet) -> None:
+    """Embed the processed cells with ``params.encoder_model`` into ``obsm['X_encoder']``, then index and lay it out."""
+    from .encode import embed_cells
+    from .models.store import load_model, model_fingerprint
+
+    params, adata = analysis.params, analysis.adata
+    key = make_key(parent_key, model_fingerprint(params.encoder_model), params.encoder_pooling)
+
+    def compute() -> np.ndarray:
+        model = load_model(params.encoder_model)
+        progress(0.75, f"Embedding cells with the encoder ({model.config.name})")
+        return embed_cells(adata, model, pooling=params.encoder_pooling,
+                           library_size_key=params.preprocess.library_size_key,
+                           progress=lambda f, m: progress(0.75 + 0.1 * f, m))
+
+    adata.obsm["X_encoder"] = cache.fetch(key, "encoder.npy", compute, lambda value, path: np.save(path, value), np.load)
+    adata.uns["X_encoder"] = {"method": "encoder", "model": params.encoder_model, "pooling": params.encoder_pooling}
+    add_neighbors_and_layout(analysis, "X_encoder", cache, progress, parent_key=key, progress_range=(0.85, 1.0))

@@ -18,6 +18,7 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
     atomic_write(target, lambda path: np.save(path, np.arange(3)), suffix=".npy")
     np.testing.assert_array_equal(np.load(target), np.arange(3))
+    assert target.stat().st_mode & 0o044 == 0o044  # readable by others, unlike mkstemp's private files
 
 
 def test_fingerprint_follows_content(counts_adata):

@@ -97,3 +97,29 @@ def test_explore_page_without_categorical_annotations(tmp_path):
     app.run()
     assert_clean(app)
     assert app.radio(key="color_mode").options == ["Gene"]
+
+
+def test_encoder_page_shows_the_device_and_the_demo_model():
+    app = page("pages/encoder.py").run()
+    assert_clean(app)
+    assert any("Computing on" in info.value for info in app.info)
+    assert any("embedded with this model" in s.value for s in app.success)
+
+
+def test_encoder_page_trains_a_model_and_embeds_with_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCCORE_MODEL_DIR", str(tmp_path / "models"))
+    app = page("pages/encoder.py").run()
+    app.number_input(key="train_epochs").set_value(0.2)
+    app.text_input(key="train_name").set_value("tiny-run")
+    app.button[-1].click().run()  # the form's Train button
+    assert_clean(app)
+    assert (tmp_path / "models" / "tiny-run" / "model.safetensors").exists()
+    assert app.session_state["encoder_model"] == str(tmp_path / "models" / "tiny-run")
+    assert app.selectbox(key="model_choice").value == "tiny-run"
+
+
+def test_explore_page_shows_encoder_umap_beside_pca_on_the_demo():
+    app = page("pages/explore.py").run()
+    assert_clean(app)
+    assert app.toggle(key="compare").value is True
+    assert app.selectbox(key="layout_b").value == "X_umap_encoder"

@@ -54,3 +54,21 @@ def test_analyse_real_pbmcs_from_eight_donors(shared_data, tmp_path):
     labels = result.obs["cell_type"].to_numpy()
     indices = analysis.neighbors["X_pca"].indices[:, 1:]
     assert np.mean(labels[indices] == labels[:, None]) > 0.8
+
+
+def test_analyse_with_an_encoder_adds_its_embedding_and_layout(demo, tmp_path):
+    from dataclasses import replace
+
+    from sccore.models import EncoderConfig, TrainConfig, train
+
+    tiny = EncoderConfig(vocab_size=3, n_layers=1, d_model=16, n_heads=2, d_ff=32, max_length=256)
+    train(demo, tmp_path / "model", tiny, TrainConfig(epochs=0.5, eval_every=5), library_size_key="full_total_umis")
+    params = replace(PipelineParams(preprocess=default_params(demo)), encoder_model=str(tmp_path / "model"))
+    cache = DiskCache(tmp_path / "cache")
+    analysis = analyse(demo, params, cache)
+    assert analysis.adata.obsm["X_encoder"].shape == (700, 16)
+    assert analysis.adata.obsm["X_umap_encoder"].shape == (700, 2)
+    assert {"X_pca", "X_encoder"} <= set(analysis.indexes)
+    again = DiskCache(tmp_path / "cache")
+    analyse(demo, params, again)
+    assert again.computed == 0

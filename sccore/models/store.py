@@ -42,6 +42,20 @@ class LoadedModel:
         return self.model.config
 
 
+def model_fingerprint(folder: str | os.PathLike) -> str:
+    """A hash of a model folder's files (config, weights, vocabulary, medians), for cache keys."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=12)
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".bin", ".pkl") and path.name != "training.json":
+            digest.update(path.name.encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
 def save_model(model: MaskedGeneModel, vocabulary: Vocabulary, medians: np.ndarray, folder: str | os.PathLike,
                extra: dict | None = None) -> None:
     """Write a model folder; each file is written atomically. ``extra`` goes into ``training.json``."""

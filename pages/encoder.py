@@ -1,0 +1,88 @@
+"""Encoder: choose a transformer model to embed the cells with, or train one on this dataset."""
+
+import json
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import state
+from sccore import InputError
+from sccore.device import describe, resolve_device
+from sccore.models import PRESETS, TrainConfig, train
+from sccore.plots import loss_curve
+
+st.title("Transformer encoder")
+st.caption(
+    "A Geneformer-style encoder reads each cell as its genes ranked by expression and turns it into a vector "
+    "(the mean of the encoder's outputs). It is compared with PCA everywhere, because simple baselines often do "
+    "as well."
+)
+device = resolve_device("auto")
+st.info(f"Computing on: **{describe(device)}** (chosen automatically: CUDA, then Apple MPS, then CPU).")
+
+analysis = state.open_or_stop()
+source, library_size_key = state.current_source()
+models = state.available_models()
+current = analysis.params.encoder_model
+
+st.subheader("Embed with a model")
+if not models:
+    st.warning(f"No model yet: train one below, or put a model folder in {state.settings().model_dir}.")
+else:
+    labels = list(models)
+    index = next((i for i, label in enumerate(labels) if models[label] == current), 0)
+    label = st.selectbox("Model", labels, index=index, key="model_choice")
+    folder = Path(models[label])
+    config = json.loads((folder / "config.json").read_text())
+    st.caption(", ".join(f"{key}: {config[key]}" for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_length",
+                                                             "vocab_size") if key in config))
+    training = folder / "training.json"
+    if training.exists():
+        st.plotly_chart(loss_curve(json.loads(training.read_text())["history"]), width="stretch", key="model_curve")
+    if models[label] == current:
+        st.success(f"The cells are embedded with this model ({analysis.adata.obsm['X_encoder'].shape[1]} dimensions); "
+                   "see its UMAP beside PCA's on the Explore page.")
+    elif st.button("Embed the cells with this model", type="primary"):
+        st.session_state["encoder_model"] = models[label]
+        st.rerun()
+    if current and st.button("Use PCA only"):
+        st.session_state["encoder_model"] = ""
+        st.rerun()
+
+st.subheader("Train a new model on this dataset")
+st.caption("Masked-gene pretraining: 15 % of each cell's genes are hidden and the model learns to predict them. "
+           "No labels are used. `small` trains in minutes on a laptop CPU; `v1` is Geneformer V1's size.")
+with st.form("train"):
+    left, middle, right = st.columns(3)
+    preset_name = left.selectbox("Size", list(PRESETS), key="train_preset")
+    epochs = middle.number_input("Epochs", 0.1, 200.0, 10.0, key="train_epochs")
+    learning_rate = right.number_input("Learning rate", 1e-5, 1e-2, 1e-3, format="%.5f", key="train_lr")
+    name = st.text_input("Model name", value=f"{Path(source).stem if source != state.DEMO else 'demo'}-{preset_name}",
+                         key="train_name")
+    submitted = st.form_submit_button("Train", type="primary")
+if submitted:
+    out = state.settings().model_dir / name
+    bar = st.progress(0.0, text="Tokenizing cells…")
+    chart = st.empty()
+    started, seen = time.time(), {}
+
+    def report(fraction: float, message: str) -> None:
+        bar.progress(min(fraction, 1.0), text=message)
+        log = out / "training.json"  # rewritten at each validation: redraw the curve when it changes
+        if log.exists() and log.stat().st_mtime != seen.get("mtime"):
+            seen["mtime"] = log.stat().st_mtime
+            chart.plotly_chart(loss_curve(json.loads(log.read_text())["history"]), width="stretch")
+
+    try:
+        train(state.load_dataset(source, library_size_key), out, preset_name,
+              TrainConfig(epochs=float(epochs), learning_rate=float(learning_rate), device="auto"),
+              library_size_key=analysis.params.preprocess.library_size_key, progress=report)
+    except InputError as error:
+        st.error(str(error))
+    else:
+        bar.empty()
+        st.success(f"Trained in {time.time() - started:.0f} s and saved to {out}.")
+        st.session_state["encoder_model"] = str(out)
+        st.session_state.pop("model_choice", None)  # the selectbox then shows the new model
+        st.rerun()
