@@ -114,7 +114,8 @@ def load_dataset(source: str, library_size_key: str | None) -> "object":
 def pipeline_params(adata, source: str) -> PipelineParams:
     """Pipeline parameters: the dataset's defaults with the user's changes (Data and Encoder pages)."""
     params = PipelineParams(preprocess=default_params(adata, **st.session_state.get("preprocess_overrides", {})),
-                            encoder_model=encoder_model_for(source))
+                            encoder_model=encoder_model_for(source),
+                            encoder_device=st.session_state.get("device", "auto"))
     return replace(params, pca=replace(params.pca, n_comps=st.session_state.get("n_comps", params.pca.n_comps)))
 
 

@@ -18,8 +18,14 @@ st.caption(
     "(the mean of the encoder's outputs). It is compared with PCA everywhere, because simple baselines often do "
     "as well."
 )
-device = resolve_device("auto")
-st.info(f"Computing on: **{describe(device)}** (chosen automatically: CUDA, then Apple MPS, then CPU).")
+choice = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device",
+                      help="auto picks CUDA, then Apple MPS, then the CPU.")
+try:
+    device = resolve_device(choice)
+except InputError as error:
+    st.error(str(error))
+    st.stop()
+st.info(f"Computing on: **{describe(device)}**" + (" (chosen automatically)" if choice == "auto" else ""))
 
 analysis = state.open_or_stop()
 source, library_size_key = state.current_source()
@@ -76,7 +82,7 @@ if submitted:
 
     try:
         train(state.load_dataset(source, library_size_key), out, preset_name,
-              TrainConfig(epochs=float(epochs), learning_rate=float(learning_rate), device="auto"),
+              TrainConfig(epochs=float(epochs), learning_rate=float(learning_rate), device=str(device)),
               library_size_key=analysis.params.preprocess.library_size_key, progress=report)
     except InputError as error:
         st.error(str(error))

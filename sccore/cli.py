@@ -91,14 +91,15 @@ def _embed_with_encoder(adata, args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .io import open_dataset
-    from .models import TrainConfig, train
+    from .models import TrainConfig, preset, train
 
     adata = open_dataset(args.input, library_size_key=args.library_size_key)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          learning_rate=args.learning_rate, seed=args.seed, device=args.device)
     bar, progress = _progress_bar("train")
-    history = train(adata, args.out, args.config, config, library_size_key=args.library_size_key,
-                    n_bins=args.n_bins, resume=not args.no_resume, progress=progress)
+    model_config = preset(args.config, vocab_size=3, n_bins=args.n_bins, add_cls=args.cls)
+    history = train(adata, args.out, model_config, config, library_size_key=args.library_size_key,
+                    resume=not args.no_resume, progress=progress)
     bar.close()
     last = history["val_loss"][-1] if history["val_loss"] else float("nan")
     print(f"Wrote the model to {args.out} (validation loss {last:.3f} after {history['step'][-1]} steps)")
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     trainer.add_argument("--learning-rate", type=float, default=1e-3)
     trainer.add_argument("--n-bins", type=int, default=0, help="expression bins per token (0 = rank encoding only)")
+    trainer.add_argument("--cls", action="store_true", help="prepend a cls token (enables embed --pooling cls)")
     trainer.add_argument("--library-size-key", metavar="KEY", help="obs column with whole-transcriptome totals")
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--device", default="auto")

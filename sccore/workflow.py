@@ -41,6 +41,7 @@ class PipelineParams:
     umap: UMAPParams = UMAPParams()
     encoder_model: str = ""  # a model folder: adds obsm['X_encoder'] and its UMAP; "" for PCA only
     encoder_pooling: str = "mean"
+    encoder_device: str = "auto"
 
 
 @dataclass
@@ -176,6 +177,7 @@ def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache:
 
 def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str, progress: Progress = _quiet) -> None:
     """Embed the processed cells with ``params.encoder_model`` into ``obsm['X_encoder']``, then index and lay it out."""
+    from .device import resolve_device
     from .encode import embed_cells
     from .models.store import load_model, model_fingerprint
 
@@ -183,7 +185,7 @@ def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str,
     key = make_key(parent_key, model_fingerprint(params.encoder_model), params.encoder_pooling)
 
     def compute() -> np.ndarray:
-        model = load_model(params.encoder_model)
+        model = load_model(params.encoder_model, resolve_device(params.encoder_device))
         progress(0.75, f"Embedding cells with the encoder ({model.config.name})")
         return embed_cells(adata, model, pooling=params.encoder_pooling,
                            library_size_key=params.preprocess.library_size_key,

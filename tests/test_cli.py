@@ -67,7 +67,8 @@ def test_embed_real_crispr_screen_with_whole_transcriptome_library_sizes(shared_
 
 def test_train_then_embed_with_the_encoder(counts_file, tmp_path):
     model, out = tmp_path / "model", tmp_path / "encoded.h5ad"
-    result = run_cli("train", counts_file, "--out", model, "--config", "small", "--epochs", "1", "--batch-size", "32")
+    result = run_cli("train", counts_file, "--out", model, "--config", "small", "--epochs", "1", "--batch-size", "32",
+                     "--cls")
     assert result.returncode == 0, result.stderr
     assert (model / "model.safetensors").exists() and (model / "config.json").exists()
     result = run_cli("embed", counts_file, "-o", out, "--method", "encoder", "--model", model)
@@ -76,3 +77,7 @@ def test_train_then_embed_with_the_encoder(counts_file, tmp_path):
     assert adata.obsm["X_encoder"].shape == (400, 128) and adata.uns["X_encoder"]["model_name"] == "small"
     result = run_cli("embed", counts_file, "-o", out, "--method", "encoder")
     assert result.returncode == 2 and "--model" in result.stderr
+    result = run_cli("embed", counts_file, "-o", out, "--method", "encoder", "--model", model, "--pooling", "cls",
+                     "--key-added", "X_cls", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert ad.read_h5ad(out).uns["X_cls"]["pooling"] == "cls"
