@@ -17,7 +17,7 @@ from .errors import InputError
 from .io import counts_matrix
 from .models.store import LoadedModel, load_model
 from .models.train import pad_batch
-from .tokenize import PAD_ID, library_sizes, match_genes, tokenize
+from .tokenize import PAD_ID, TokenizedCell, library_sizes, match_genes, tokenize
 
 POOLINGS = ("mean", "all-layers", "cls")
 CHUNK_CELLS = 2048
@@ -48,41 +48,68 @@ def pool(states: list[torch.Tensor] | torch.Tensor, attention: torch.Tensor, poo
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
+def _check_options(model: LoadedModel, pooling: str, layer: int) -> None:
+    if pooling not in POOLINGS:
+        raise InputError(f"Unknown pooling '{pooling}': use {', '.join(POOLINGS)}.")
+    n_layers = model.config.n_layers
+    if not -n_layers - 1 <= layer <= n_layers:
+        raise InputError(f"Layer {layer} does not exist: the model has {n_layers} layers (use 0..{n_layers}).")
+
+
+def embed_tokens(model: LoadedModel, cells: list[TokenizedCell], pooling: str = "mean", layer: int = -1,
+                 batch_size: int = 64, precision: str = "auto") -> np.ndarray:
+    """Embed tokenized cells (batched by length, under ``inference_mode``); returns cells x d_model (float32)."""
+    _check_options(model, pooling, layer)
+    config = model.config
+    device = next(model.model.parameters()).device
+    autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
+    encoder = model.model.encoder.eval()
+    out = np.zeros((len(cells), config.d_model), dtype=np.float32)
+    order = np.argsort([-len(cell.tokens) for cell in cells], kind="stable")
+    for batch_start in range(0, len(order), batch_size):
+        rows = order[batch_start:batch_start + batch_size]
+        tokens, attention, bins = pad_batch([cells[i] for i in rows], device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            states = encoder(tokens, attention, bins if config.n_bins else None, all_layers=True)
+            chosen = states if pooling == "all-layers" else states[layer]
+            vectors = pool(chosen, attention & (tokens != PAD_ID), pooling, config.add_cls)
+        out[rows] = vectors.float().cpu().numpy()
+    return out
+
+
+class DatasetTokenizer:
+    """Tokenizes a dataset's cells for one model: genes matched once, cells on demand (in chunks)."""
+
+    def __init__(self, adata: ad.AnnData, model: LoadedModel, library_size_key: str | None = None,
+                 gene_id_key: str | None = None):
+        self.model = model
+        self.gene_to_token, self.report = match_genes(adata.var, model.vocabulary, gene_id_key)
+        self.counts = counts_matrix(adata)
+        self.sizes = library_sizes(self.counts, adata.obs, library_size_key)
+
+    def __call__(self, rows: np.ndarray) -> list[TokenizedCell]:
+        """The tokenized cells at positions ``rows``."""
+        config = self.model.config
+        return tokenize(self.counts[rows], self.sizes[rows], self.gene_to_token, self.model.medians,
+                        config.max_length, config.n_bins, config.add_cls)
+
+
 def embed_cells(adata: ad.AnnData, model: LoadedModel, pooling: str = "mean", layer: int = -1,
                 batch_size: int = 64, library_size_key: str | None = None, gene_id_key: str | None = None,
                 precision: str = "auto", progress: Callable[[float, str], None] = lambda f, m: None) -> np.ndarray:
     """Embed every cell of ``adata`` (raw counts) with a loaded model; returns cells x d_model (float32).
 
     ``layer`` picks the hidden layer for ``pooling="mean"`` (-1 = last, 0 = embeddings);
-    ``precision`` is ``"auto"`` (bf16 where fast), ``"bf16"`` or ``"fp32"``.
+    ``precision`` is ``"auto"`` (bf16 where fast), ``"bf16"`` or ``"fp32"``. Cells are tokenized
+    and embedded in chunks, so the tokens of all cells are never in memory at once.
     """
-    if pooling not in POOLINGS:
-        raise InputError(f"Unknown pooling '{pooling}': use {', '.join(POOLINGS)}.")
-    config = model.config
-    if not -config.n_layers - 1 <= layer <= config.n_layers:
-        raise InputError(f"Layer {layer} does not exist: the model has {config.n_layers} layers (use 0..{config.n_layers}).")
-    gene_to_token, _ = match_genes(adata.var, model.vocabulary, gene_id_key)
-    counts = counts_matrix(adata)
-    sizes = library_sizes(counts, adata.obs, library_size_key)
-    device = next(model.model.parameters()).device
-    autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    out = np.zeros((adata.n_obs, config.d_model), dtype=np.float32)
-    encoder = model.model.encoder.eval()
-    done = 0
+    _check_options(model, pooling, layer)
+    tokenizer = DatasetTokenizer(adata, model, library_size_key, gene_id_key)
+    out = np.zeros((adata.n_obs, model.config.d_model), dtype=np.float32)
     for start in range(0, adata.n_obs, CHUNK_CELLS):
-        chunk = tokenize(counts[start:start + CHUNK_CELLS], sizes[start:start + CHUNK_CELLS], gene_to_token,
-                         model.medians, config.max_length, config.n_bins, config.add_cls)
-        order = np.argsort([-len(cell.tokens) for cell in chunk], kind="stable")
-        for batch_start in range(0, len(order), batch_size):
-            rows = order[batch_start:batch_start + batch_size]
-            tokens, attention, bins = pad_batch([chunk[i] for i in rows], device)
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                states = encoder(tokens, attention, bins if config.n_bins else None, all_layers=True)
-                chosen = states if pooling == "all-layers" else states[layer]
-                vectors = pool(chosen, attention & (tokens != PAD_ID), pooling, config.add_cls)
-            out[start + rows] = vectors.float().cpu().numpy()
-            done += len(rows)
-            progress(done / adata.n_obs, f"embedded {done:,} of {adata.n_obs:,} cells")
+        rows = np.arange(start, min(start + CHUNK_CELLS, adata.n_obs))
+        out[rows] = embed_tokens(model, tokenizer(rows), pooling, layer, batch_size, precision)
+        progress(rows[-1] / max(1, adata.n_obs - 1), f"embedded {rows[-1] + 1:,} of {adata.n_obs:,} cells")
     return out
 
 

@@ -1,0 +1,409 @@
+"""In-silico knockouts: the predicted embedding shift of deleting genes, for the encoder and two baselines.
+
+- ``encoder``: delete the gene's token from the cell's rank list (Geneformer's in-silico deletion), or
+  move it to the front ("overexpress"), and embed again.
+- ``pca``: set the gene to zero in the log-normalised expression and re-project on the PCA loadings.
+- ``linear``: move every other gene by its regression on the knocked-out gene (fitted on reference
+  cells), then project: a linear co-expression model.
+
+All three report, per cell, the original and perturbed embeddings, their cosine similarity and the
+shift. Cells that do not express a gene are reported, never counted as unaffected. A screen deletes
+every expressed gene and tests each gene's shifts against those of deleting random expressed genes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats
+
+from .errors import InputError
+
+METHODS = ("encoder", "pca", "linear")
+Progress = Callable[[float, str], None]
+
+
+def _quiet(fraction: float, message: str) -> None:
+    """A progress callback that reports nothing."""
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two equally shaped matrices."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(norms, 1e-12)
+
+
+def suggest_gene(name: str, genes) -> str:
+    """An error message for a gene that is not in ``genes``, with close matches when there are any."""
+    close = difflib.get_close_matches(name, list(map(str, genes)), n=3, cutoff=0.6)
+    case = [g for g in map(str, genes) if g.upper() == name.upper()]
+    hint = f" Did you mean {', '.join(case + [c for c in close if c not in case])}?" if case or close else ""
+    return f"Gene '{name}' is not in the data.{hint}"
+
+
+@dataclass
+class KnockoutResult:
+    """Per-cell outcome of knocking out ``genes`` by ``method`` in the chosen cells.
+
+    ``cells`` are the positions (in the dataset) of the cells that express at least one of the genes;
+    ``not_expressed`` the chosen cells that express none, left out of every number.
+    """
+
+    genes: list[str]
+    method: str
+    cells: np.ndarray
+    not_expressed: np.ndarray
+    original: np.ndarray
+    perturbed: np.ndarray
+
+    @property
+    def shift(self) -> np.ndarray:
+        """Perturbed minus original embedding, per cell."""
+        return self.perturbed - self.original
+
+    @property
+    def cosine(self) -> np.ndarray:
+        """Cosine similarity of each cell's perturbed and original embeddings."""
+        return cosine(self.original, self.perturbed)
+
+    def summary(self) -> dict:
+        """One row: gene, method, n_cells, n_not_expressed, mean_cosine, mean_shift (1 - cosine), mean_shift_norm."""
+        cos = self.cosine
+        return {"gene": ",".join(self.genes), "method": self.method, "n_cells": len(self.cells),
+                "n_not_expressed": len(self.not_expressed),
+                "mean_cosine": float(cos.mean()) if len(cos) else np.nan,
+                "mean_shift": float((1 - cos).mean()) if len(cos) else np.nan,
+                "mean_shift_norm": float(np.linalg.norm(self.shift, axis=1).mean()) if len(cos) else np.nan}
+
+
+@dataclass
+class LinearPerturber:
+    """The two baselines on a processed dataset (log-normalised ``X``, PCA loadings in ``varm``).
+
+    A knockout of gene g in cell c moves its expression by ``dx = -x_cg * w_g`` where ``w_g`` is the
+    unit vector of g (``pca``) or g's regression slopes onto every gene (``linear``), and its
+    embedding by ``dx @ loadings``.
+    """
+
+    adata: ad.AnnData
+    method: str
+    reference: np.ndarray  # cells the co-expression regressions are fitted on
+    key: str = "X_pca"
+    _directions: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if f"{self.key}_loadings" not in self.adata.varm:
+            raise InputError(f"No PCA loadings for '{self.key}': run PCA (sccore.embed.pca) on the dataset first.")
+        self.loadings = np.asarray(self.adata.varm[f"{self.key}_loadings"], dtype=np.float64)
+        self.genes_used = np.flatnonzero(np.abs(self.loadings).sum(1) > 0)
+        self.matrix = sp.csc_matrix(self.adata.X, dtype=np.float64)
+        self.embedding = np.asarray(self.adata.obsm[self.key], dtype=np.float64)
+
+    def expression(self, gene: int) -> np.ndarray:
+        """Log-normalised expression of a gene (dataset column) in every cell."""
+        return np.asarray(self.matrix[:, gene].toarray()).ravel()
+
+    def direction(self, gene: int) -> np.ndarray:
+        """The embedding shift per unit of the gene's expression removed (``w_g @ loadings``)."""
+        if gene not in self._directions:
+            if self.method == "pca":
+                self._directions[gene] = self.loadings[gene]
+            else:
+                x = self.expression(gene)[self.reference]
+                used = self.matrix[self.reference][:, self.genes_used]
+                centred_x = x - x.mean()
+                variance = float(centred_x @ centred_x)
+                slopes = np.zeros(self.loadings.shape[0])
+                if variance > 0:
+                    slopes[self.genes_used] = (used.T @ centred_x) / variance
+                slopes[gene] = 1.0
+                self._directions[gene] = slopes @ self.loadings
+        return self._directions[gene]
+
+    def knockout(self, genes: list[int], cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Original and perturbed embeddings of ``cells`` after zeroing ``genes``."""
+        original = self.embedding[cells]
+        perturbed = original.copy()
+        for gene in genes:
+            perturbed -= self.expression(gene)[cells, None] * self.direction(gene)[None, :]
+        return original, perturbed
+
+
+def _gene_positions(adata: ad.AnnData, genes: list[str]) -> list[int]:
+    positions = []
+    for gene in genes:
+        if gene not in adata.var_names:
+            raise InputError(suggest_gene(gene, adata.var_names))
+        positions.append(int(adata.var_names.get_loc(gene)))
+    return positions
+
+
+def _expressing(adata: ad.AnnData, positions: list[int], cells: np.ndarray) -> np.ndarray:
+    counts = sp.csc_matrix(adata.layers["counts"] if "counts" in adata.layers else adata.X)[:, positions]
+    return np.asarray((counts[cells] > 0).sum(1)).ravel() > 0
+
+
+def choose_cells(adata: ad.AnnData, where: dict[str, str] | None) -> np.ndarray:
+    """Positions of the cells whose ``obs`` columns equal the given values (all cells when ``where`` is empty)."""
+    mask = np.ones(adata.n_obs, dtype=bool)
+    for key, value in (where or {}).items():
+        if key not in adata.obs.columns:
+            raise InputError(f"obs has no column '{key}'; columns: {', '.join(map(str, adata.obs.columns))}.")
+        values = adata.obs[key].astype(str)
+        if value not in set(values):
+            raise InputError(f"obs['{key}'] has no value '{value}'; values: {', '.join(sorted(set(values))[:20])}.")
+        mask &= (values == value).to_numpy()
+    if not mask.any():
+        raise InputError(f"No cell matches {where}: the population is empty.")
+    return np.flatnonzero(mask)
+
+
+def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = None, method: str = "pca",
+             model=None, mode: str = "delete", reference: np.ndarray | None = None, batch_size: int = 64,
+             library_size_key: str | None = None, progress: Progress = _quiet) -> KnockoutResult:
+    """Knock out ``genes`` together in ``cells`` (all cells by default) and embed the result.
+
+    ``adata`` is a processed dataset (``sccore.pp.preprocess`` + PCA for the baselines; raw counts in
+    ``layers['counts']`` for the encoder). ``model`` is a loaded model for ``method="encoder"``.
+    ``mode`` is ``"delete"`` or, for the encoder, ``"overexpress"`` (move the genes to the front).
+    """
+    if method not in METHODS:
+        raise InputError(f"Unknown method '{method}': use {', '.join(METHODS)}.")
+    if mode not in ("delete", "overexpress"):
+        raise InputError(f"Unknown mode '{mode}': use delete or overexpress.")
+    if not genes:
+        raise InputError("Name at least one gene to knock out.")
+    positions = _gene_positions(adata, genes)
+    cells = np.arange(adata.n_obs) if cells is None else np.asarray(cells)
+    if len(cells) == 0:
+        raise InputError("The chosen population is empty; choose other cells.")
+    expressing = _expressing(adata, positions, cells)
+    if not expressing.any():
+        raise InputError(f"{', '.join(genes)} is not expressed in any of the {len(cells):,} chosen cells; "
+                         "choose another gene or population.")
+    chosen, silent = cells[expressing], cells[~expressing]
+    if method == "encoder":
+        if model is None:
+            raise InputError("The encoder method needs a model (a folder from `python -m sccore train`).")
+        original, perturbed = _encoder_knockout(adata, model, genes, chosen, mode, batch_size, library_size_key,
+                                                progress)
+    else:
+        if mode != "delete":
+            raise InputError("The PCA and linear baselines model deletion only; use mode 'delete'.")
+        perturber = LinearPerturber(adata, method, reference if reference is not None else np.arange(adata.n_obs))
+        original, perturbed = perturber.knockout(positions, chosen)
+    return KnockoutResult(list(genes), method, chosen, silent, original.astype(np.float32),
+                          perturbed.astype(np.float32))
+
+
+def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size_key, progress):
+    from .encode import DatasetTokenizer, embed_tokens
+    from .tokenize import TokenizedCell
+
+    tokenizer = DatasetTokenizer(adata, model, library_size_key)
+    token_ids = {model.vocabulary.index.get(gene, -1) for gene in genes}
+    if token_ids == {-1}:
+        raise InputError(f"{', '.join(genes)} is not in the model's vocabulary; choose another gene or model.")
+    originals, perturbed = [], []
+    chunk = 1024
+    for start in range(0, len(cells), chunk):
+        rows = cells[start:start + chunk]
+        tokenized = tokenizer(rows)
+        changed = []
+        for cell in tokenized:
+            hit = np.isin(cell.tokens, list(token_ids))
+            if mode == "delete":
+                changed.append(TokenizedCell(cell.tokens[~hit], cell.bins[~hit]))
+            else:
+                first = 1 if model.config.add_cls else 0
+                keep = ~hit
+                keep[:first] = True
+                front = [t for t in token_ids if t >= 0]
+                tokens = np.concatenate([cell.tokens[:first], front, cell.tokens[keep][first:]])
+                bins = np.concatenate([cell.bins[:first], np.full(len(front), model.config.n_bins),
+                                       cell.bins[keep][first:]])[:model.config.max_length]
+                changed.append(TokenizedCell(tokens[:model.config.max_length].astype(np.int64), bins.astype(np.int64)))
+        both = embed_tokens(model, tokenized + changed, batch_size=batch_size)
+        originals.append(both[:len(tokenized)])
+        perturbed.append(both[len(tokenized):])
+        progress(min(1.0, (start + chunk) / len(cells)), f"knocked out in {min(start + chunk, len(cells)):,} cells")
+    return np.concatenate(originals), np.concatenate(perturbed)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (FDR); NaN stays NaN."""
+    p_values = np.asarray(p_values, dtype=float)
+    out = np.full_like(p_values, np.nan)
+    finite = np.isfinite(p_values)
+    if finite.any():
+        out[finite] = stats.false_discovery_control(p_values[finite], method="bh")
+    return out
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A start and a goal state: mean embeddings of two groups of cells (e.g. stimulated -> control)."""
+
+    start_mean: np.ndarray
+    goal_mean: np.ndarray
+
+    @property
+    def direction(self) -> np.ndarray:
+        """From the start state's mean embedding to the goal's."""
+        return self.goal_mean - self.start_mean
+
+
+def goal_from_groups(embedding: np.ndarray, start: np.ndarray, goal: np.ndarray) -> Goal:
+    """The goal built from two groups of cells (positions) of an embedding; refuses identical or empty groups."""
+    if len(start) == 0 or len(goal) == 0:
+        raise InputError("The start and goal states each need at least one cell.")
+    if np.array_equal(np.sort(start), np.sort(goal)):
+        raise InputError("The goal state is the same as the start state; choose a different goal.")
+    return Goal(embedding[start].mean(0), embedding[goal].mean(0))
+
+
+def goal_scores(original: np.ndarray, perturbed: np.ndarray, goal: Goal) -> dict:
+    """``goal_alignment``: cosine of the mean shift with the start->goal direction;
+    ``goal_cosine_gain``: mean rise in cosine similarity to the goal's mean embedding."""
+    shift = (perturbed - original).mean(0)
+    alignment = float(cosine(shift[None], goal.direction[None])[0])
+    target = np.broadcast_to(goal.goal_mean, original.shape)
+    gain = float((cosine(perturbed, target) - cosine(original, target)).mean())
+    return {"goal_alignment": alignment, "goal_cosine_gain": gain}
+
+
+def _screen_genes(adata: ad.AnnData, cells: np.ndarray, top: int | None, vocabulary=None) -> np.ndarray:
+    """Dataset columns of the genes expressed in ``cells`` (in the model's vocabulary), most often expressed first."""
+    counts = sp.csr_matrix(adata.layers["counts"] if "counts" in adata.layers else adata.X)[cells]
+    n_expressing = np.asarray((counts > 0).sum(0)).ravel()
+    candidates = np.flatnonzero(n_expressing > 0)
+    if vocabulary is not None:
+        candidates = np.array([g for g in candidates if adata.var_names[g] in vocabulary.index], dtype=np.int64)
+    if len(candidates) == 0:
+        raise InputError("No gene is expressed in the chosen cells (and known to the model); choose other cells.")
+    ranked = candidates[np.argsort(-n_expressing[candidates], kind="stable")]
+    return ranked[:top] if top else ranked
+
+
+def _baseline_deletions(adata, method, cells, genes, n_null, rng, reference):
+    """For each cell: (row, deleted gene columns, original embedding, perturbed embeddings), baselines."""
+    perturber = LinearPerturber(adata, method, reference)
+    screened = set(map(int, genes))
+    lognorm = sp.csr_matrix(adata.X)
+    for row, cell in enumerate(cells):
+        expressed = lognorm.indices[lognorm.indptr[cell]:lognorm.indptr[cell + 1]]
+        values = lognorm.data[lognorm.indptr[cell]:lognorm.indptr[cell + 1]]
+        keep = values > 0
+        expressed, values = expressed[keep], values[keep]
+        if len(expressed) == 0:
+            continue
+        picks = np.array([i for i, g in enumerate(expressed) if int(g) in screened], dtype=np.int64)
+        null = rng.choice(len(expressed), size=min(n_null, len(expressed)), replace=False)
+        chosen = np.concatenate([picks, null])
+        directions = np.stack([perturber.direction(int(expressed[i])) for i in chosen])
+        original = perturber.embedding[cell]
+        perturbed = original[None, :] - values[chosen, None] * directions
+        yield row, expressed[chosen], len(picks), original, perturbed
+
+
+def _encoder_deletions(adata, model, cells, genes, n_null, rng, library_size_key, batch_size):
+    """For each cell: (row, deleted gene columns, original embedding, perturbed embeddings), encoder."""
+    from .encode import DatasetTokenizer, embed_tokens
+    from .tokenize import TokenizedCell
+
+    tokenizer = DatasetTokenizer(adata, model, library_size_key)
+    column_of_token = {int(t): i for i, t in enumerate(tokenizer.gene_to_token) if t >= 0}
+    screened_tokens = {int(tokenizer.gene_to_token[g]) for g in genes}
+    first = 1 if model.config.add_cls else 0
+    for start in range(0, len(cells), 256):
+        rows = np.arange(start, min(start + 256, len(cells)))
+        for row, cell in zip(rows, tokenizer(cells[rows])):
+            positions = np.arange(first, len(cell.tokens))
+            if len(positions) == 0:
+                continue
+            picks = positions[[int(cell.tokens[p]) in screened_tokens for p in positions]]
+            null = rng.choice(positions, size=min(n_null, len(positions)), replace=False)
+            chosen = np.concatenate([picks, null]).astype(np.int64)
+            variants = [cell] + [TokenizedCell(np.delete(cell.tokens, p), np.delete(cell.bins, p)) for p in chosen]
+            embedded = embed_tokens(model, variants, batch_size=batch_size).astype(np.float64)
+            columns = np.array([column_of_token[int(cell.tokens[p])] for p in chosen], dtype=np.int64)
+            yield row, columns, len(picks), embedded[0], embedded[1:]
+
+
+def screen(adata: ad.AnnData, cells: np.ndarray, method: str = "pca", model=None, top: int | None = None,
+           goal: Goal | None = None, n_null: int = 5, reference: np.ndarray | None = None, batch_size: int = 64,
+           library_size_key: str | None = None, seed: int = 0, progress: Progress = _quiet,
+           should_stop: Callable[[], bool] = lambda: False) -> pd.DataFrame:
+    """Delete, one at a time, every gene expressed in ``cells`` (or the ``top`` most often expressed) and rank them.
+
+    One row per gene: gene, method, n_cells (cells expressing it), mean_cosine, mean_shift (1 - cosine),
+    mean_shift_norm, p_value and fdr (one-sided rank-sum test of the gene's per-cell shifts against
+    those of deleting ``n_null`` random expressed genes per cell, Benjamini-Hochberg), and with a
+    ``goal`` also goal_alignment and goal_cosine_gain (see :func:`goal_scores`). Sorted by shift, or
+    by goal alignment when a goal is given. ``should_stop`` lets a caller cancel between cells.
+    """
+    if method not in METHODS:
+        raise InputError(f"Unknown method '{method}': use {', '.join(METHODS)}.")
+    cells = np.asarray(cells)
+    if len(cells) == 0:
+        raise InputError("The chosen population is empty; choose other cells.")
+    rng = np.random.default_rng(seed)
+    if method == "encoder":
+        if model is None:
+            raise InputError("The encoder method needs a model (a folder from `python -m sccore train`).")
+        genes = _screen_genes(adata, cells, top, model.vocabulary)
+        pairs = _encoder_deletions(adata, model, cells, genes, n_null, rng, library_size_key, batch_size)
+    else:
+        genes = _screen_genes(adata, cells, top)
+        pairs = _baseline_deletions(adata, method, cells, genes, n_null, rng,
+                                    reference if reference is not None else np.arange(adata.n_obs))
+    slot = {int(g): i for i, g in enumerate(genes)}
+    shifts: list[list[float]] = [[] for _ in genes]
+    norms = np.zeros(len(genes))
+    shift_sums: np.ndarray | None = None
+    gains = np.zeros(len(genes))
+    null_shifts: list[float] = []
+    for row, columns, n_screened, original, perturbed in pairs:
+        cos = cosine(np.broadcast_to(original, perturbed.shape), perturbed)
+        null_shifts.extend((1 - cos[n_screened:]).tolist())
+        if shift_sums is None:
+            shift_sums = np.zeros((len(genes), len(original)))
+        if goal is not None:
+            target = np.broadcast_to(goal.goal_mean, perturbed.shape)
+            cell_gain = cosine(perturbed, target) - cosine(np.broadcast_to(original, perturbed.shape), target)
+        for j in range(n_screened):
+            s = slot[int(columns[j])]
+            shifts[s].append(1 - cos[j])
+            norms[s] += np.linalg.norm(perturbed[j] - original)
+            shift_sums[s] += perturbed[j] - original
+            if goal is not None:
+                gains[s] += cell_gain[j]
+        progress((row + 1) / len(cells), f"screened {row + 1:,} of {len(cells):,} cells")
+        if should_stop():
+            break
+    counts = np.array([len(values) for values in shifts])
+    null = np.asarray(null_shifts)
+    p_values = np.array([stats.mannwhitneyu(values, null, alternative="greater").pvalue
+                         if len(values) and len(null) else np.nan for values in shifts])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = pd.DataFrame({
+            "gene": adata.var_names[genes].astype(str), "method": method, "n_cells": counts,
+            "mean_cosine": [1 - np.mean(v) if v else np.nan for v in shifts],
+            "mean_shift": [np.mean(v) if v else np.nan for v in shifts],
+            "mean_shift_norm": norms / counts, "p_value": p_values, "fdr": benjamini_hochberg(p_values)})
+    if goal is not None and shift_sums is not None:
+        mean_shifts = shift_sums / np.maximum(counts, 1)[:, None]
+        table["goal_alignment"] = cosine(mean_shifts, np.broadcast_to(goal.direction, mean_shifts.shape))
+        table["goal_cosine_gain"] = gains / np.maximum(counts, 1)
+    table = table[table["n_cells"] > 0]
+    order = "goal_alignment" if goal is not None else "mean_shift"
+    table = table.sort_values(order, ascending=False, kind="stable").reset_index(drop=True)
+    table.attrs["null_mean_shift"] = float(null.mean()) if len(null) else float("nan")
+    table.attrs["n_cells_screened"] = int(len(cells))
+    return table
