@@ -11,6 +11,8 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError
 
 
@@ -132,6 +134,130 @@ def _cmd_umap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_where(items: list[str] | None) -> dict[str, str]:
+    where = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--where/--goal takes KEY=VALUE (an obs column and a value), not '{item}'.")
+        key, value = item.split("=", 1)
+        where[key] = value
+    return where
+
+
+def _open_for_perturbation(args: argparse.Namespace):
+    """The processed dataset with PCA, the method, the loaded model (encoder only) and the preprocessing."""
+    from .device import resolve_device
+    from .embed import PCAParams, pca
+    from .io import open_dataset
+    from .models import load_model
+    from .pp import default_params, preprocess
+
+    adata = open_dataset(args.input, library_size_key=args.library_size_key)
+    params = default_params(adata, min_genes=args.min_genes, max_pct_mito=args.max_pct_mito, min_cells=args.min_cells,
+                            n_top_genes=args.n_top_genes,
+                            **({"library_size_key": args.library_size_key} if args.library_size_key else {}))
+    processed = preprocess(adata, params)
+    pca(processed, PCAParams())
+    if args.model in ("pca", "linear"):
+        return processed, args.model, None, params
+    return processed, "encoder", load_model(args.model, resolve_device(args.device)), params
+
+
+def _method_embedding(adata, method: str, model, params, cells=None):
+    from .encode import embed_cells
+
+    if method != "encoder":
+        embedding = np.asarray(adata.obsm["X_pca"], dtype=np.float64)
+        return embedding if cells is None else embedding[cells]
+    subset = adata if cells is None else adata[cells]
+    return embed_cells(subset, model, library_size_key=params.library_size_key).astype(np.float64)
+
+
+def _goal(adata, method, model, params, start, goal_where):
+    from .perturb import choose_cells, goal_from_groups
+
+    if not goal_where:
+        return None
+    goal_cells = choose_cells(adata, goal_where)
+    needed = np.union1d(start, goal_cells)
+    embedding = _method_embedding(adata, method, model, params, needed)
+    return goal_from_groups(embedding, np.searchsorted(needed, start), np.searchsorted(needed, goal_cells))
+
+
+def _write_csv(table, path: str) -> None:
+    from .cache import atomic_write
+
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False), suffix=".csv")
+
+
+def _cmd_knockout(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .perturb import choose_cells, goal_scores, knockout
+
+    adata, method, model, params = _open_for_perturbation(args)
+    cells = choose_cells(adata, _parse_where(args.where))
+    goal = _goal(adata, method, model, params, cells, _parse_where(args.goal))
+    genes = [g.strip() for g in args.genes.split(",") if g.strip()]
+    groups = [genes] if args.together else [[g] for g in genes]
+    rows = []
+    for group in groups:
+        result = knockout(adata, group, cells, method, model=model, mode=args.mode,
+                          library_size_key=params.library_size_key)
+        row = result.summary()
+        if goal is not None:
+            row.update(goal_scores(result.original, result.perturbed, goal))
+        rows.append(row)
+        print(f"{row['gene']}: {row['n_cells']} cells, mean cosine {row['mean_cosine']:.6f} "
+              f"({row['n_not_expressed']} chosen cells do not express it)", file=sys.stderr)
+    _write_csv(pd.DataFrame(rows), args.output)
+    print(f"Wrote {len(rows)} row(s) to {args.output}")
+    return 0
+
+
+def _cmd_screen(args: argparse.Namespace) -> int:
+    from .perturb import choose_cells, screen
+
+    adata, method, model, params = _open_for_perturbation(args)
+    cells = choose_cells(adata, _parse_where(args.where))
+    if args.max_cells and len(cells) > args.max_cells:
+        cells = np.sort(np.random.default_rng(args.seed).choice(cells, args.max_cells, replace=False))
+    goal = _goal(adata, method, model, params, cells, _parse_where(args.goal))
+    bar, progress = _progress_bar("screen")
+    table = screen(adata, cells, method, model=model, top=args.top, goal=goal, library_size_key=params.library_size_key,
+                   seed=args.seed, progress=progress)
+    bar.close()
+    _write_csv(table, args.output)
+    print(f"Screened {len(table)} genes in {len(cells)} cells; wrote {args.output}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .perturb import choose_cells, spearman, validate_knockouts
+
+    adata, method, model, params = _open_for_perturbation(args)
+    if args.where:
+        adata = adata[choose_cells(adata, _parse_where(args.where))].copy()
+    embedding = _method_embedding(adata, method, model, params)
+    bar, progress = _progress_bar("validate")
+    table = validate_knockouts(adata, method, embedding, args.perturbation_key, args.control, model=model,
+                               min_cells=args.min_knockout_cells, library_size_key=params.library_size_key,
+                               progress=progress)
+    bar.close()
+    _write_csv(table, args.output)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"Spearman correlation of predicted_norm vs observed_norm: {spearman(table):.3f}")
+    return 0
+
+
+def _add_perturbation_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
+    parser.add_argument("input", metavar="IN.h5ad", help="raw counts (X, layers['counts'] or .raw)")
+    parser.add_argument("--model", required=True, metavar="DIR|pca|linear", help=model_help)
+    parser.add_argument("-o", "--output", metavar="OUT.csv", required=True)
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    _add_preprocess_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m sccore`` argument parser, one subcommand per task."""
     parser = argparse.ArgumentParser(prog="python -m sccore", description=__doc__.splitlines()[0])
@@ -170,6 +296,38 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--device", default="auto")
     trainer.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a run")
     trainer.set_defaults(run=_cmd_train)
+
+    model_help = "a model folder (the encoder), or the baselines: pca (zero and re-project), linear (co-expression)"
+    knock = commands.add_parser("knockout", help="in-silico knockout of genes in chosen cells",
+                                description="Knock out genes in silico; one CSV row per gene.")
+    _add_perturbation_arguments(knock, model_help)
+    knock.add_argument("--genes", required=True, metavar="G1,G2", help="genes to knock out, comma-separated")
+    knock.add_argument("--together", action="store_true", help="knock the genes out together (one row)")
+    knock.add_argument("--where", action="append", metavar="KEY=VALUE", help="the cells: obs[KEY] == VALUE")
+    knock.add_argument("--goal", action="append", metavar="KEY=VALUE", help="a goal state, e.g. condition=control")
+    knock.add_argument("--mode", choices=["delete", "overexpress"], default="delete")
+    knock.set_defaults(run=_cmd_knockout)
+
+    screener = commands.add_parser("screen", help="knock out every expressed gene and rank the shifts",
+                                   description="An in-silico knockout screen; one CSV row per gene.")
+    _add_perturbation_arguments(screener, model_help)
+    screener.add_argument("--where", action="append", metavar="KEY=VALUE", help="the cells: obs[KEY] == VALUE")
+    screener.add_argument("--goal", action="append", metavar="KEY=VALUE", help="a goal state, e.g. condition=control")
+    screener.add_argument("--top", type=int, help="screen only the N genes expressed in the most cells")
+    screener.add_argument("--max-cells", type=int, default=0, help="screen a random subset of this many cells")
+    screener.add_argument("--seed", type=int, default=0)
+    screener.set_defaults(run=_cmd_screen)
+
+    validate = commands.add_parser("validate-knockout", help="compare in-silico knockouts with a CRISPR screen",
+                                   description="Knock out each measured target in the control cells and compare "
+                                               "with the real knockout cells; one CSV row per target.")
+    _add_perturbation_arguments(validate, model_help)
+    validate.add_argument("--perturbation-key", default="perturbation", help="obs column naming each cell's target")
+    validate.add_argument("--control", default="control", help="the value of that column for control cells")
+    validate.add_argument("--where", action="append", metavar="KEY=VALUE",
+                          help="keep only these cells first, e.g. guide_confident=True")
+    validate.add_argument("--min-knockout-cells", type=int, default=10)
+    validate.set_defaults(run=_cmd_validate)
 
     layout = commands.add_parser("umap", help="UMAP of an embedding on FAISS neighbours",
                                  description="UMAP layout of obsm[--use-rep]; writes obsm['X_umap'].")

@@ -41,7 +41,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def suggest_gene(name: str, genes) -> str:
     """An error message for a gene that is not in ``genes``, with close matches when there are any."""
-    close = difflib.get_close_matches(name, list(map(str, genes)), n=3, cutoff=0.6)
+    by_upper = {}
+    for gene in map(str, genes):
+        by_upper.setdefault(gene.upper(), gene)
+    close = [by_upper[g] for g in difflib.get_close_matches(name.upper(), list(by_upper), n=3, cutoff=0.6)]
     case = [g for g in map(str, genes) if g.upper() == name.upper()]
     hint = f" Did you mean {', '.join(case + [c for c in close if c not in case])}?" if case or close else ""
     return f"Gene '{name}' is not in the data.{hint}"
@@ -407,3 +410,46 @@ def screen(adata: ad.AnnData, cells: np.ndarray, method: str = "pca", model=None
     table.attrs["null_mean_shift"] = float(null.mean()) if len(null) else float("nan")
     table.attrs["n_cells_screened"] = int(len(cells))
     return table
+
+
+def validate_knockouts(adata: ad.AnnData, method: str, embedding: np.ndarray, perturbation_key: str, control: str,
+                       model=None, min_cells: int = 10, library_size_key: str | None = None,
+                       progress: Progress = _quiet) -> pd.DataFrame:
+    """Compare in-silico knockouts in control cells with a real CRISPR screen, in the method's own embedding.
+
+    For each target (a value of ``obs[perturbation_key]`` that is a measured gene, with at least
+    ``min_cells`` cells): predicted = mean shift of knocking it out in the control cells that express
+    it; observed = mean embedding of the real knockout cells minus that of the controls. One row per
+    target: target, method, n_cells (real knockout cells), cosine, predicted_norm, observed_norm.
+    """
+    if perturbation_key not in adata.obs.columns:
+        raise InputError(f"obs has no column '{perturbation_key}'; columns: {', '.join(map(str, adata.obs.columns))}.")
+    labels = adata.obs[perturbation_key].astype(str).to_numpy()
+    controls = np.flatnonzero(labels == control)
+    if len(controls) == 0:
+        raise InputError(f"No cell has {perturbation_key} = '{control}'; name the control value with --control.")
+    names, sizes = np.unique(labels[labels != control], return_counts=True)
+    targets = [str(t) for t, n in zip(names, sizes) if t in adata.var_names and n >= min_cells]
+    if not targets:
+        raise InputError(f"No knocked-out target is among the measured genes with >= {min_cells} cells.")
+    control_mean = embedding[controls].mean(0)
+    rows = []
+    for i, target in enumerate(targets):
+        observed = embedding[labels == target].mean(0) - control_mean
+        try:
+            result = knockout(adata, [target], controls, method, model=model, reference=controls,
+                              library_size_key=library_size_key)
+            predicted = result.shift.mean(0)
+        except InputError:  # not expressed in any control cell, or not in the model's vocabulary
+            predicted = np.full_like(observed, np.nan)
+        rows.append({"target": target, "method": method, "n_cells": int((labels == target).sum()),
+                     "cosine": float(cosine(predicted[None], observed[None])[0]),
+                     "predicted_norm": float(np.linalg.norm(predicted)), "observed_norm": float(np.linalg.norm(observed))})
+        progress((i + 1) / len(targets), f"validated {target}")
+    return pd.DataFrame(rows)
+
+
+def spearman(table: pd.DataFrame, a: str = "predicted_norm", b: str = "observed_norm") -> float:
+    """Spearman correlation of two columns across rows (NaN rows dropped)."""
+    finite = table[[a, b]].dropna()
+    return float(stats.spearmanr(finite[a], finite[b]).statistic) if len(finite) >= 3 else float("nan")

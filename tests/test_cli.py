@@ -81,3 +81,38 @@ def test_train_then_embed_with_the_encoder(counts_file, tmp_path):
                      "--key-added", "X_cls", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert ad.read_h5ad(out).uns["X_cls"]["pooling"] == "cls"
+
+
+def test_knockout_and_screen_with_the_baselines(counts_file, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "ko.csv"
+    result = run_cli("knockout", counts_file, "--model", "linear", "--genes", "GENE0,GENE1", "--where",
+                     "cell_type=type_0", "--goal", "cell_type=type_1", "-o", out, "--min-genes", "0")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out)
+    assert list(table["gene"]) == ["GENE0", "GENE1"]
+    assert {"gene", "method", "n_cells", "mean_cosine", "mean_shift_norm", "goal_alignment",
+            "goal_cosine_gain"} <= set(table.columns)
+    result = run_cli("screen", counts_file, "--model", "pca", "--where", "cell_type=type_0", "--top", "20",
+                     "-o", out, "--min-genes", "0")
+    assert result.returncode == 0, result.stderr
+    screened = pd.read_csv(out)
+    assert len(screened) == 20 and {"p_value", "fdr"} <= set(screened.columns)
+    result = run_cli("knockout", counts_file, "--model", "pca", "--genes", "GENE0", "--where", "cell_type=type_0",
+                     "--goal", "cell_type=type_0", "-o", out, "--min-genes", "0")
+    assert result.returncode == 2 and "same as the start" in result.stderr
+
+
+def test_validate_knockout_prints_spearman_last(shared_data, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "validation.csv"
+    result = run_cli("validate-knockout", shared_data / "lowmoi_example_data.h5ad", "--model", "pca",
+                     "--perturbation-key", "perturbation", "--control", "control", "--where", "guide_confident=True",
+                     "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("Spearman correlation of predicted_norm vs observed_norm")
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["target", "method", "n_cells", "cosine", "predicted_norm", "observed_norm"]
+    assert len(table) == 9
