@@ -1,13 +1,34 @@
-"""The benchmark scripts run (small sizes); their full figures are in benchmarks/RESULTS.md."""
+"""The benchmark scripts run (small sizes, short training); their full figures are in benchmarks/RESULTS.md."""
 
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.conftest import ROOT, SHARED_DATA
+
+
+def run_quick(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, f"benchmarks/{script}", "--quick"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
 
 
 def test_render_and_faiss_benchmark_runs_quick():
-    result = subprocess.run([sys.executable, "benchmarks/bench_render_faiss.py", "--quick"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, env=None)
+    result = run_quick("bench_render_faiss.py")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "recall@15" in result.stdout and "s/frame" in result.stdout
+
+
+def test_knockout_benchmark_runs_quick(shared_data):
+    result = run_quick("bench_knockout.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for method in ("encoder", "pca", "linear"):
+        assert f"| {method} |" in result.stdout
+    assert "ISG15" in result.stdout and "deletions_per_second" in result.stdout
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data/kang_se.h5ad")
+def test_encoder_speed_benchmark_runs_quick():
+    result = run_quick("bench_encoder_speed.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "speed-up" in result.stdout

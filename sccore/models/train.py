@@ -203,7 +203,7 @@ def train(adata: ad.AnnData, out_dir: str | Path, model_config: str | EncoderCon
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = model(inputs, attention, bins, labels) / config.grad_accum
             loss.backward()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
