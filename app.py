@@ -13,5 +13,6 @@ navigation = st.navigation([
     st.Page("pages/data.py", title="Data & QC", icon=":material/filter_alt:", url_path="data"),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
     st.Page("pages/encoder.py", title="Encoder", icon=":material/neurology:", url_path="encoder"),
+    st.Page("pages/knockout.py", title="Knockout", icon=":material/content_cut:", url_path="knockout"),
 ])
 navigation.run()

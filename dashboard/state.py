@@ -202,3 +202,77 @@ def embedding_csv(analysis_key: str, _analysis: Analysis) -> bytes:
 def processed_h5ad(analysis_key: str, _analysis: Analysis) -> bytes:
     """The processed AnnData (counts, log-normalised values, embeddings, QC report) as ``.h5ad`` bytes."""
     return h5ad_bytes(_analysis.adata)
+
+
+# --- Knockout page: the loaded encoder, knockouts, UMAP placements and finished screens ---------------------------
+
+
+@st.cache_resource(show_spinner="Loading the encoder…", max_entries=2)
+def _loaded_model(folder: str, device: str, stamp: int):
+    from sccore.device import resolve_device
+    from sccore.models.store import load_model
+
+    return load_model(folder, resolve_device(device))
+
+
+def loaded_model(folder: str, device: str = "auto"):
+    """The model in ``folder`` loaded once on ``device`` (``auto`` picks CUDA, MPS or the CPU); reloaded when a
+    file in the folder changes (a model retrained under the same name)."""
+    files = [path for path in Path(folder).iterdir() if path.is_file()] if Path(folder).is_dir() else []
+    return _loaded_model(folder, device, max((path.stat().st_mtime_ns for path in files), default=0))
+
+
+@st.cache_data(show_spinner=False, max_entries=48)
+def knockout_result(analysis_key: str, model_folder: str, genes: tuple[str, ...], cells: np.ndarray, method: str,
+                    mode: str, _analysis: Analysis):
+    """``sccore.perturb.knockout`` of ``genes`` in ``cells`` by ``method`` (the encoder is ``model_folder``)."""
+    from sccore.perturb import knockout
+
+    model = loaded_model(model_folder, _analysis.params.encoder_device) if method == "encoder" else None
+    return knockout(_analysis.adata, list(genes), cells, method, model=model, mode=mode,
+                    library_size_key=_analysis.params.preprocess.library_size_key)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def umap_train_index(analysis_key: str, rep: str, _analysis: Analysis):
+    """A FAISS index over the embedding of the cells ``rep``'s UMAP was fitted on, for ``sccore.umap.transform``."""
+    from sccore.neighbors import build_index
+
+    model = _analysis.umap_models[rep]
+    if len(model.train_cells) == _analysis.adata.n_obs and rep in _analysis.indexes:
+        return _analysis.indexes[rep]
+    return build_index(np.asarray(_analysis.adata.obsm[rep])[model.train_cells])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def placed_in_umap(analysis_key: str, rep: str, embedding: np.ndarray, _analysis: Analysis,
+                   optimize: bool = True) -> np.ndarray:
+    """UMAP positions of new (e.g. perturbed) embeddings in the layout of ``rep``, by ``sccore.umap.transform``."""
+    from sccore.umap import transform
+
+    return transform(_analysis.umap_models[rep], embedding, umap_train_index(analysis_key, rep, _analysis),
+                     optimize=optimize)
+
+
+@st.cache_resource(show_spinner=False)
+def _finished_results() -> tuple:
+    import threading
+
+    return threading.Lock(), {}
+
+
+def remember_result(key: tuple, value, max_entries: int = 32) -> None:
+    """Keep a finished computation (e.g. a screen) for every session, the ``max_entries`` most recent."""
+    lock, store = _finished_results()
+    with lock:
+        store.pop(key, None)
+        store[key] = value
+        while len(store) > max_entries:
+            store.pop(next(iter(store)))
+
+
+def recall_result(key: tuple):
+    """A computation kept by :func:`remember_result`, or None."""
+    lock, store = _finished_results()
+    with lock:
+        return store.get(key)

@@ -372,6 +372,7 @@ def screen(adata: ad.AnnData, cells: np.ndarray, method: str = "pca", model=None
     shift_sums: np.ndarray | None = None
     gains = np.zeros(len(genes))
     null_shifts: list[float] = []
+    n_done = 0
     for row, columns, n_screened, original, perturbed in pairs:
         cos = cosine(np.broadcast_to(original, perturbed.shape), perturbed)
         null_shifts.extend((1 - cos[n_screened:]).tolist())
@@ -387,7 +388,8 @@ def screen(adata: ad.AnnData, cells: np.ndarray, method: str = "pca", model=None
             shift_sums[s] += perturbed[j] - original
             if goal is not None:
                 gains[s] += cell_gain[j]
-        progress((row + 1) / len(cells), f"screened {row + 1:,} of {len(cells):,} cells")
+        n_done = row + 1
+        progress(n_done / len(cells), f"screened {n_done:,} of {len(cells):,} cells")
         if should_stop():
             break
     counts = np.array([len(values) for values in shifts])
@@ -408,7 +410,7 @@ def screen(adata: ad.AnnData, cells: np.ndarray, method: str = "pca", model=None
     order = "goal_alignment" if goal is not None else "mean_shift"
     table = table.sort_values(order, ascending=False, kind="stable").reset_index(drop=True)
     table.attrs["null_mean_shift"] = float(null.mean()) if len(null) else float("nan")
-    table.attrs["n_cells_screened"] = int(len(cells))
+    table.attrs["n_cells_screened"] = int(n_done)
     return table
 
 

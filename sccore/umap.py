@@ -94,10 +94,14 @@ def fit_umap(embedding: np.ndarray, neighbors: Neighbors | None = None, params: 
     return model, coords
 
 
-def transform(model: UMAPModel, new_embedding: np.ndarray, train_index: faiss.Index) -> np.ndarray:
+def transform(model: UMAPModel, new_embedding: np.ndarray, train_index: faiss.Index,
+              optimize: bool = True) -> np.ndarray:
     """Place new cells (e.g. perturbed embeddings) in a fitted layout, as umap-learn's ``transform`` does.
 
     ``train_index`` is a FAISS index over the training cells' embedding (in ``model.train_cells`` order).
+    With ``optimize=False`` each cell lands at the membership-weighted mean of its training neighbours'
+    positions, skipping umap-learn's stochastic refinement: repeatable, so the difference between
+    placing an original and a perturbed embedding shows the perturbation rather than sampling noise.
     """
     from umap.layouts import optimize_layout_euclidean
     from umap.umap_ import compute_membership_strengths, init_graph_transform, make_epochs_per_sample, smooth_knn_dist
@@ -111,6 +115,8 @@ def transform(model: UMAPModel, new_embedding: np.ndarray, train_index: faiss.In
     csr = graph.tocsr()
     csr.eliminate_zeros()
     coords = init_graph_transform(csr, model.embedding).astype(np.float32)
+    if not optimize:
+        return coords
     n_epochs = 100 if len(new_embedding) <= 10_000 else 30
     graph.data[graph.data < graph.data.max() / n_epochs] = 0.0
     graph.eliminate_zeros()

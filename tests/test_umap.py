@@ -51,3 +51,12 @@ def test_transform_places_new_cells_near_their_cluster_and_model_round_trips(clu
 def test_too_few_cells():
     with pytest.raises(InputError, match="at least 4 cells"):
         fit_umap(np.zeros((3, 2), dtype=np.float32))
+
+
+def test_transform_without_optimisation_is_repeatable(clusters):
+    points, _ = clusters
+    model, coords = fit_umap(points, None, UMAPParams(n_neighbors=15))
+    index = build_index(points)
+    first = transform(model, points[:50], index, optimize=False)
+    np.testing.assert_array_equal(first, transform(model, points[:50], index, optimize=False))
+    assert np.median(np.linalg.norm(first - coords[:50], axis=1)) < np.ptp(coords, axis=0).max() / 20

@@ -1,0 +1,96 @@
+"""AppTest for the Knockout page on the demo: a knockout beside both baselines, bad input, and a small goal screen."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(autouse=True)
+def isolated_folders(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "app-cache"  # shared across tests: the demo is computed once
+    monkeypatch.setenv("SCCORE_CACHE_DIR", str(cache))
+    monkeypatch.setenv("SCCORE_UPLOAD_DIR", str(tmp_path_factory.mktemp("uploads")))
+    monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path_factory.mktemp("data")))
+
+
+def tables(app: AppTest, column: str) -> list:
+    """The tables shown that have ``column``, in page order."""
+    return [frame.value for frame in app.dataframe if column in frame.value.columns]
+
+
+def knockout_page(gene: str = "", column: str = "cell_type", value: str = "CD14+ Monocyte") -> AppTest:
+    """The page with a gene typed in and a population chosen (not run yet)."""
+    app = AppTest.from_file(str(ROOT / "pages/knockout.py"), default_timeout=300).run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.selectbox(key="ko_pop_column").set_value(column).run()
+    app.selectbox(key="ko_pop_value").set_value(value)
+    app.text_input(key="ko_gene_text").set_value(gene).run()
+    return app
+
+
+def test_knockout_of_a_marker_shows_encoder_and_both_baselines():
+    app = knockout_page("LYZ")
+    assert not app.error, [e.value for e in app.error]
+    app.button(key="ko_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    (summary,) = tables(app, "n_not_expressed")
+    assert list(summary["method"]) == ["Encoder", "PCA baseline", "Linear baseline"]
+    assert (summary["n_cells"] > 100).all() and (summary["n_not_expressed"] == summary["n_not_expressed"][0]).all()
+    assert (summary["mean_shift"] > 0).all() and (summary["mean_cosine"] < 1).all()
+    assert any("do not express LYZ" in m.value for m in app.markdown)
+    assert len(app.get("plotly_chart")) == 3  # one UMAP with arrows per method (one cell type: no bars)
+    app.run()  # a rerun shows the same result again (kept in session_state)
+    assert tables(app, "n_not_expressed")[0].equals(summary)
+
+
+def test_overexpression_runs_the_encoder_alone_and_says_why():
+    app = knockout_page("LYZ")
+    app.radio(key="ko_mode").set_value("overexpress").run()
+    app.button(key="ko_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    (summary,) = tables(app, "n_not_expressed")
+    assert list(summary["method"]) == ["Encoder"]
+    assert any("model deletion only" in info.value for info in app.info)
+
+
+def test_misspelt_gene_shows_a_suggestion_and_stays_up():
+    app = knockout_page("LYZZ")
+    assert not app.exception
+    assert "Did you mean LYZ" in app.error[0].value
+    assert app.button(key="ko_run").disabled
+
+
+def test_gene_not_expressed_in_the_population_shows_an_error():
+    app = knockout_page("SPIB")  # a B-cell gene with no counts in the CD14+ monocytes
+    app.button(key="ko_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert len(app.error) == 1 and "not expressed in any of the" in app.error[0].value
+
+
+def test_small_screen_with_a_goal_ranks_genes_by_goal_alignment():
+    app = knockout_page()
+    app.selectbox(key="sc_pop_column").set_value("cell_type").run()
+    app.selectbox(key="sc_pop_value").set_value("CD14+ Monocyte")
+    app.number_input(key="sc_top").set_value(10)
+    app.number_input(key="sc_max_cells").set_value(20)
+    app.toggle(key="sc_goal").set_value(True).run()
+    app.selectbox(key="sc_goal_column").set_value("cell_type").run()
+    assert app.selectbox(key="sc_goal_value").value != "CD14+ Monocyte"  # the default goal differs from the start
+    app.selectbox(key="sc_goal_value").set_value("Dendritic")
+    app.button(key="sc_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    ranked = tables(app, "goal_alignment")
+    assert len(ranked) == 3  # encoder, pca, linear
+    for table in ranked:
+        assert 0 < len(table) <= 10 and "goal_alignment" in table and "goal_cosine_gain" in table
+        assert table["goal_alignment"].is_monotonic_decreasing
+    assert len(tables(app, "spearman_rho")[0]) == 3
+    assert not app.warning  # complete, not partial
+    app.selectbox(key="sc_goal_value").set_value("CD14+ Monocyte").run()
+    app.button(key="sc_run").click().run()  # the goal equals the start
+    assert not app.exception
+    assert "same as the start" in app.error[0].value
