@@ -55,3 +55,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (only CI and developers have ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def app_folders(tmp_path_factory, monkeypatch):
+    """Point the dashboard at temporary cache, upload and data folders (the cache is shared by the page tests,
+    so the demo is computed once)."""
+    monkeypatch.setenv("SCCORE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-cache"))
+    monkeypatch.setenv("SCCORE_UPLOAD_DIR", str(tmp_path_factory.mktemp("uploads")))
+    monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path_factory.mktemp("data")))
+    monkeypatch.setenv("SCCORE_MODEL_DIR", str(tmp_path_factory.mktemp("models")))

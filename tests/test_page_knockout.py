@@ -6,12 +6,7 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import ROOT
 
 
-@pytest.fixture(autouse=True)
-def isolated_folders(tmp_path_factory, monkeypatch):
-    cache = tmp_path_factory.getbasetemp() / "app-cache"  # shared across tests: the demo is computed once
-    monkeypatch.setenv("SCCORE_CACHE_DIR", str(cache))
-    monkeypatch.setenv("SCCORE_UPLOAD_DIR", str(tmp_path_factory.mktemp("uploads")))
-    monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path_factory.mktemp("data")))
+pytestmark = pytest.mark.usefixtures("app_folders")
 
 
 def tables(app: AppTest, column: str) -> list:

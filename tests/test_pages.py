@@ -8,12 +8,7 @@ from tests.conftest import ROOT, make_counts
 TIMEOUT = 240
 
 
-@pytest.fixture(autouse=True)
-def isolated_folders(tmp_path_factory, monkeypatch):
-    cache = tmp_path_factory.getbasetemp() / "app-cache"  # shared across tests: the demo is computed once
-    monkeypatch.setenv("SCCORE_CACHE_DIR", str(cache))
-    monkeypatch.setenv("SCCORE_UPLOAD_DIR", str(tmp_path_factory.mktemp("uploads")))
-    monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path_factory.mktemp("data")))
+pytestmark = pytest.mark.usefixtures("app_folders")
 
 
 def page(name: str) -> AppTest:
