@@ -32,3 +32,9 @@ def test_encoder_speed_benchmark_runs_quick():
     result = run_quick("bench_encoder_speed.py")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "speed-up" in result.stdout
+
+
+def test_encoder_quality_benchmark_runs_quick(shared_data):
+    result = run_quick("bench_encoder_quality.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "kNN" in result.stdout and "PCA" in result.stdout

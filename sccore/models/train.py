@@ -116,6 +116,7 @@ def _evaluate(model: MaskedGeneModel, cells: list[TokenizedCell], config: TrainC
         for start in range(0, len(cells), config.batch_size):
             tokens, attention, bins = pad_batch(cells[start:start + config.batch_size], device)
             inputs, labels = mask_tokens(tokens, attention, model.config.vocab_size, config.mask_fraction, generator)
+            bins = bins.masked_fill(labels != -100, 0)
             n = int((labels != -100).sum())
             if n:
                 losses.append(float(model(inputs, attention, bins, labels)) * n)
@@ -140,6 +141,9 @@ def train(adata: ad.AnnData, out_dir: str | Path, model_config: str | EncoderCon
     if isinstance(model_config, str):
         probe = preset(model_config, vocab_size=3, n_bins=n_bins)
     else:
+        if n_bins and n_bins != model_config.n_bins:
+            raise InputError(f"n_bins={n_bins} disagrees with the model config's n_bins={model_config.n_bins}; "
+                             "set it in the config.")
         probe = model_config
     vocabulary, medians, cells = build_corpus(adata, probe.max_length, probe.n_bins, probe.add_cls, library_size_key)
     encoder_config = (preset(model_config, len(vocabulary), n_bins=n_bins) if isinstance(model_config, str)
@@ -200,6 +204,7 @@ def train(adata: ad.AnnData, out_dir: str | Path, model_config: str | EncoderCon
             inputs, labels = mask_tokens(tokens, attention, encoder_config.vocab_size, config.mask_fraction, generator)
             if not (labels != -100).any():
                 continue
+            bins = bins.masked_fill(labels != -100, 0)  # a masked gene's expression bin would give it away
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = model(inputs, attention, bins, labels) / config.grad_accum
             loss.backward()
