@@ -55,11 +55,12 @@ def processed_dataset(name: str, where: dict | None = None, cells: int | None = 
     return processed, params
 
 
-def trained_model(adata, params, folder: Path, epochs: float):
-    """Train (or reuse) a ``small`` encoder on the dataset's own cells, without labels."""
-    if not (folder / "model.safetensors").exists() or (folder / "trainer_state.pt").exists():
+def trained_model(adata, params, folder: Path, epochs: float, fresh: bool = False):
+    """Train a ``small`` encoder on the dataset's own cells, without labels; a finished one is reused unless
+    ``fresh``, an interrupted one resumed."""
+    if fresh or not (folder / "model.safetensors").exists() or (folder / "trainer_state.pt").exists():
         train(adata, folder, "small", TrainConfig(epochs=epochs, device="cpu", eval_every=100),
-              library_size_key=params.library_size_key)
+              library_size_key=params.library_size_key, resume=not fresh)
     return load_model(folder)
 
 
@@ -67,7 +68,7 @@ def crispr_validation(quick: bool, epochs: float) -> tuple[pd.DataFrame, float]:
     adata, params = processed_dataset("lowmoi_example_data.h5ad", {"guide_confident": "True"},
                                       cells=2000 if quick else None)
     started = time.perf_counter()
-    model = trained_model(adata, params, OUT / ("lowmoi_quick" if quick else "lowmoi_small"), epochs)
+    model = trained_model(adata, params, OUT / ("lowmoi_quick" if quick else "lowmoi_small"), epochs, fresh=quick)
     train_seconds = time.perf_counter() - started
     tables = []
     for method in ("encoder", "pca", "linear"):
@@ -81,7 +82,7 @@ def crispr_validation(quick: bool, epochs: float) -> tuple[pd.DataFrame, float]:
 
 def isg_ranks(quick: bool, epochs: float, max_cells: int) -> pd.DataFrame:
     adata, params = processed_dataset("valid.h5ad", cells=600 if quick else None)
-    model = trained_model(adata, params, OUT / ("valid_quick" if quick else "valid_small"), epochs)
+    model = trained_model(adata, params, OUT / ("valid_quick" if quick else "valid_small"), epochs, fresh=quick)
     stimulated = choose_cells(adata, {"condition": "stimulated"})
     control = choose_cells(adata, {"condition": "control"})
     cells = np.sort(np.random.default_rng(0).choice(stimulated, min(max_cells, len(stimulated)), replace=False))
@@ -111,7 +112,8 @@ def isg_ranks(quick: bool, epochs: float, max_cells: int) -> pd.DataFrame:
 
 def screen_speed(quick: bool, epochs: float) -> dict:
     adata, params = processed_dataset("kang_se.h5ad", cells=600 if quick else None)
-    model = trained_model(adata, params, OUT / ("kang_quick" if quick else "kang_small"), min(epochs, 0.5))  # speed only
+    model = trained_model(adata, params, OUT / ("kang_quick" if quick else "kang_small"), min(epochs, 0.5),
+                          fresh=quick)  # speed only
     n_cells, n_genes = (10, 20) if quick else (300, 200)
     cells = np.sort(np.random.default_rng(0).choice(adata.n_obs, n_cells, replace=False))
     started = time.perf_counter()
