@@ -57,8 +57,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
-import shlex
 import sys
 import time
 import warnings
@@ -72,10 +70,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH=.
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.results import (  # noqa: E402
+    OtherLoad, command_line, cpu_and_ram, load_average, md_table, replace_section,
+)
+
 SECTION_HEADING = "## Encoder quality on Kang 2018 (issue 3)"
-RESULTS_HEADER = ("# Benchmark results\n\n"
-                  "Every figure below lists the command that produced it (run from the repository root) "
-                  "and the machine it ran on.\n")
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "kang_se.h5ad"
 OUT_DIR = REPO_ROOT / "benchmarks" / "out" / "encoder_quality"
 LABEL_KEY, DONOR_KEY = "cell_type", "batch"
@@ -103,85 +102,17 @@ def now() -> float:
     return time.perf_counter()
 
 
-class OtherLoad:
-    """Average number of cores used by *other* processes between ``start()`` and ``stop()``
-    (machine busy CPU time from /proc/stat minus this process's CPU time, over wall time)."""
-
-    def __init__(self) -> None:
-        self.start()
-
-    @staticmethod
-    def _busy_seconds() -> float | None:
-        try:
-            with open("/proc/stat") as handle:
-                fields = [int(x) for x in handle.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _own_seconds() -> float:
-        t = os.times()
-        return t.user + t.system
-
-    def start(self) -> "OtherLoad":
-        self._busy, self._own, self._wall = self._busy_seconds(), self._own_seconds(), now()
-        return self
-
-    def stop(self) -> float:
-        busy = self._busy_seconds()
-        wall = now() - self._wall
-        if busy is None or self._busy is None or wall <= 0:
-            return float("nan")
-        return max(0.0, ((busy - self._busy) - (self._own_seconds() - self._own)) / wall)
-
-
-def md_table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def load_average() -> str:
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def machine_info() -> dict:
     import sklearn
     import torch
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    except (ValueError, OSError, AttributeError):
-        ram = float("nan")
+    cpu_model, ram = cpu_and_ram()
     return {"cpu": cpu_model, "cores": os.cpu_count(), "ram_gib": round(ram, 1),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "versions": f"numpy {np.__version__}, torch {torch.__version__}, scikit-learn {sklearn.__version__}"}
 
 
-def command_line() -> str:
-    """The command as run from the repository root (``PYTHONPATH=. <python> benchmarks/...``)."""
-    exe = Path(sys.executable)
-    try:
-        exe_text = os.path.relpath(exe, REPO_ROOT) if exe.is_absolute() else str(exe)
-        if exe_text.startswith(".."):
-            exe_text = "python"
-    except ValueError:
-        exe_text = "python"
-    script = os.path.relpath(Path(sys.argv[0]).resolve(), REPO_ROOT)
-    return " ".join(["PYTHONPATH=.", exe_text, script] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 def log(message: str) -> None:
@@ -612,23 +543,6 @@ def headline_note(rec: dict) -> str:
             f"{rec['bf16_cosine']:.4f}).")
 
 
-def update_results(path: Path, section: str) -> None:
-    """Replace (or append) this benchmark's section in ``path``, keeping every other section."""
-    text = path.read_text() if path.exists() else RESULTS_HEADER
-    if not text.strip():
-        text = RESULTS_HEADER
-    pattern = re.compile(r"^" + re.escape(SECTION_HEADING) + r"[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
-    block = section.rstrip("\n") + "\n"
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1)
-        text = text.rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
@@ -772,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             log("--quick results are not written to RESULTS.md")
         else:
-            update_results(args.results, section)
+            replace_section(section, args.results)
             log(f"updated {args.results}")
     log(f"total wall time {wall_s / 60:.1f} min")
     return 0

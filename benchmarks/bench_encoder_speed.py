@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.results import markdown, write_section  # noqa: E402
+from benchmarks.results import write_section  # noqa: E402
 import torch  # noqa: E402
 
 from sccore.encode import bf16_supported, pool  # noqa: E402

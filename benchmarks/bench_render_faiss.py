@@ -25,8 +25,6 @@ import datetime as _dt
 import gc
 import os
 import platform
-import re
-import shlex
 import statistics
 import sys
 import time
@@ -41,10 +39,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH=.
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.results import (  # noqa: E402
+    OtherLoad, command_line, cpu_and_ram, load_average, md_table, replace_section,
+)
+
 SECTION_HEADING = "## Rendering and FAISS (issue 2)"
-RESULTS_HEADER = ("# Benchmark results\n\n"
-                  "Every figure below lists the command that produced it (run from the repository root) "
-                  "and the machine it ran on.\n")
 
 RENDER_TARGETS = {1_000_000: 0.3, 5_000_000: 1.0}  # seconds per frame
 QUERY_TARGET_MS = 1.0  # per cell
@@ -128,47 +127,6 @@ def now() -> float:
     return time.perf_counter()
 
 
-class OtherLoad:
-    """Average number of cores used by *other* processes between ``start()`` and ``stop()``.
-
-    Busy CPU time of the whole machine (/proc/stat) minus this process's CPU time, over wall time.
-    The machine is shared; this says how much a figure may be inflated by contention (0 = quiet).
-    """
-
-    def __init__(self) -> None:
-        self.start()
-
-    @staticmethod
-    def _busy_seconds() -> float | None:
-        try:
-            with open("/proc/stat") as handle:
-                fields = [int(x) for x in handle.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _own_seconds() -> float:
-        t = os.times()
-        return t.user + t.system
-
-    def start(self) -> "OtherLoad":
-        self._busy, self._own, self._wall = self._busy_seconds(), self._own_seconds(), now()
-        return self
-
-    def stop(self) -> float:
-        busy = self._busy_seconds()
-        wall = now() - self._wall
-        if busy is None or self._busy is None or wall <= 0:
-            return float("nan")
-        return max(0.0, ((busy - self._busy) - (self._own_seconds() - self._own)) / wall)
-
-
-def md_table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def fmt_n(n: int) -> str:
@@ -177,19 +135,7 @@ def fmt_n(n: int) -> str:
 
 def machine_info() -> dict:
     import faiss
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    except (ValueError, OSError, AttributeError):
-        ram = float("nan")
+    cpu_model, ram = cpu_and_ram()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -213,29 +159,9 @@ def machine_info() -> dict:
     }
 
 
-def load_average() -> str:
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
-def command_line() -> str:
-    """The command as run from the repository root (``PYTHONPATH=. <python> benchmarks/...``)."""
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(REPO_ROOT)) if not exe.is_absolute() else os.path.relpath(exe, REPO_ROOT)
-        if exe_text.startswith(".."):
-            exe_text = "python"
-    except ValueError:
-        exe_text = "python"
-    script = os.path.relpath(Path(sys.argv[0]).resolve(), REPO_ROOT)
-    return " ".join(["PYTHONPATH=.", exe_text, script] + [shlex.quote(a) for a in sys.argv[1:]])
 
-
-# ----------------------------------------------------------------------------------------------
-# Part 1: rendering
-# ----------------------------------------------------------------------------------------------
 
 def matplotlib_frame(coords: np.ndarray, codes: np.ndarray, colors: list[str], view,
                      per_point: bool = False) -> np.ndarray:
@@ -476,7 +402,7 @@ def faiss_tables(res: dict) -> str:
           f"{s['single_ms']:.3f}", f"{s['single_p95']:.3f}", s["status"], s["status_single"], f"{s['other']:.2f}"]
          for s in res["sweep"]])
     vr = res["variance_ratio"]
-    spectrum = (f"Variance share of dimensions 1/2/5/10/20/50: "
+    spectrum = ("Variance share of dimensions 1/2/5/10/20/50: "
                 + "/".join(f"{vr[i]:.3f}" for i in (0, 1, 4, 9, 19, len(vr) - 1) if i < len(vr))
                 + f"; top 10 dimensions hold {vr[:10].sum():.0%}. Local intrinsic dimension (Levina-Bickel "
                   f"MLE on the exact {K - 1} nearest other cells of the queries): {res['intrinsic_dim']:.1f}.")
@@ -486,23 +412,6 @@ def faiss_tables(res: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 # Results file
 # ----------------------------------------------------------------------------------------------
-
-def update_results(path: Path, section: str) -> None:
-    """Replace (or append) this benchmark's section in ``path``, keeping every other section."""
-    text = path.read_text() if path.exists() else RESULTS_HEADER
-    if not text.strip():
-        text = RESULTS_HEADER
-    pattern = re.compile(r"^" + re.escape(SECTION_HEADING) + r"[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
-    block = section.rstrip("\n") + "\n"
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1)
-        text = text.rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
 
 # ----------------------------------------------------------------------------------------------
 # Main
@@ -614,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n" + section.replace(SECTION_HEADING, "## Results", 1), flush=True)
     if args.write_results:
-        update_results(args.results, section)
+        replace_section(section, args.results)
         print(f"\nUpdated {os.path.relpath(args.results, Path.cwd())}", flush=True)
     return 1 if (failed and args.strict) else 0
 

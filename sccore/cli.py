@@ -48,10 +48,21 @@ def _add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-top-genes", type=int, default=2000, help="number of highly variable genes")
 
 
+def _preprocess(adata, args: argparse.Namespace):
+    """Filter, normalise and select genes with the command line's QC flags; returns the data and parameters."""
+    from .pp import default_params, preprocess, steps_table
+
+    params = default_params(adata, min_genes=args.min_genes, max_pct_mito=args.max_pct_mito, min_cells=args.min_cells,
+                            n_top_genes=args.n_top_genes,
+                            **({"library_size_key": args.library_size_key} if args.library_size_key else {}))
+    processed = preprocess(adata, params)
+    print(steps_table(processed).to_string(index=False), file=sys.stderr)
+    return processed, params
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .embed import PCAParams, pca
     from .io import open_dataset
-    from .pp import default_params, preprocess, steps_table
 
     if args.method not in ("pca", "encoder"):
         raise InputError(f"Unknown --method '{args.method}': use pca or encoder.")
@@ -60,11 +71,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     if args.method == "encoder":
         return _embed_with_encoder(adata, args)
-    preprocess_params = default_params(adata, min_genes=args.min_genes, max_pct_mito=args.max_pct_mito,
-                                       min_cells=args.min_cells, n_top_genes=args.n_top_genes,
-                                       **({"library_size_key": args.library_size_key} if args.library_size_key else {}))
-    processed = preprocess(adata, preprocess_params)
-    print(steps_table(processed).to_string(index=False), file=sys.stderr)
+    processed, _ = _preprocess(adata, args)
     pca(processed, PCAParams(n_comps=args.n_comps), key_added=args.key_added)
     _write_h5ad(processed, args.output)
     print(f"Wrote obsm['{args.key_added}'] ({processed.n_obs} cells x {processed.obsm[args.key_added].shape[1]}) "
@@ -150,13 +157,8 @@ def _open_for_perturbation(args: argparse.Namespace):
     from .embed import PCAParams, pca
     from .io import open_dataset
     from .models import load_model
-    from .pp import default_params, preprocess
 
-    adata = open_dataset(args.input, library_size_key=args.library_size_key)
-    params = default_params(adata, min_genes=args.min_genes, max_pct_mito=args.max_pct_mito, min_cells=args.min_cells,
-                            n_top_genes=args.n_top_genes,
-                            **({"library_size_key": args.library_size_key} if args.library_size_key else {}))
-    processed = preprocess(adata, params)
+    processed, params = _preprocess(open_dataset(args.input, library_size_key=args.library_size_key), args)
     pca(processed, PCAParams())
     if args.model in ("pca", "linear"):
         return processed, args.model, None, params

@@ -67,6 +67,33 @@ def project_pca(matrix, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
     return out
 
 
+def pca_arrays(adata: ad.AnnData, params: PCAParams = PCAParams()) -> dict[str, np.ndarray]:
+    """PCA of log-normalised ``adata.X`` (highly variable genes by default), as arrays: ``embedding``,
+    ``loadings`` and ``mean`` for every gene (zero for genes left out), ``variance``, ``variance_ratio``."""
+    if "preprocess" not in adata.uns:
+        raise InputError("PCA needs log-normalised data: run sccore.pp.preprocess first.")
+    genes = (adata.var["highly_variable"].to_numpy(dtype=bool) if params.use_highly_variable
+             else np.ones(adata.n_vars, dtype=bool))
+    matrix = adata.X[:, np.flatnonzero(genes)]
+    fit = fit_pca(matrix, params.n_comps)
+    loadings = np.zeros((adata.n_vars, fit["components"].shape[1]), dtype=np.float32)
+    loadings[genes] = fit["components"]
+    mean = np.zeros(adata.n_vars, dtype=np.float32)
+    mean[genes] = fit["mean"]
+    return {"embedding": project_pca(matrix, fit["mean"], fit["components"]), "loadings": loadings, "mean": mean,
+            "variance": fit["variance"].astype(np.float32), "variance_ratio": fit["variance_ratio"].astype(np.float32)}
+
+
+def store_pca(adata: ad.AnnData, arrays: dict[str, np.ndarray], params: PCAParams = PCAParams(),
+              key_added: str = "X_pca") -> None:
+    """Write :func:`pca_arrays`' result into ``adata`` (see :func:`pca` for where)."""
+    adata.obsm[key_added] = arrays["embedding"]
+    adata.varm[f"{key_added}_loadings"] = arrays["loadings"]
+    adata.var[f"{key_added}_mean"] = arrays["mean"]
+    adata.uns[key_added] = {"method": "pca", "params": asdict(params), "n_comps": int(arrays["loadings"].shape[1]),
+                            "variance": arrays["variance"], "variance_ratio": arrays["variance_ratio"]}
+
+
 def pca(adata: ad.AnnData, params: PCAParams = PCAParams(), key_added: str = "X_pca") -> None:
     """PCA of log-normalised ``adata.X`` (highly variable genes by default), in place.
 
@@ -74,20 +101,4 @@ def pca(adata: ad.AnnData, params: PCAParams = PCAParams(), key_added: str = "X_
     (zero for genes left out), the gene means in ``var[key_added + '_mean']`` and the parameters and
     explained variance in ``uns[key_added]``, so new cells can be projected with :func:`project_pca`.
     """
-    if "preprocess" not in adata.uns:
-        raise InputError("PCA needs log-normalised data: run sccore.pp.preprocess first.")
-    genes = (adata.var["highly_variable"].to_numpy(dtype=bool) if params.use_highly_variable
-             else np.ones(adata.n_vars, dtype=bool))
-    matrix = adata.X[:, np.flatnonzero(genes)]
-    fit = fit_pca(matrix, params.n_comps)
-    adata.obsm[key_added] = project_pca(matrix, fit["mean"], fit["components"])
-    loadings = np.zeros((adata.n_vars, fit["components"].shape[1]), dtype=np.float32)
-    loadings[genes] = fit["components"]
-    mean = np.zeros(adata.n_vars, dtype=np.float32)
-    mean[genes] = fit["mean"]
-    adata.varm[f"{key_added}_loadings"] = loadings
-    adata.var[f"{key_added}_mean"] = mean
-    adata.uns[key_added] = {"method": "pca", "params": asdict(params),
-                            "n_comps": int(loadings.shape[1]),
-                            "variance": fit["variance"].astype(np.float32),
-                            "variance_ratio": fit["variance_ratio"].astype(np.float32)}
+    store_pca(adata, pca_arrays(adata, params), params, key_added)

@@ -17,13 +17,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from .cache import DiskCache, fingerprint, make_key
-from .embed import PCAParams, pca
+from .embed import PCAParams, pca_arrays, store_pca
 from .neighbors import IndexParams, Neighbors, build_index, knn, load_index, save_index
 from .pp import PreprocessParams, preprocess
 from .umap import UMAPModel, UMAPParams, fit_umap
 
 Progress = Callable[[float, str], None]
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # bump when a cached entry changes shape
 
 
 def _quiet(fraction: float, message: str) -> None:
@@ -91,15 +91,6 @@ def _save_h5ad(adata: ad.AnnData, path: str) -> None:
         adata.write_h5ad(path)
 
 
-def _pca_arrays(adata: ad.AnnData, params: PCAParams) -> dict[str, np.ndarray]:
-    copy = adata.copy()
-    pca(copy, params)
-    info = copy.uns["X_pca"]
-    return {"X_pca": copy.obsm["X_pca"], "loadings": copy.varm["X_pca_loadings"],
-            "mean": copy.var["X_pca_mean"].to_numpy(), "variance": info["variance"],
-            "variance_ratio": info["variance_ratio"]}
-
-
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(path) as stored:
         return {name: stored[name] for name in stored.files}
@@ -160,13 +151,9 @@ def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache:
                             ad.read_h5ad)
     pca_key = make_key(pp_key, params.pca)
     progress(0.3, f"PCA ({params.pca.n_comps} components)")
-    arrays = cache.fetch(pca_key, "pca.npz", lambda: _pca_arrays(processed, params.pca),
+    arrays = cache.fetch(pca_key, "pca.npz", lambda: pca_arrays(processed, params.pca),
                          lambda value, path: np.savez(path, **value), _load_npz)
-    processed.obsm["X_pca"] = arrays["X_pca"]
-    processed.varm["X_pca_loadings"] = arrays["loadings"]
-    processed.var["X_pca_mean"] = arrays["mean"]
-    processed.uns["X_pca"] = {"method": "pca", "n_comps": int(arrays["X_pca"].shape[1]),
-                              "variance": arrays["variance"], "variance_ratio": arrays["variance_ratio"]}
+    store_pca(processed, arrays, params.pca)
     analysis = Analysis(adata=processed, key=pca_key, params=params)
     add_neighbors_and_layout(analysis, "X_pca", cache, progress)
     if params.encoder_model:

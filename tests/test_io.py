@@ -1,11 +1,10 @@
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from sccore import InputError
-from sccore.io import (categorical_columns, classify_matrix, load_demo, open_dataset, read_h5ad, recover_counts,
+from sccore.io import (categorical_columns, classify_matrix, open_dataset, read_h5ad, recover_counts,
                        standardise)
 
 
