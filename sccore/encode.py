@@ -77,6 +77,53 @@ def embed_tokens(model: LoadedModel, cells: list[TokenizedCell], pooling: str = 
     return out
 
 
+def presence_gradients(model: LoadedModel, cells: list[TokenizedCell], directions: np.ndarray, layer: int = -1,
+                       batch_size: int = 64, precision: str = "auto") -> tuple[np.ndarray, list[np.ndarray]]:
+    """First-order effects of deleting each token, projected on ``directions`` (k x d_model, rows orthonormal).
+
+    Each token gets a presence weight (1 = present) that scales it as an attention key in every layer
+    (see :class:`~sccore.models.encoder.CellEncoder`) and in the mean over genes; ``G[j, p]`` is the
+    first-order change of ``directions[j] · embedding`` when token ``p``'s presence goes from 1 to 0,
+    so deleting token ``p`` moves the embedding by about ``directions.T @ G[:, p]``. Later tokens keep
+    their positions (exact deletion moves them up by one: linearising that as well made the estimates
+    worse on the demo model) and the step is linearised: this ranks genes cheaply, it does not replace
+    exact deletion. Costs about ``3 k`` forward passes per cell against one per token for exact
+    deletion. Returns the cells' mean-pooled embeddings (cells x d_model) and, per cell, its k x length
+    matrix of estimated shifts.
+    """
+    _check_options(model, "mean", layer)
+    device = next(model.model.parameters()).device
+    autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
+    encoder = model.model.encoder.eval()
+    n_directions = len(directions)
+    basis = torch.as_tensor(directions, dtype=torch.float32, device=device)
+    cells_per_batch = max(1, batch_size // n_directions)
+    embeddings = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
+    gradients: list[np.ndarray] = [np.zeros((n_directions, 0), dtype=np.float32)] * len(cells)
+    order = np.argsort([-len(cell.tokens) for cell in cells], kind="stable")
+    for batch_start in range(0, len(order), cells_per_batch):
+        rows = order[batch_start:batch_start + cells_per_batch]
+        tokens, attention, bins = pad_batch([cells[i] for i in rows], device)
+        tokens, attention, bins = (t.repeat_interleave(n_directions, 0) for t in (tokens, attention, bins))
+        presence = torch.ones(tokens.shape, device=device, requires_grad=True)
+        with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            states = encoder(tokens, attention, bins if model.config.n_bins else None, all_layers=True,
+                             presence=presence)[layer].float()
+            weights = attention & (tokens != PAD_ID)
+            if model.config.add_cls:
+                weights[:, 0] = False
+            weights = weights.float() * presence
+            pooled = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+            projected = (pooled * basis.repeat(len(rows), 1)).sum()
+            (gradient,) = torch.autograd.grad(projected, presence)
+        gradient = -gradient.float().view(len(rows), n_directions, -1).cpu().numpy()
+        pooled = pooled.detach().view(len(rows), n_directions, -1)[:, 0]
+        for slot, cell in enumerate(rows):
+            embeddings[cell] = pooled[slot].cpu().numpy()
+            gradients[cell] = gradient[slot, :, :len(cells[cell].tokens)]
+    return embeddings, gradients
+
+
 class DatasetTokenizer:
     """Tokenizes a dataset's cells for one model: genes matched once, cells on demand (in chunks)."""
 

@@ -89,3 +89,16 @@ def test_small_screen_with_a_goal_ranks_genes_by_goal_alignment():
     app.button(key="sc_run").click().run()  # the goal equals the start
     assert not app.exception
     assert "same as the start" in app.error[0].value
+
+
+def test_first_order_screen_marks_which_rows_are_exact():
+    app = knockout_page()
+    app.multiselect(key="sc_methods").set_value(["encoder"])
+    app.number_input(key="sc_top").set_value(60)
+    app.number_input(key="sc_max_cells").set_value(5).run()
+    app.radio(key="sc_estimate").set_value("first-order")
+    app.button(key="sc_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    (ranked,) = tables(app, "estimate")
+    assert len(ranked) == 60 and (ranked["estimate"] == "exact").sum() == 50

@@ -8,7 +8,7 @@ from sccore.io import open_dataset, standardise
 from sccore.perturb import (benjamini_hochberg, choose_cells, cosine, goal_from_groups, goal_scores, knockout,
                             screen, spearman, suggest_gene, validate_knockouts)
 from sccore.pp import PreprocessParams, default_params, preprocess
-from tests.conftest import make_counts
+from tests.conftest import ROOT, make_counts
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,51 @@ def test_validation_on_the_real_crispr_screen(shared_data):
     # the issue quotes about 0.6 mean direction cosine and about 0.5 Spearman for this baseline
     assert 0.45 < table["cosine"].mean() < 0.75 and spearman(table) > 0.3
     assert pd.api.types.is_integer_dtype(table["n_cells"])
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    from sccore.models import load_model
+
+    return load_model(ROOT / "assets" / "demo_model", "cpu")
+
+
+def test_presence_gradients_match_a_finite_difference(demo, demo_model):
+    import torch
+
+    from sccore.encode import DatasetTokenizer, embed_tokens, presence_gradients
+
+    cell = DatasetTokenizer(demo, demo_model, "full_total_umis")(np.array([3]))[0]
+    basis = np.eye(demo_model.config.d_model, dtype=np.float32)
+    embedding, (estimate,) = presence_gradients(demo_model, [cell], basis, precision="fp32")
+    np.testing.assert_allclose(embedding[0], embed_tokens(demo_model, [cell], precision="fp32")[0], atol=1e-5)
+    tokens = torch.as_tensor(cell.tokens)[None]
+    bins = torch.as_tensor(cell.bins)[None]
+    step = 1e-3
+    with torch.no_grad():
+        def pooled(presence):
+            states = demo_model.model.encoder(tokens, tokens > 0, bins, presence=presence)
+            return ((states * presence[..., None]).sum(1) / presence.sum()).numpy()[0]
+
+        full = torch.ones(tokens.shape)
+        for position in (0, 10, len(cell.tokens) - 1):
+            less = full.clone()
+            less[0, position] -= step
+            finite_difference = (pooled(less) - pooled(full)) / step  # per unit of presence removed
+            np.testing.assert_allclose(estimate[:, position], finite_difference, rtol=0.05,
+                                       atol=0.05 * np.abs(finite_difference).max())
+
+
+def test_first_order_screen_recomputes_its_best_genes_exactly(demo, demo_model):
+    cells = np.arange(6)
+    exact = screen(demo, cells, "encoder", model=demo_model, top=30, library_size_key="full_total_umis")
+    fast = screen(demo, cells, "encoder", model=demo_model, top=30, library_size_key="full_total_umis",
+                  estimate="first-order", exact_top=5, basis_rank=8)
+    assert sorted(fast["gene"]) == sorted(exact["gene"]) and (exact["estimate"] == "exact").all()
+    recomputed = fast[fast["estimate"] == "exact"].set_index("gene")
+    assert len(recomputed) == 5 and fast.attrs["basis_rank"] == 8 and 0 < fast.attrs["basis_captured"] <= 1
+    reference = exact.set_index("gene").loc[recomputed.index]
+    np.testing.assert_allclose(recomputed["mean_shift"], reference["mean_shift"], rtol=1e-4)
+    np.testing.assert_array_equal(recomputed["n_cells"], reference["n_cells"])
+    with pytest.raises(InputError, match="first-order estimate is for the encoder"):
+        screen(demo, cells, "pca", top=10, estimate="first-order")

@@ -131,8 +131,13 @@ class CellEncoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layers))
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor, bins: torch.Tensor | None = None,
-                all_layers: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """Hidden states of the last layer (batch x length x d_model), or of every layer (embeddings first)."""
+                all_layers: bool = False, presence: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """Hidden states of the last layer (batch x length x d_model), or of every layer (embeddings first).
+
+        ``presence`` (batch x length, 1 = present) scales each token's weight as an attention key by
+        adding ``log(presence)`` to the attention mask: 0 removes the token from every other token's
+        view; differentiating at 1 gives first-order deletion effects.
+        """
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         hidden = self.gene_embeddings(tokens) + self.position_embeddings(positions)[None]
         if self.bin_embeddings is not None and bins is not None:
@@ -140,6 +145,8 @@ class CellEncoder(nn.Module):
         hidden = self.dropout(self.embedding_norm(hidden))
         additive_mask = torch.zeros(attention_mask.shape, dtype=hidden.dtype, device=hidden.device)
         additive_mask = additive_mask.masked_fill(~attention_mask.bool(), torch.finfo(hidden.dtype).min)
+        if presence is not None:
+            additive_mask = additive_mask + presence.log().to(additive_mask.dtype)
         additive_mask = additive_mask[:, None, None, :]
         states = [hidden]
         for layer in self.layers:
