@@ -5,7 +5,7 @@ from its log-normalised values; library sizes from the whole-transcriptome total
 used: masked-gene pretraining only. Seed 0, 30 epochs of 22 steps (batch 32), AdamW at 1e-3 with
 5 % warm-up and linear decay, on the CPU. Reproduce with:
 
-    python scripts/train_demo_model.py            # writes assets/demo_model/ (about 10 minutes on 2 cores)
+    python scripts/train_demo_model.py            # writes assets/demo_model/ (4 to 11 minutes on 2 cores)
 """
 
 import argparse
