@@ -7,12 +7,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import streamlit as st  # noqa: E402
 
+from dashboard import access  # noqa: E402
+
 st.set_page_config(page_title="sccore · single-cell embeddings", page_icon=":material/genetics:", layout="wide")
+access.gate()  # with login on (a server), only the login page until someone logs in
 navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
     st.Page("pages/data.py", title="Data & QC", icon=":material/filter_alt:", url_path="data"),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
     st.Page("pages/encoder.py", title="Encoder", icon=":material/neurology:", url_path="encoder"),
     st.Page("pages/knockout.py", title="Knockout", icon=":material/content_cut:", url_path="knockout"),
+    st.Page("pages/search.py", title="Search & transfer", icon=":material/travel_explore:", url_path="search"),
+    st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:", url_path="metrics"),
+    st.Page("pages/report.py", title="Report", icon=":material/summarize:", url_path="report"),
 ])
 navigation.run()

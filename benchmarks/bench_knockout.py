@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,9 @@ def processed_dataset(name: str, where: dict | None = None, cells: int | None = 
 def trained_model(adata, params, folder: Path, epochs: float, fresh: bool = False):
     """Train a ``small`` encoder on the dataset's own cells, without labels; a finished one is reused unless
     ``fresh``, an interrupted one resumed."""
-    if fresh or not (folder / "model.safetensors").exists() or (folder / "trainer_state.pt").exists():
+    record = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
+    finished = record.get("steps", 0) >= record.get("total_steps", 1)
+    if fresh or not finished:
         train(adata, folder, "small", TrainConfig(epochs=epochs, device="cpu", eval_every=100),
               library_size_key=params.library_size_key, resume=not fresh)
     return load_model(folder)

@@ -24,7 +24,6 @@ import argparse
 import datetime as _dt
 import gc
 import os
-import platform
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.results import (  # noqa: E402
-    OtherLoad, command_line, cpu_and_ram, load_average, md_table, replace_section,
+    OtherLoad, command_line, load_average, machine_facts, md_table, replace_section,
 )
 
 SECTION_HEADING = "## Rendering and FAISS (issue 2)"
@@ -135,32 +134,11 @@ def fmt_n(n: int) -> str:
 
 def machine_info() -> dict:
     import faiss
-    cpu_model, ram = cpu_and_ram()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    import datashader
-    import matplotlib
     import numba
-    return {
-        "cpu": cpu_model,
-        "os.cpu_count()": os.cpu_count(),
-        "usable cores (affinity)": usable,
-        "RAM (GiB)": f"{ram:.1f}",
-        "faiss.omp_get_max_threads()": faiss.omp_get_max_threads(),
-        "numba threads": numba.config.NUMBA_NUM_THREADS,
-        "python": platform.python_version(),
-        "numpy / faiss / datashader / numba / matplotlib": " / ".join([
-            np.__version__, getattr(faiss, "__version__", "?"), datashader.__version__, numba.__version__,
-            matplotlib.__version__]),
-        "platform": platform.platform(),
-        "load average at start (1/5/15 min)": load_average(),
-    }
 
-
-
-
+    return {**machine_facts(["numpy", "faiss-cpu", "datashader", "numba", "matplotlib"]),
+            "faiss.omp_get_max_threads()": faiss.omp_get_max_threads(),
+            "numba threads": numba.config.NUMBA_NUM_THREADS}
 
 
 def matplotlib_frame(coords: np.ndarray, codes: np.ndarray, colors: list[str], view,

@@ -98,6 +98,27 @@ def cpu_and_ram() -> tuple[str, float]:
     return cpu_model, ram
 
 
+def machine_facts(packages: list[str]) -> dict:
+    """CPU, usable cores, RAM, Python and the installed versions of ``packages`` (distribution names), as the
+    rows of a results table's machine section."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu_model, ram = cpu_and_ram()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    versions = []
+    for name in packages:
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return {"cpu": cpu_model, "os.cpu_count()": os.cpu_count(), "usable cores (affinity)": usable,
+            "RAM (GiB)": f"{ram:.1f}", "python": platform.python_version(), "versions": ", ".join(versions),
+            "platform": platform.platform(), "load average at start (1/5/15 min)": load_average()}
+
+
 def command_line() -> str:
     """The running command as typed from the repository root (``PYTHONPATH=. <python> benchmarks/...``)."""
     exe = Path(sys.executable)

@@ -8,8 +8,8 @@ tables in ``st.cache_data``.
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import dataclass, replace
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,75 +22,103 @@ from sccore.io import categorical_columns, load_demo, open_dataset
 from sccore.pp import PreprocessParams, default_params, qc_metrics
 from sccore.render import View, category_colors, fit_view, legend_table, render_categories, render_values
 from sccore.export import embedding_table, h5ad_bytes
+from sccore.settings import Settings, load_settings, printable, resolve_inside, safe_file_name
 from sccore.workflow import Analysis, PipelineParams, analyse
+
+from dashboard.access import current_user
 
 DEMO = "demo"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Folders the app reads and writes; set through environment variables."""
-
-    data_dirs: tuple[Path, ...]
-    cache_dir: Path
-    upload_dir: Path
-    model_dir: Path
-
-
 def settings() -> Settings:
-    """Folders from ``SCCORE_DATA_DIRS`` (``:``-separated), ``SCCORE_CACHE_DIR``, ``SCCORE_UPLOAD_DIR`` and
-    ``SCCORE_MODEL_DIR`` (models trained here and checkpoints a lab already has)."""
-    home_cache = Path.home() / ".cache" / "sccore"
-    data_dirs = os.environ.get("SCCORE_DATA_DIRS", "data")
-    return Settings(
-        data_dirs=tuple(Path(part).expanduser() for part in data_dirs.split(os.pathsep) if part),
-        cache_dir=Path(os.environ.get("SCCORE_CACHE_DIR", home_cache / "results")).expanduser(),
-        upload_dir=Path(os.environ.get("SCCORE_UPLOAD_DIR", home_cache / "uploads")).expanduser(),
-        model_dir=Path(os.environ.get("SCCORE_MODEL_DIR", "models")).expanduser(),
-    )
+    """The settings (``sccore.settings``): the settings file with ``SCCORE_*`` environment variables over it."""
+    return load_settings()
+
+
+def model_folders() -> list[Path]:
+    """The folders models may be loaded from: the demo checkpoint, the shared model folder and the user's own."""
+    current = settings()
+    return [DEMO_MODEL, current.model_dir, current.user_model_dir(current_user())]
 
 
 def available_models() -> dict[str, str]:
-    """Model folders (with a ``config.json``): the demo checkpoint, then those in the model folder."""
+    """Model folders (with a ``config.json``): the demo checkpoint, then those in the model folder (and, with login
+    on, the user's own models)."""
     models = {"Demo encoder (small, trained on the demo PBMCs)": str(DEMO_MODEL)} if DEMO_MODEL.is_dir() else {}
-    folder = settings().model_dir
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if (path / "config.json").exists():
-                models[path.name] = str(path)
+    for folder in dict.fromkeys(model_folders()[1:]):
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if (path / "config.json").exists():
+                    models.setdefault(printable(path.name), str(path))
     return models
+
+
+def checked_model(folder: str) -> str:
+    """``folder`` when it lies inside the model folders (:func:`model_folders`); else :class:`InputError`."""
+    resolve_inside(folder, model_folders(), "Choose a model on the Encoder page; an administrator can add model "
+                                            "folders to model_dir in the settings file.")
+    return folder
+
+
+def new_model_folder(name: str) -> Path:
+    """Where a model trained in the app under ``name`` goes (the user's model folder); refuses names that are not
+    plain folder names."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise InputError(f"'{printable(name)}' is not a model name: use letters, digits, '.', '_' and '-' (no '/' "
+                         "or spaces), starting with a letter or digit.")
+    return settings().user_model_dir(current_user()) / name
 
 
 def encoder_model_for(source: str) -> str:
     """The model that embeds the current dataset: the user's choice, else the demo model for the demo."""
     chosen = st.session_state.get("encoder_model")
     if chosen is not None:
-        return chosen
+        return checked_model(chosen) if chosen else chosen
     return str(DEMO_MODEL) if source == DEMO and DEMO_MODEL.is_dir() else ""
 
 
 def available_files() -> dict[str, str]:
     """``.h5ad`` files in the configured data folders: label -> path."""
+    current_user()
     files = {}
     for folder in settings().data_dirs:
         if folder.is_dir():
             for path in sorted(folder.glob("*.h5ad")):
-                files[f"{folder.name}/{path.name}"] = str(path)
+                files[printable(f"{folder.name}/{path.name}")] = str(path)
     return files
 
 
 def save_upload(name: str, content: bytes) -> str:
-    """Store an uploaded file under a name made from its content (atomically); return its path."""
+    """Store an upload in the user's upload folder, under a name made from its content (atomically); return its
+    path. Refuses files over the upload limit."""
+    current = settings()
+    current.check_upload_size(printable(name), len(content))
     digest = hashlib.blake2b(content, digest_size=12).hexdigest()
-    path = settings().upload_dir / f"{digest}-{Path(name).name}"
+    path = current.user_upload_dir(current_user()) / f"{digest}-{safe_file_name(name)}"
     if not path.exists():
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(content), suffix=".h5ad")
     return str(path)
 
 
+def checked_source(source: str) -> str:
+    """``source`` when it is the demo or a file inside the data folders or the user's upload folder; else
+    :class:`InputError` (``..``, absolute paths and symlinks that lead elsewhere are refused, and so are file names
+    that are not valid UTF-8, which Streamlit's caches cannot hash)."""
+    if source != DEMO:
+        if printable(source) != source:
+            raise InputError(f"The file name '{printable(Path(source).name)}' is not valid UTF-8 text. Rename the file "
+                             "(letters, digits, '-' and '_' are safe) and open it again.")
+        current = settings()
+        resolve_inside(source, [*current.data_dirs, current.user_upload_dir(current_user())],
+                       "Choose a file from the data folder or upload it; an administrator can add folders to "
+                       "data_dirs in the settings file.")
+    return source
+
+
 def current_source() -> tuple[str, str | None]:
     """The chosen dataset (``"demo"`` or a path) and its library-size key; the demo until one is chosen."""
+    current_user()
     return st.session_state.get("source", DEMO), st.session_state.get("library_size_key")
 
 
@@ -103,9 +131,13 @@ def choose_source(source: str, library_size_key: str | None = None) -> None:
     st.session_state.pop("encoder_model", None)
 
 
-@st.cache_resource(show_spinner="Opening the dataset…", max_entries=8)
 def load_dataset(source: str, library_size_key: str | None) -> "object":
-    """The standardised AnnData (raw counts in ``X``) for a source."""
+    """The standardised AnnData (raw counts in ``X``) for a source the user may open (:func:`checked_source`)."""
+    return _open_source(checked_source(source), library_size_key)
+
+
+@st.cache_resource(show_spinner="Opening the dataset…", max_entries=8)
+def _open_source(source: str, library_size_key: str | None) -> "object":
     if source == DEMO:
         return load_demo()
     return open_dataset(source, library_size_key=library_size_key)
@@ -121,10 +153,10 @@ def pipeline_params(adata, source: str) -> PipelineParams:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _analysis(source: str, library_size_key: str | None, params: PipelineParams) -> Analysis:
-    adata = load_dataset(source, library_size_key)
+    adata = _open_source(source, library_size_key)
     bar = st.progress(0.0, text="Preparing the dataset…")
     try:
-        result = analyse(adata, params, DiskCache(settings().cache_dir),
+        result = analyse(adata, params, DiskCache(settings().results_dir(None if source == DEMO else source)),
                          progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
     finally:
         bar.empty()
@@ -217,7 +249,8 @@ def _loaded_model(folder: str, device: str, stamp: int):
 
 def loaded_model(folder: str, device: str = "auto"):
     """The model in ``folder`` loaded once on ``device`` (``auto`` picks CUDA, MPS or the CPU); reloaded when a
-    file in the folder changes (a model retrained under the same name)."""
+    file in the folder changes (a model retrained under the same name). Only folders inside the model folders load."""
+    checked_model(folder)
     files = [path for path in Path(folder).iterdir() if path.is_file()] if Path(folder).is_dir() else []
     return _loaded_model(folder, device, max((path.stat().st_mtime_ns for path in files), default=0))
 
@@ -276,3 +309,215 @@ def recall_result(key: tuple):
     lock, store = _finished_results()
     with lock:
         return store.get(key)
+
+
+# --- Search & transfer page: search indexes, neighbour tables, label transfer and mapped datasets -----------------
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def similarity_index(analysis_key: str, rep: str, metric: str, _analysis: Analysis):
+    """The FAISS index cell search uses: the analysis's own for Euclidean, one over unit rows for cosine."""
+    from sccore.transfer import search_index
+
+    if metric == "euclidean" and rep in _analysis.indexes:
+        return _analysis.indexes[rep]
+    return search_index(np.asarray(_analysis.adata.obsm[rep]), metric, _analysis.params.index)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def similar_cells_table(analysis_key: str, rep: str, query_cells: tuple, k: int, metric: str, exclude_query: bool,
+                        _analysis: Analysis) -> pd.DataFrame:
+    """``sccore.transfer.similar_cells`` of ``query_cells`` in ``obsm[rep]``."""
+    from sccore.transfer import similar_cells
+
+    return similar_cells(np.asarray(_analysis.adata.obsm[rep]), np.array(query_cells, dtype=np.int64), k, metric,
+                         similarity_index(analysis_key, rep, metric, _analysis), exclude_query)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def plain_image(analysis_key: str, layout: str, view: View, _analysis: Analysis) -> np.ndarray:
+    """RGBA image of a layout with every cell grey (for datasets without annotations)."""
+    coords = _analysis.layouts()[layout]
+    return render_categories(coords, np.zeros(len(coords), dtype=np.int32), ["#9A9A9A"], view)
+
+
+@st.cache_data(show_spinner="Transferring labels…", max_entries=16)
+def transfer_within(analysis_key: str, rep: str, label_key: str, reference_cells: np.ndarray, query_cells: np.ndarray,
+                    k: int, _analysis: Analysis):
+    """``sccore.transfer.knn_transfer`` of ``obs[label_key]`` from ``reference_cells`` to ``query_cells`` of the
+    current dataset, in ``obsm[rep]`` (no threshold applied)."""
+    from sccore.transfer import TransferResult, knn_transfer, reference_labels
+
+    labels, has_label, warnings = reference_labels(_analysis.adata.obs.iloc[reference_cells], label_key)
+    embedding = np.asarray(_analysis.adata.obsm[rep])
+    result = knn_transfer(embedding[reference_cells[has_label]], labels[has_label], embedding[query_cells], k,
+                          params=_analysis.params.index)
+    return TransferResult(result.labels, result.confidence, result.neighbors, warnings + result.warnings)
+
+
+@st.cache_resource(show_spinner="Embedding the reference dataset…", max_entries=4)
+def reference_dataset(source: str, rep: str, model_folder: str, device: str):
+    """Another dataset (``source``) ready to be a reference: processed with its default parameters and PCA
+    (``rep == 'X_pca'``), or its raw counts embedded with the current encoder (``model_folder``)."""
+    from sccore.embed import pca
+    from sccore.encode import encoder
+    from sccore.pp import preprocess
+
+    adata = load_dataset(source, None)
+    if rep == "X_pca":
+        processed = preprocess(adata, default_params(adata))
+        pca(processed)
+        return processed
+    reference = adata.copy()
+    encoder(reference, loaded_model(model_folder, device), key_added=rep, device=device)
+    return reference
+
+
+@st.cache_data(show_spinner="Mapping and transferring labels…", max_entries=8)
+def mapped_transfer(analysis_key: str, rep: str, source: str, this_is_reference: bool, gene_id_key: str | None,
+                    label_key: str, k: int, _analysis: Analysis) -> dict:
+    """Label transfer between the current dataset and another (``source``), in ``obsm[rep]``: from the current one
+    to the other (``this_is_reference``) or back. The query is mapped into the reference's space (its PCA loadings or
+    the same encoder). Returns the query's ``obs``, embedding, mapping report and transfer result (no threshold)."""
+    import anndata as ad
+
+    from sccore.io import counts_matrix
+    from sccore.transfer import label_order, map_query, transfer
+
+    params = _analysis.params
+    model = loaded_model(params.encoder_model, params.encoder_device) if rep == "X_encoder" else None
+    if this_is_reference:
+        reference, query = _analysis.adata, load_dataset(source, None).copy()
+        library_size_key = None
+    else:
+        reference = reference_dataset(source, rep, params.encoder_model, params.encoder_device)
+        current = _analysis.adata
+        query = ad.AnnData(counts_matrix(current), obs=current.obs.copy(), var=pd.DataFrame(index=current.var_names))
+        library_size_key = params.preprocess.library_size_key
+    report = map_query(reference, query, rep, model=model, gene_id_key=gene_id_key or None,
+                       library_size_key=library_size_key)
+    obs = query.obs.copy()
+    result = transfer(reference, query, label_key, rep, k=k, threshold=0.0, params=params.index)
+    return {"obs": obs, "embedding": query.obsm[rep], "report": report, "result": result,
+            "order": label_order(reference.obs[label_key])}
+
+
+# --- Metrics page: scIB integration metrics of the current analysis's embeddings ----------------------------------
+
+
+def metric_embeddings(analysis: Analysis) -> list[str]:
+    """The ``obsm`` embeddings worth scoring: numeric, with more than two dimensions (not 2-D layouts)."""
+    layouts = analysis.layouts()
+    keys = []
+    for key in analysis.adata.obsm:
+        value = np.asarray(analysis.adata.obsm[key])
+        if key not in layouts and value.ndim == 2 and value.shape[1] > 2 and np.issubdtype(value.dtype, np.number):
+            keys.append(key)
+    return keys
+
+
+def batch_options(analysis: Analysis) -> list[str]:
+    """Categorical ``obs`` columns that may name batches: those worth colouring by, then those with a single value
+    (offered so that the Metrics page can say why one batch cannot be scored)."""
+    options = color_options(analysis)
+    obs = analysis.adata.obs
+    return options + [str(name) for name in obs.columns if str(name) not in options and obs[name].nunique() == 1
+                      and not pd.api.types.is_numeric_dtype(obs[name])]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def integration_metrics(analysis_key: str, label_key: str, batch_key: str, embeddings: tuple[str, ...],
+                        _analysis: Analysis) -> pd.DataFrame:
+    """``sccore.metrics.benchmark_embeddings`` of the analysis (one row per embedding), with a progress bar."""
+    from sccore.metrics import benchmark_embeddings
+
+    bar = st.progress(0.0, text="Computing the integration metrics…")
+    try:
+        return benchmark_embeddings(_analysis.adata, label_key, batch_key, list(embeddings),
+                                    progress=lambda f, message: bar.progress(min(max(f, 0.0), 1.0), text=message))
+    finally:
+        bar.empty()
+
+
+# --- Report page: what this session computed (read-only), and the report itself ------------------------------------
+
+
+def session_knockouts(analysis_key: str) -> pd.DataFrame | None:
+    """The knockouts this session ran on the Knockout page for this analysis (``knockout_results``, keyed by
+    analysis key, model, gene, population, mode and max cells): one row per gene and method, or None."""
+    from sccore.report import describe_cells
+
+    rows = []
+    for key, entry in st.session_state.get("knockout_results", {}).items():
+        if key[0] != analysis_key or "results" not in entry:
+            continue
+        cells = describe_cells(dict([key[3]]) if key[3] else None, entry["n_chosen"], entry["n_population"])
+        rows += [{**result.summary(), "cells": cells, "mode": key[4]} for result in entry["results"].values()
+                 if not isinstance(result, str)]
+    return pd.DataFrame(rows) if rows else None
+
+
+def session_screens(analysis_key: str) -> dict:
+    """The screens this session ran on the Knockout page for this analysis (``screen_results``, keyed by analysis
+    key, model, population, methods, top, max cells, goal and estimate), as ``sccore.report.ScreenReport`` by a
+    key that changes when a screen is recomputed."""
+    from sccore.report import ScreenReport, describe_cells
+
+    screens = {}
+    for key, entry in st.session_state.get("screen_results", {}).items():
+        if key[0] != analysis_key or not entry.get("tables"):
+            continue
+        goal = key[6]
+        cells = describe_cells(dict([key[2]]) if key[2] else None, entry["n_cells"], entry["n_population"])
+        screens[(key, entry["partial"], entry["n_cells"])] = ScreenReport(
+            cells, entry["tables"], goal=f"{goal[0]} = {goal[1]}" if goal else "", partial=entry["partial"])
+    return screens
+
+
+def session_metrics(analysis: Analysis) -> tuple[pd.DataFrame, str] | None:
+    """The integration metrics the Metrics page computed for this analysis (its last request) and which labels and
+    batches they score, or None."""
+    request = st.session_state.get("mt_request")
+    if not request or request[0] != analysis.key:
+        return None
+    return integration_metrics(*request, analysis), f"{request[1]} as labels, {request[2]} as batches."
+
+
+def session_transfer(analysis: Analysis) -> pd.DataFrame | None:
+    """The label transfers the Search & transfer page ran for this analysis (within the dataset, and with another
+    dataset when the query has true labels), scored at the page's threshold: one row each, or None."""
+    from sccore.transfer import score
+
+    threshold = float(st.session_state.get("tr_threshold", 0.5))
+    rows = []
+    within = st.session_state.get("tr_result")
+    if within and "result" in within and within["key"][0] == analysis.key:
+        _, rep, label_key, reference, k = within["key"]
+        truth = analysis.adata.obs[label_key].iloc[within["query"]].to_numpy()
+        rows.append({"labels": label_key, "embedding": rep, "reference": reference, "query": "the other cells",
+                     "k": k, "threshold": threshold, "mean_confidence": float(within["result"].confidence.mean()),
+                     **score(truth, within["result"].assigned(threshold))})
+    mapped = st.session_state.get("map_result")
+    if mapped and "result" in mapped and mapped["key"][0] == analysis.key and mapped["key"][5] in mapped["obs"]:
+        _, rep, source, this_is_reference, _, label_key, k = mapped["key"]
+        other = printable(Path(source).name)
+        rows.append({"labels": label_key, "embedding": rep, "reference": "this dataset" if this_is_reference else other,
+                     "query": other if this_is_reference else "this dataset", "k": k, "threshold": threshold,
+                     "mean_confidence": float(mapped["result"].confidence.mean()),
+                     **score(mapped["obs"][label_key].to_numpy(), mapped["result"].assigned(threshold))})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).drop(columns=["types_never_predicted"])
+
+
+@st.cache_data(show_spinner="Writing the report…", max_entries=8)
+def report_html(analysis_key: str, sections: tuple[str, ...], color_by: str | None, knockouts: pd.DataFrame | None,
+                screen_keys: tuple, metrics: pd.DataFrame | None, metrics_about: str, transfer: pd.DataFrame | None,
+                _analysis: Analysis, _qc: pd.DataFrame, _screens: list) -> bytes:
+    """``sccore.report.build_report`` of the analysis with the chosen sections and this session's results (the
+    screens are keyed by ``screen_keys``), as UTF-8 bytes."""
+    from sccore.report import build_report
+
+    return build_report(_analysis, sections=sections, color_by=color_by, qc=_qc, knockouts=knockouts,
+                        screens=_screens, metrics=metrics, metrics_about=metrics_about,
+                        transfer=transfer).encode("utf-8")

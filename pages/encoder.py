@@ -11,6 +11,17 @@ from sccore import InputError
 from sccore.device import describe, resolve_device
 from sccore.models import PRESETS, TrainConfig, train
 from sccore.plots import loss_curve
+from sccore.settings import safe_file_name
+
+
+def read_json(path: Path) -> dict:
+    """A model folder's JSON file as a dict; empty when it is missing or damaged (loading the model says why)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
 
 st.title("Transformer encoder")
 st.caption(
@@ -40,12 +51,11 @@ else:
     index = next((i for i, label in enumerate(labels) if models[label] == current), 0)
     label = st.selectbox("Model", labels, index=index, key="model_choice")
     folder = Path(models[label])
-    config = json.loads((folder / "config.json").read_text())
+    config, training = read_json(folder / "config.json"), read_json(folder / "training.json")
     st.caption(", ".join(f"{key}: {config[key]}" for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_length",
                                                              "vocab_size") if key in config))
-    training = folder / "training.json"
-    if training.exists():
-        st.plotly_chart(loss_curve(json.loads(training.read_text())["history"]), width="stretch", key="model_curve")
+    if isinstance(training.get("history"), list):
+        st.plotly_chart(loss_curve(training["history"]), width="stretch", key="model_curve")
     if models[label] == current:
         st.success(f"The cells are embedded with this model ({analysis.adata.obsm['X_encoder'].shape[1]} dimensions); "
                    "see its UMAP beside PCA's on the Explore page.")
@@ -64,11 +74,15 @@ with st.form("train"):
     preset_name = left.selectbox("Size", list(PRESETS), key="train_preset")
     epochs = middle.number_input("Epochs", 0.1, 200.0, 10.0, key="train_epochs")
     learning_rate = right.number_input("Learning rate", 1e-5, 1e-2, 1e-3, format="%.5f", key="train_lr")
-    name = st.text_input("Model name", value=f"{Path(source).stem if source != state.DEMO else 'demo'}-{preset_name}",
-                         key="train_name")
+    stem = safe_file_name(Path(source).stem) if source != state.DEMO else "demo"
+    name = st.text_input("Model name", value=f"{stem}-{preset_name}", key="train_name")
     submitted = st.form_submit_button("Train", type="primary")
-if submitted:
-    out = state.settings().model_dir / name
+try:
+    out = state.new_model_folder(name.strip()) if submitted else None
+except InputError as error:
+    st.error(str(error))
+    out = None
+if out is not None:
     bar = st.progress(0.0, text="Tokenizing cells…")
     chart = st.empty()
     started, seen = time.time(), {}

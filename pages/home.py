@@ -16,24 +16,39 @@ library_size_key = st.text_input(
     "Library-size column (optional)", key="home_library_size_key",
     help="An obs column with each cell's whole-transcriptome total counts, for files that hold only some genes.")
 
+
+def open_chosen(locate) -> None:
+    """Open the dataset at the path ``locate()`` returns and make it current; on bad input say why and keep the
+    dataset that was open."""
+    try:
+        source = locate()
+        state.load_dataset(source, library_size_key or None)
+    except InputError as error:
+        st.error(str(error))
+        st.info("The dataset that was open is still open (below): choose another file, or the demo.")
+    else:
+        state.choose_source(source, library_size_key)
+
+
 if choice.startswith("Demo"):
     if st.button("Open the demo", type="primary"):
         state.choose_source(state.DEMO)
 elif choice.startswith("A file"):
     label = st.selectbox("File", list(files))
     if st.button("Open file", type="primary"):
-        state.choose_source(files[label], library_size_key)
+        open_chosen(lambda: files[label])
 else:
-    upload = st.file_uploader("An AnnData .h5ad file of raw counts", type=["h5ad"])
+    upload = st.file_uploader("An AnnData .h5ad file of raw counts", type=["h5ad"],
+                              max_upload_size=state.settings().max_upload_mb)
     if upload is not None and st.button("Open upload", type="primary"):
-        state.choose_source(state.save_upload(upload.name, upload.getvalue()), library_size_key)
+        open_chosen(lambda: state.save_upload(upload.name, upload.getvalue()))
 
 source, key = state.current_source()
 try:
     adata = state.load_dataset(source, key)
 except InputError as error:
     st.error(str(error))
-    st.info("The previous dataset is still available: open the demo or choose another file.")
+    st.info("Open the demo or choose another file above.")
     st.stop()
 
 info = adata.uns.get("dataset", {})

@@ -48,13 +48,20 @@ def _add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-top-genes", type=int, default=2000, help="number of highly variable genes")
 
 
+def _preprocess_params(adata, args: argparse.Namespace):
+    """The preprocessing parameters of the command line's QC flags (whole-transcriptome obs columns where present)."""
+    from .pp import default_params
+
+    return default_params(adata, min_genes=args.min_genes, max_pct_mito=args.max_pct_mito, min_cells=args.min_cells,
+                          n_top_genes=args.n_top_genes,
+                          **({"library_size_key": args.library_size_key} if args.library_size_key else {}))
+
+
 def _preprocess(adata, args: argparse.Namespace):
     """Filter, normalise and select genes with the command line's QC flags; returns the data and parameters."""
-    from .pp import default_params, preprocess, steps_table
+    from .pp import preprocess, steps_table
 
-    params = default_params(adata, min_genes=args.min_genes, max_pct_mito=args.max_pct_mito, min_cells=args.min_cells,
-                            n_top_genes=args.n_top_genes,
-                            **({"library_size_key": args.library_size_key} if args.library_size_key else {}))
+    params = _preprocess_params(adata, args)
     processed = preprocess(adata, params)
     print(steps_table(processed).to_string(index=False), file=sys.stderr)
     return processed, params
@@ -112,6 +119,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     bar.close()
     last = history["val_loss"][-1] if history["val_loss"] else float("nan")
     print(f"Wrote the model to {args.out} (validation loss {last:.3f} after {history['step'][-1]} steps)")
+    return 0
+
+
+def _cmd_add_user(args: argparse.Namespace) -> int:
+    from getpass import getpass
+
+    from .auth import add_user
+    from .settings import load_settings
+
+    path = args.password_file or load_settings().auth.password_file
+    if not path:
+        raise InputError("No password file: pass --password-file FILE or set auth.password_file in the settings file.")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass(f"Password for {args.user}: ")
+        if getpass("The same password again: ") != password:
+            raise InputError("The two passwords differ; run the command again.")
+    changed = add_user(path, args.user, password)
+    print(f"{'Changed the password of' if changed else 'Added'} {args.user} in {path}")
     return 0
 
 
@@ -217,17 +244,22 @@ def _cmd_knockout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_most(cells: np.ndarray, max_cells: int, seed: int) -> np.ndarray:
+    """``cells``, or a fixed random sample of ``max_cells`` of them (sorted) when there are more (0: no limit)."""
+    if max_cells and len(cells) > max_cells:
+        return np.sort(np.random.default_rng(seed).choice(cells, max_cells, replace=False))
+    return cells
+
+
 def _cmd_screen(args: argparse.Namespace) -> int:
     from .perturb import choose_cells, screen
 
     adata, method, model, params = _open_for_perturbation(args)
-    cells = choose_cells(adata, _parse_where(args.where))
-    if args.max_cells and len(cells) > args.max_cells:
-        cells = np.sort(np.random.default_rng(args.seed).choice(cells, args.max_cells, replace=False))
+    cells = _at_most(choose_cells(adata, _parse_where(args.where)), args.max_cells, args.seed)
     goal = _goal(adata, method, model, params, cells, _parse_where(args.goal))
     bar, progress = _progress_bar("screen")
     table = screen(adata, cells, method, model=model, top=args.top, goal=goal, library_size_key=params.library_size_key,
-                   seed=args.seed, progress=progress)
+                   seed=args.seed, estimate=args.estimate, exact_top=args.exact_top, progress=progress)
     bar.close()
     _write_csv(table, args.output)
     print(f"Screened {len(table)} genes in {len(cells)} cells; wrote {args.output}")
@@ -252,6 +284,164 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer_reference(stored, args: argparse.Namespace, model, progress):
+    """The reference with ``obsm[--use-rep]``: ``stored`` (the file as read) when it can be reused, else computed
+    here (PCA through the project's preprocessing, or the encoder in ``--model``)."""
+    from .embed import PCAParams, pca
+    from .encode import encoder
+    from .io import open_dataset
+    from .transfer import has_pca_projection
+
+    if args.use_rep == "X_pca":
+        if has_pca_projection(stored):
+            return stored
+        print("The reference holds no sccore PCA with loadings: computing one (quality control, normalisation, "
+              "PCA).", file=sys.stderr)
+        reference, _ = _preprocess(open_dataset(args.reference, library_size_key=args.library_size_key), args)
+        pca(reference, PCAParams(n_comps=args.n_comps))
+        return reference
+    embedded_with = stored.uns.get(args.use_rep, {}).get("model")
+    if args.use_rep in stored.obsm and embedded_with and Path(embedded_with).resolve() == Path(model.path).resolve():
+        return stored
+    print(f"Embedding the reference with {model.path}.", file=sys.stderr)
+    reference = open_dataset(args.reference, library_size_key=args.library_size_key)
+    encoder(reference, model, key_added=args.use_rep, device=args.device, library_size_key=args.library_size_key,
+            gene_id_key=args.gene_id_key, progress=lambda f, m: progress(0.4 * f, f"reference: {m}"))
+    return reference
+
+
+def _transfer_model(stored, args: argparse.Namespace):
+    """The loaded encoder for ``--use-rep X_encoder``: ``--model``, else the one the reference ``stored`` names."""
+    from .device import resolve_device
+    from .models import load_model
+
+    if args.use_rep != "X_encoder":
+        return None
+    folder = args.model or stored.uns.get("X_encoder", {}).get("model")
+    if not folder or not Path(folder).is_dir():
+        raise InputError("--use-rep X_encoder needs --model DIR: the encoder folder that embeds both the reference "
+                         "and the query.")
+    return load_model(folder, resolve_device(args.device))
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from .io import open_dataset, read_h5ad
+    from .transfer import UNASSIGNED, map_query, reference_labels, score, transfer
+
+    stored = read_h5ad(args.reference)
+    reference_labels(stored.obs, args.label_key)  # bad keys fail before anything is computed
+    query = open_dataset(args.query)
+    true_key = args.query_label_key or (args.label_key if args.label_key in query.obs.columns else None)
+    if true_key and true_key not in query.obs.columns:
+        raise InputError(f"The query's obs has no column '{true_key}' to score against; columns: "
+                         f"{', '.join(map(str, query.obs.columns))}.")
+    model = _transfer_model(stored, args)
+    bar, progress = _progress_bar("transfer")
+    try:
+        reference = _transfer_reference(stored, args, model, progress)
+        progress(0.4, "mapping the query onto the reference")
+        report = map_query(reference, query, args.use_rep, model=model, gene_id_key=args.gene_id_key,
+                           progress=lambda f, m: progress(0.4 + 0.5 * f, f"query: {m}"))
+        progress(0.9, f"voting ({args.k} nearest reference cells)")
+        result = transfer(reference, query, args.label_key, args.use_rep, args.key_added, args.k, args.threshold)
+    finally:
+        bar.close()
+    print(f"{report['genes_matched']:,} of the {report['genes_used']:,} genes the reference's {args.use_rep} uses "
+          f"matched by {report['matched_by']}; query library sizes from {report['library_size']}.", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if true_key:
+        scores = score(query.obs[true_key], query.obs[args.key_added])
+        print(f"Against the query's obs['{true_key}']: accuracy {scores['accuracy']:.3f}, macro F1 "
+              f"{scores['macro_f1']:.3f} ({scores['n_unassigned']:,} unassigned counted as wrong)")
+    _write_h5ad(query, args.output)
+    n_unassigned = int((query.obs[args.key_added] == UNASSIGNED).sum())
+    print(f"Wrote obs['{args.key_added}'] and obs['{args.key_added}_confidence'] for {query.n_obs:,} query cells "
+          f"({n_unassigned:,} unassigned below confidence {args.threshold:g}) to {args.output}")
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from .io import read_h5ad
+    from .metrics import MetricsParams, benchmark_embeddings, check_inputs
+    from .neighbors import IndexParams
+
+    adata = read_h5ad(args.input)
+    embeddings = [key.strip() for key in args.embeddings.split(",") if key.strip()]
+    check_inputs(adata, args.label_key, args.batch_key, embeddings, args.unintegrated_key)  # before the progress bar
+    params = MetricsParams(max_silhouette_cells=args.max_silhouette_cells, seed=args.seed,
+                           index=IndexParams(kind=args.index))
+    bar, progress = _progress_bar("metrics")
+    try:
+        table = benchmark_embeddings(adata, args.label_key, args.batch_key, embeddings, args.unintegrated_key, params,
+                                     progress=progress)
+    finally:
+        bar.close()
+    for note in table.attrs["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    _write_csv(table.reset_index(), args.output)
+    print(table.T.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"Wrote {len(table)} row(s) ({table.attrs['n_cells']:,} cells) to {args.output}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .device import resolve_device
+    from .io import open_dataset
+    from .models import load_model
+    from .perturb import choose_cells, goal_scores, knockout, screen
+    from .pp import qc_metrics
+    from .report import ScreenReport, describe_cells, main_annotation, write_report
+    from .workflow import PipelineParams, analyse
+
+    raw = open_dataset(args.input, library_size_key=args.library_size_key)
+    main_annotation(raw, args.color_by)  # a bad --color-by fails before anything is computed
+    genes = [gene.strip() for gene in (args.knockout or "").split(",") if gene.strip()]
+    where, goal_where = _parse_where(args.where), _parse_where(args.goal)
+    params = PipelineParams(preprocess=_preprocess_params(raw, args), encoder_model=args.model or "",
+                            encoder_device=args.device)
+    bar, progress = _progress_bar("report")
+    try:
+        analysis = analyse(raw, params, progress=lambda fraction, message: progress(0.4 * fraction, message))
+        adata = analysis.adata
+        model = load_model(args.model, resolve_device(args.device)) if args.model else None
+        methods = (["encoder"] if model is not None else []) + ["pca", "linear"]
+        population = choose_cells(adata, where)
+        cells = _at_most(population, args.max_cells, args.seed)
+        about = describe_cells(where, len(cells), len(population))
+        goals = {method: _goal(adata, method, model, params.preprocess, cells, goal_where) for method in methods}
+        rows = []
+        for position, gene in enumerate(genes):
+            progress(0.4 + 0.1 * position / len(genes), f"knocking out {gene}")
+            for method in methods:
+                result = knockout(adata, [gene], cells, method, model=model,
+                                  library_size_key=params.preprocess.library_size_key)
+                rows.append({**result.summary(), "cells": about, "mode": "delete",
+                             **(goal_scores(result.original, result.perturbed, goals[method]) if goal_where else {})})
+        screens = []
+        if args.screen:
+            tables = {}
+            for position, method in enumerate(methods):
+                def report(fraction: float, message: str, position: int = position, method: str = method) -> None:
+                    progress(0.5 + 0.45 * (position + fraction) / len(methods), f"screen, {method}: {message}")
+
+                tables[method] = screen(adata, cells, method, model=model, top=args.top, goal=goals[method],
+                                        library_size_key=params.preprocess.library_size_key, seed=args.seed,
+                                        progress=report)
+            goal_text = ", ".join(f"{key} = {value}" for key, value in goal_where.items())
+            screens.append(ScreenReport(about, tables, goal=goal_text))
+        progress(0.95, "writing the report")
+        size = write_report(args.output, analysis, color_by=args.color_by, qc=qc_metrics(raw, params.preprocess),
+                            knockouts=pd.DataFrame(rows) if rows else None, screens=screens, top=args.rows)
+    finally:
+        bar.close()
+    print(f"Wrote the report ({size / 1024:,.0f} KB; {adata.n_obs:,} cells, {len(rows)} knockout row(s), "
+          f"{len(screens)} screen(s)) to {args.output}")
+    return 0
+
+
 def _add_perturbation_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("input", metavar="IN.h5ad", help="raw counts (X, layers['counts'] or .raw)")
     parser.add_argument("--model", required=True, metavar="DIR|pca|linear", help=model_help)
@@ -263,6 +453,8 @@ def _add_perturbation_arguments(parser: argparse.ArgumentParser, model_help: str
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m sccore`` argument parser, one subcommand per task."""
     parser = argparse.ArgumentParser(prog="python -m sccore", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="CPU threads for torch and FAISS (default: all cores), e.g. on a shared machine")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     embed = commands.add_parser("embed", help="quality control, normalisation and a cell embedding",
@@ -318,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     screener.add_argument("--top", type=int, help="screen only the N genes expressed in the most cells")
     screener.add_argument("--max-cells", type=int, default=0, help="screen a random subset of this many cells")
     screener.add_argument("--seed", type=int, default=0)
+    screener.add_argument("--estimate", choices=["exact", "first-order"], default="exact",
+                          help="encoder only: 'first-order' ranks all genes from gradients, then deletes the best "
+                               "--exact-top genes exactly (fast with long inputs)")
+    screener.add_argument("--exact-top", type=int, default=50, help="genes recomputed exactly after a first-order pass")
     screener.set_defaults(run=_cmd_screen)
 
     validate = commands.add_parser("validate-knockout", help="compare in-silico knockouts with a CRISPR screen",
@@ -343,12 +539,107 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
     layout.add_argument("--seed", type=int, default=0)
     layout.set_defaults(run=_cmd_umap)
+
+    mapper = commands.add_parser("transfer", help="label transfer from a reference dataset to query cells",
+                                 description="Embed the query's raw counts into the reference's space (its PCA "
+                                             "loadings or encoder, never refitted on the query) and give each query "
+                                             "cell the similarity-weighted vote of its k nearest reference cells; "
+                                             "writes obs['predicted_cell_type'] and "
+                                             "obs['predicted_cell_type_confidence'].")
+    mapper.add_argument("--reference", metavar="REF.h5ad", required=True,
+                        help="labelled cells: raw counts, or a file from `python -m sccore embed` (its PCA is reused)")
+    mapper.add_argument("--query", metavar="Q.h5ad", required=True, help="raw counts of the cells to label")
+    mapper.add_argument("--label-key", required=True, help="the reference's obs column to transfer, e.g. cell_type")
+    mapper.add_argument("--use-rep", default="X_pca", choices=["X_pca", "X_encoder"], help="the embedding to vote in")
+    mapper.add_argument("--model", metavar="DIR", help="encoder folder for --use-rep X_encoder (default: the one "
+                                                       "that embedded the reference)")
+    mapper.add_argument("-o", "--output", metavar="OUT.h5ad", required=True, help="the query with its new labels")
+    mapper.add_argument("--key-added", default="predicted_cell_type", help="obs column to write (and _confidence)")
+    mapper.add_argument("--k", type=int, default=15, help="reference neighbours that vote")
+    mapper.add_argument("--threshold", type=float, default=0.5,
+                        help="label 'unassigned' below this confidence (the winning label's share of the vote)")
+    mapper.add_argument("--gene-id-key", metavar="KEY",
+                        help="var column with Ensembl IDs, in both files, to match genes by instead of symbols")
+    mapper.add_argument("--query-label-key", metavar="KEY",
+                        help="the query's obs column with true labels, to print accuracy and macro F1 (default: "
+                             "--label-key when the query has it)")
+    mapper.add_argument("--n-comps", type=int, default=50, help="principal components when the reference needs a PCA")
+    mapper.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    _add_preprocess_arguments(mapper)
+    mapper.set_defaults(run=_cmd_transfer)
+
+    scorer = commands.add_parser("metrics", help="scIB integration metrics of embeddings (bio conservation, batch "
+                                                 "correction)",
+                                 description="Score each embedding's bio conservation and batch correction (scIB, as "
+                                             "scib-metrics computes them, on FAISS neighbours); one CSV row per "
+                                             "embedding, one column per metric, then bio_conservation, "
+                                             "batch_correction and total = 0.6 bio + 0.4 batch.")
+    scorer.add_argument("input", metavar="IN.h5ad", help="a dataset with the embeddings in obsm (e.g. from `embed`)")
+    scorer.add_argument("--label-key", required=True, help="obs column with the cell types, e.g. cell_type")
+    scorer.add_argument("--batch-key", required=True, help="obs column with the batches, e.g. batch")
+    scorer.add_argument("--embeddings", required=True, metavar="X_pca,X_encoder",
+                        help="obsm keys to score, comma-separated")
+    scorer.add_argument("-o", "--output", metavar="OUT.csv", required=True)
+    scorer.add_argument("--unintegrated-key", default="X_pca",
+                        help="obsm key of the unintegrated embedding that pcr_comparison compares with")
+    scorer.add_argument("--max-silhouette-cells", type=int, default=10_000,
+                        help="above this many cells, silhouettes are averaged over a label-stratified sample")
+    scorer.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto",
+                        help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
+    scorer.add_argument("--seed", type=int, default=0, help="seed of KMeans and the silhouette sample")
+    scorer.set_defaults(run=_cmd_metrics)
+
+    reporter = commands.add_parser("report", help="a self-contained HTML report of the analysis",
+                                   description="Run the pipeline (quality control, PCA, the encoder with --model, "
+                                               "FAISS neighbours, UMAP), optionally knockouts and a screen beside "
+                                               "the PCA and linear baselines, and write one HTML file with the "
+                                               "dataset, parameters, figures, ranked tables, the baseline comparison "
+                                               "and software versions. It opens offline in any browser.")
+    reporter.add_argument("input", metavar="IN.h5ad", help="raw counts (X, layers['counts'] or .raw)")
+    reporter.add_argument("-o", "--output", metavar="REPORT.html", required=True)
+    reporter.add_argument("--model", metavar="DIR", help="an encoder folder: adds its embedding, UMAP and knockouts "
+                                                         "(default: PCA and the baselines only)")
+    reporter.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    reporter.add_argument("--color-by", metavar="KEY", help="obs annotation to colour the layouts and score the "
+                                                            "embeddings by (default: cell_type, batch... if present)")
+    reporter.add_argument("--knockout", metavar="G1,G2", help="genes to knock out one at a time, by every method")
+    reporter.add_argument("--where", action="append", metavar="KEY=VALUE", help="the cells: obs[KEY] == VALUE")
+    reporter.add_argument("--screen", action="store_true",
+                          help="screen the most often expressed genes, by every method")
+    reporter.add_argument("--top", type=int, default=100, help="genes to screen: the N expressed in the most cells")
+    reporter.add_argument("--goal", action="append", metavar="KEY=VALUE", help="a goal state, e.g. condition=control")
+    reporter.add_argument("--max-cells", type=int, default=0, help="knock out and screen a random subset of this many "
+                                                                   "cells")
+    reporter.add_argument("--seed", type=int, default=0)
+    reporter.add_argument("--rows", type=int, default=20, help="rows shown of each ranked table")
+    _add_preprocess_arguments(reporter)
+    reporter.set_defaults(run=_cmd_report)
+
+    users = commands.add_parser("add-user", help="add a user to the password file for login (or change a password)",
+                                description="Add a user to the password file (user:salt:scrypt-hash lines) that "
+                                            "auth.mode = 'password' checks logins against, or change their "
+                                            "password. Prompts for the password twice.")
+    users.add_argument("user", help="the user name: letters, digits and @ . _ -")
+    users.add_argument("--password-file", metavar="FILE", help="default: auth.password_file in the settings")
+    users.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input instead of prompting")
+    users.set_defaults(run=_cmd_add_user)
     return parser
+
+
+def _limit_threads(n_threads: int) -> None:
+    import faiss
+    import torch
+
+    torch.set_num_threads(n_threads)
+    faiss.omp_set_num_threads(n_threads)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; bad input gives a one-line reason and exit status 2."""
     args = build_parser().parse_args(argv)
+    if args.threads > 0:
+        _limit_threads(args.threads)
     try:
         return args.run(args)
     except InputError as error:

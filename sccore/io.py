@@ -17,47 +17,204 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import InputError
+from .settings import printable
 
 DEMO_NAME = "Demo: 700 PBMCs (scanpy's pbmc68k_reduced)"
 # A matrix is "integer" when every value lies this close to a whole number.
 INTEGER_TOLERANCE = 1e-3
 # Counts recovered from log-normalised values must round from at most this far.
 RECOVERY_TOLERANCE = 0.25
+# More values than this in an obs column are too many to colour cells by.
+MAX_CATEGORIES = 500
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# What a file that is not HDF5 is, from its first bytes.
+OTHER_FORMATS = {b"PK\x03\x04": "a ZIP archive (unzip it first)", b"\x1f\x8b": "gzip-compressed (gunzip it first)",
+                 b"\x80": "a Python pickle (never loaded here: pickles can run code)",
+                 b"%PDF": "a PDF document", b"\x89PNG": "a PNG image"}
 
 
 def read_h5ad(path: str | os.PathLike) -> ad.AnnData:
-    """Read an ``.h5ad`` file fully into memory, turning every failure into an :class:`InputError`."""
+    """Read an ``.h5ad`` file fully into memory, turning every failure into an :class:`InputError`.
+
+    Before AnnData reads it, the file's layout is checked (:func:`check_h5ad_layout`), so that a file
+    declaring more than the machine can hold, or linking to other files, is refused without reading it.
+    """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"File not found: {path}. Check the path or pick a file from the data folder.")
+    name = printable(path.name)
+    if not path.is_file():
+        raise InputError(f"File not found: {name}. Check the path or pick a file from the data folder.")
     if path.stat().st_size == 0:
-        raise InputError(f"{path.name} is empty (0 bytes). Upload the complete .h5ad file again.")
+        raise InputError(f"{name} is empty (0 bytes). Upload the complete .h5ad file again.")
     with open(path, "rb") as handle:
         signature = handle.read(8)
-    if signature != b"\x89HDF\r\n\x1a\n":
+    if signature != HDF5_SIGNATURE:
+        kind = next((kind for prefix, kind in OTHER_FORMATS.items() if signature.startswith(prefix)), None)
         raise InputError(
-            f"{path.name} is not an HDF5 (.h5ad) file. Save your data with AnnData's "
-            "`adata.write_h5ad(...)`; CSV, loom, mtx and text files are not read here."
+            f"{name} is not an HDF5 (.h5ad) file{f' but {kind}' if kind else ''}. Save your data with AnnData's "
+            "`adata.write_h5ad(...)`; CSV, loom, mtx, text and pickle files are not read here."
         )
+    check_h5ad_layout(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             adata = ad.read_h5ad(path)
+    except UnicodeDecodeError as error:
+        raise InputError(f"{name} holds names that are not UTF-8 text (gene or cell names written in another "
+                         "encoding). Decode them to text and write the file again with AnnData.") from error
+    except MemoryError as error:
+        raise InputError(f"{name} does not fit in this machine's memory. Open a subset of its cells.") from error
     except Exception as error:  # h5py and anndata raise many types for damaged files
         raise InputError(
-            f"{path.name} could not be read as AnnData ({type(error).__name__}: {str(error)[:200]}). "
+            f"{name} could not be read as AnnData ({type(error).__name__}: {printable(str(error))[:200]}). "
             "The file may be truncated or corrupt: copy or upload it again."
         ) from error
     return adata
 
 
+def memory_budget_bytes() -> int:
+    """The memory one dataset may take once read: half of the machine's (or the container's) memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = 16 * 2**30
+    try:
+        total = min(total, int(Path("/sys/fs/cgroup/memory.max").read_text()))
+    except (OSError, ValueError):  # no cgroup limit ("max"), or not Linux
+        pass
+    return total // 2
+
+
+def check_h5ad_layout(path: str | os.PathLike) -> None:
+    """Refuse an HDF5 file that AnnData should not read, without reading its arrays: one that is not
+    AnnData, links to other files, holds matrices whose shapes disagree with its cells and genes, or
+    declares arrays larger than :func:`memory_budget_bytes` (a tiny file can declare terabytes)."""
+    import h5py
+
+    name = printable(Path(path).name)
+    try:
+        with h5py.File(path, "r") as file:
+            _check_links(file, name)
+            _check_axes(file, name)
+            _check_memory(file, name)
+    except InputError:
+        raise
+    except Exception as error:  # h5py raises OSError, KeyError, RuntimeError... for damaged files
+        raise InputError(
+            f"{name} could not be read as HDF5 ({type(error).__name__}: {printable(str(error))[:200]}). "
+            "The file may be truncated or corrupt: copy or upload it again."
+        ) from error
+
+
+def _check_links(file, name: str) -> None:
+    """Refuse soft and external links, virtual datasets and external storage: AnnData writes none, and they
+    can make a file read other files on the server."""
+    import h5py
+
+    links = []
+    file.visititems_links(lambda key, link: links.append(key) if not isinstance(link, h5py.HardLink) else None)
+    linked = []
+    file.visititems(lambda key, node: linked.append(key) if isinstance(node, h5py.Dataset) and (
+        node.is_virtual or node.external) else None)
+    if links or linked:
+        raise InputError(f"{name} holds links to other places or files (/{(links + linked)[0]}), which AnnData "
+                         "never writes. Write the data again with AnnData's write_h5ad.")
+
+
+def _axis_length(node) -> int | None:
+    """The number of rows an ``obs`` or ``var`` entry declares (a group with an index, or an old-style table)."""
+    import h5py
+
+    if isinstance(node, h5py.Dataset):
+        return node.shape[0] if node.shape else None
+    index = node.attrs.get("_index", "_index")
+    index = index.decode() if isinstance(index, bytes) else str(index)
+    return node[index].shape[0] if isinstance(node.get(index), h5py.Dataset) else None
+
+
+def _matrix_shape(node, where: str, name: str) -> tuple[int, ...] | None:
+    """The shape a dense or sparse matrix declares, after checking a sparse one's arrays agree with it."""
+    import h5py
+
+    if isinstance(node, h5py.Dataset):
+        return node.shape
+    attrs = node.attrs
+    kind = attrs.get("encoding-type", attrs.get("h5sparse_format", ""))
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if kind not in ("csr_matrix", "csc_matrix", "csr", "csc") or not {"data", "indices", "indptr"} <= set(node):
+        return None
+    shape = tuple(int(n) for n in attrs.get("shape", attrs.get("h5sparse_shape", ())))
+    n_pointers = node["indptr"].shape[0] if node["indptr"].shape else 0
+    expected = (shape[0] if kind.startswith("csr") else shape[1]) + 1 if len(shape) == 2 else -1
+    n_values = node["data"].shape[0] if node["data"].shape else 0
+    if len(shape) != 2 or n_pointers != expected or node["indices"].shape != node["data"].shape or (
+            n_pointers and int(node["indptr"][-1]) != n_values):
+        raise InputError(f"{where} in {name} is a damaged sparse matrix: it declares shape "
+                         f"{' x '.join(f'{n:,}' for n in shape) or 'none'} but holds {n_pointers:,} row pointers "
+                         f"and {n_values:,} values. Write the data again with AnnData's write_h5ad.")
+    return shape
+
+
+def _check_axes(file, name: str) -> None:
+    """Refuse a file without ``obs`` and ``var``, or whose matrices' shapes disagree with them."""
+    if "obs" not in file or "var" not in file:
+        held = ", ".join(sorted(file.keys())[:6]) or "nothing"
+        hint = ("It looks like a 10x Genomics .h5: read it with scanpy.read_10x_h5 and write_h5ad. " if "matrix" in file
+                else "It looks like a loom file: read it with anndata.read_loom and write_h5ad. "
+                if "row_attrs" in file else "")
+        raise InputError(f"{name} is an HDF5 file but not AnnData (it holds {held}, no obs and var). {hint}"
+                         "Save your data with AnnData's `adata.write_h5ad(...)`.")
+    n_obs, n_vars = _axis_length(file["obs"]), _axis_length(file["var"])
+    n_raw_vars = _axis_length(file["raw/var"]) if "raw/var" in file else None
+    checks = [("X", n_obs, n_vars), ("raw/X", n_obs, n_raw_vars)]
+    checks += [(f"layers/{key}", n_obs, n_vars) for key in (file["layers"] if "layers" in file else [])]
+    checks += [(f"obsm/{key}", n_obs, None) for key in (file["obsm"] if "obsm" in file else [])]
+    checks += [(f"varm/{key}", n_vars, None) for key in (file["varm"] if "varm" in file else [])]
+    for where, rows, columns in checks:
+        shape = _matrix_shape(file[where], where, name) if where in file else None
+        if shape is None or rows is None:
+            continue
+        if (shape[0] if shape else None) != rows or (columns is not None and shape[1:2] != (columns,)):
+            raise InputError(
+                f"{where} in {name} is {' x '.join(f'{n:,}' for n in shape)} but the file lists {rows:,} "
+                f"{'genes' if where.startswith('varm') else 'cells'}{f' and {columns:,} genes' if columns else ''}: "
+                "the file is inconsistent or damaged. Write the data again with AnnData's write_h5ad.")
+
+
+def _check_memory(file, name: str) -> None:
+    """Refuse a file whose arrays, once read, would take more than :func:`memory_budget_bytes`."""
+    import h5py
+
+    sizes = {}
+    file.visititems(lambda key, node: sizes.__setitem__(key, node.size * node.dtype.itemsize)
+                    if isinstance(node, h5py.Dataset) else None)
+    total, budget = sum(sizes.values()), memory_budget_bytes()
+    if total > budget:
+        largest = max(sizes, key=sizes.get)
+        raise InputError(
+            f"{name} would take {_bytes(total)} of memory once read ({largest} alone {_bytes(sizes[largest])}), more "
+            f"than one dataset may use here ({_bytes(budget)}). Open a subset of its cells or genes, or a file "
+            "whose declared sizes are right.")
+
+
+def _bytes(n: float) -> str:
+    """``n`` bytes in a unit people read (``"1.2 TB"``)."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
+
+
 def classify_matrix(matrix) -> str:
-    """Say what a matrix holds: ``"counts"``, ``"log-normalised"``, ``"scaled"``, or ``"invalid"``.
+    """Say what a matrix holds: ``"counts"``, ``"log-normalised"``, ``"scaled"``, ``"invalid"`` or ``"not numbers"``.
 
     ``"invalid"`` means NaN or infinite values. Negative values mean ``"scaled"`` (z-scored)
     when most values are fractional, and ``"invalid"`` otherwise (negative counts).
     """
     values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+            or values.dtype == bool):
+        return "not numbers"
     if values.size == 0:
         return "counts"
     if not np.all(np.isfinite(values)):
@@ -68,6 +225,14 @@ def classify_matrix(matrix) -> str:
     if not fractional.any():
         return "counts"
     return "log-normalised"
+
+
+def _invalid_values(matrix) -> str:
+    """How many NaN, infinite and negative values a matrix holds, e.g. ``"2 NaN, 1 negative"``."""
+    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+    counts = {"NaN": int(np.isnan(values).sum()), "infinite": int(np.isinf(values).sum()),
+              "negative": int((values < 0).sum())}
+    return ", ".join(f"{n:,} {kind}" for kind, n in counts.items() if n)
 
 
 def recover_counts(lognorm) -> sp.csr_matrix:
@@ -140,7 +305,6 @@ def standardise(adata: ad.AnnData, library_size_key: str | None = None) -> ad.An
         if matrix is None:
             continue
         kind = classify_matrix(matrix)
-        seen.append(f"{where}: {kind}")
         if kind == "counts":
             chosen = (where, sp.csr_matrix(matrix, dtype=np.float32), var_names)
             notes.append(f"Raw counts read from {where}.")
@@ -149,12 +313,15 @@ def standardise(adata: ad.AnnData, library_size_key: str | None = None) -> ad.An
             try:
                 counts = recover_counts(matrix)
             except InputError:
+                seen.append(f"{where}: non-integer values that are not log-normalised counts")
                 continue
             chosen = (where, counts, var_names)
             notes.append(f"{where} held log-normalised values; integer counts were recovered from them exactly.")
             break
+        seen.append(f"{where}: {kind}" + (f" ({_invalid_values(matrix)})" if kind == "invalid" else "")
+                    + (f" ({np.asarray(matrix).dtype})" if kind == "not numbers" else ""))
     if chosen is None:
-        detail = "; ".join(seen)
+        detail = "; ".join(seen) or "no matrix in X, layers['counts'] or .raw"
         if any("invalid" in s for s in seen):
             fix = "Remove NaN, infinite and negative values, or provide the raw counts in layers['counts']."
         elif any("scaled" in s for s in seen):
@@ -175,6 +342,9 @@ def standardise(adata: ad.AnnData, library_size_key: str | None = None) -> ad.An
     obs.index = obs.index.astype(str)
     if obs.index.has_duplicates:
         notes.append("Duplicate cell names were made unique by appending -1, -2, ...")
+    if counts.nnz == 0 or not counts.data.any():
+        raise InputError(f"{where} holds no counts (every value is 0). Choose the file with the measured counts.")
+    notes += _tidy_categories(obs)
     result = ad.AnnData(X=counts, obs=obs, var=var, obsm={k: np.asarray(v) for k, v in adata.obsm.items()
                                                           if k not in ("X_pca", "X_umap") and not sp.issparse(v)})
     result.var_names_make_unique()
@@ -208,7 +378,21 @@ def check_library_size_key(adata: ad.AnnData, key: str) -> None:
         raise InputError(f"obs['{key}'] must hold a positive number for every cell; choose another column.")
 
 
-def categorical_columns(adata: ad.AnnData, max_categories: int = 500) -> list[str]:
+def _tidy_categories(obs: pd.DataFrame, max_categories: int = MAX_CATEGORIES) -> list[str]:
+    """Drop unused categories of categorical ``obs`` columns (in place); notes on columns with too many values to
+    colour by."""
+    notes = []
+    for name, column in obs.items():
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            obs[name] = column.cat.remove_unused_categories()
+        if (isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object) and \
+                column.nunique(dropna=True) > max_categories:
+            notes.append(f"obs['{printable(str(name))}'] has {column.nunique(dropna=True):,} different values, too "
+                         f"many to colour cells by (at most {max_categories}); it is kept but not offered as a colour.")
+    return notes
+
+
+def categorical_columns(adata: ad.AnnData, max_categories: int = MAX_CATEGORIES) -> list[str]:
     """Names of ``obs`` columns that make sense as colours: categorical, string or boolean, 2 to ``max_categories`` values."""
     columns = []
     for name, column in adata.obs.items():
@@ -265,5 +449,6 @@ def load_demo() -> ad.AnnData:
 def open_dataset(path: str | os.PathLike, library_size_key: str | None = None) -> ad.AnnData:
     """Read and standardise an ``.h5ad`` file: raw counts in ``X``, notes in ``uns['input']``."""
     adata = standardise(read_h5ad(path), library_size_key=library_size_key)
-    adata.uns["dataset"] = {"name": Path(path).name, "description": f"Opened from {Path(path).name}."}
+    name = printable(Path(path).name)
+    adata.uns["dataset"] = {"name": name, "description": f"Opened from {name}."}
     return adata

@@ -86,14 +86,23 @@ def build_index(embedding: np.ndarray, params: IndexParams = IndexParams()) -> f
     return index
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> Neighbors:
-    """The ``k`` nearest indexed cells of each query row."""
+def search(index: faiss.Index, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> Neighbors:
+    """The ``k`` nearest indexed cells of each query row, never one of the indexed cells ``exclude``."""
     queries = _as_float32(queries)
     if queries.shape[1] != index.d:
         raise InputError(f"Queries have {queries.shape[1]} dimensions but the index has {index.d}; "
                          "embed them with the same method as the reference.")
+    params = None
+    if exclude is not None and len(exclude):
+        exclude = np.unique(np.asarray(exclude, dtype=np.int64))
+        selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(exclude))
+        params = (faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+                  if isinstance(index, faiss.IndexHNSW) else faiss.SearchParameters(sel=selector))
+        k = min(k, index.ntotal - len(exclude))
     k = int(min(k, index.ntotal))
-    squared, indices = index.search(queries, k)
+    if k < 1:
+        raise InputError("No indexed cell is left to search once the excluded cells are left out.")
+    squared, indices = index.search(queries, k, params=params)
     return Neighbors(indices=indices.astype(np.int64), distances=np.sqrt(np.clip(squared, 0, None)).astype(np.float32))
 
 

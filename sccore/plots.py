@@ -77,3 +77,41 @@ def loss_curve(history: dict) -> go.Figure:
     figure.update_layout(height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}, title="Masked-gene loss",
                          xaxis_title="step", yaxis_title="cross-entropy")
     return figure
+
+
+def confusion_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
+    """A heatmap of a confusion table (true types as rows, predicted labels as columns, in the table's order):
+    colour = share of the true type's cells, text = cell counts."""
+    counts = table.to_numpy()
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    rows, columns = [str(v) for v in table.index], [str(v) for v in table.columns]
+    figure = go.Figure(go.Heatmap(
+        z=shares, x=columns, y=rows, zmin=0, zmax=1, colorscale="Blues", text=counts, texttemplate="%{text}",
+        colorbar={"title": {"text": "share of<br>true type"}, "thickness": 14},
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{text} cells (%{z:.0%})<extra></extra>"))
+    figure.update_yaxes(autorange="reversed", title="true")
+    figure.update_xaxes(title="predicted", tickangle=-35)
+    figure.update_layout(title=title, height=max(320, 40 + 32 * len(rows)), margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+def metrics_figure(table: pd.DataFrame, groups: dict[str, tuple[str, ...]]) -> go.Figure:
+    """Grouped bars of integration metrics: one colour per embedding (the table's rows), the metrics in ``groups``
+    (a title -> column names, e.g. bio conservation, batch correction, aggregates) side by side on a 0-1 axis."""
+    columns = [column for names in groups.values() for column in names if column in table.columns]
+    figure = go.Figure()
+    for embedding, row in table[columns].iterrows():
+        figure.add_trace(go.Bar(x=columns, y=row.to_numpy(dtype=float), name=str(embedding),
+                                hovertemplate="%{x}: %{y:.3f}<extra>" + str(embedding) + "</extra>"))
+    start = 0
+    for title, names in groups.items():
+        width = sum(column in table.columns for column in names)
+        if start:
+            figure.add_vline(x=start - 0.5, line_color="#888", line_dash="dot")
+        figure.add_annotation(x=start + (width - 1) / 2, y=1.06, text=f"<b>{title}</b>", showarrow=False,
+                              yref="y")
+        start += width
+    figure.update_layout(barmode="group", height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         yaxis={"range": [0, 1.12], "title": "score (higher is better)"},
+                         legend={"title": {"text": "embedding"}})
+    return figure

@@ -60,8 +60,9 @@ def shared_data() -> Path:
 @pytest.fixture
 def app_folders(tmp_path_factory, monkeypatch):
     """Point the dashboard at temporary cache, upload and data folders (the cache is shared by the page tests,
-    so the demo is computed once)."""
+    so the demo is computed once); no settings file applies."""
     monkeypatch.setenv("SCCORE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-cache"))
     monkeypatch.setenv("SCCORE_UPLOAD_DIR", str(tmp_path_factory.mktemp("uploads")))
     monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path_factory.mktemp("data")))
     monkeypatch.setenv("SCCORE_MODEL_DIR", str(tmp_path_factory.mktemp("models")))
+    monkeypatch.setenv("SCCORE_SETTINGS", os.devnull)  # defaults and these variables only, whatever sccore.toml says

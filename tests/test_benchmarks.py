@@ -27,6 +27,12 @@ def test_knockout_benchmark_runs_quick(shared_data):
     assert "ISG15" in result.stdout and "deletions_per_second" in result.stdout
 
 
+def test_first_order_benchmark_runs_quick(shared_data):
+    result = run_quick("bench_first_order.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| first-order |" in result.stdout and "Spearman vs exact" in result.stdout and "speed-up" in result.stdout
+
+
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data/kang_se.h5ad")
 def test_encoder_speed_benchmark_runs_quick():
     result = run_quick("bench_encoder_speed.py")
@@ -38,3 +44,16 @@ def test_encoder_quality_benchmark_runs_quick(shared_data):
     result = run_quick("bench_encoder_quality.py")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "kNN" in result.stdout and "PCA" in result.stdout
+
+
+def test_transfer_benchmark_runs_quick(shared_data):
+    result = run_quick("bench_transfer.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| PCA (reference loadings) |" in result.stdout and "| Encoder (reference's model) |" in result.stdout
+    assert "shares no genes" in result.stdout and "no column 'celltype'" in result.stdout
+
+
+def test_metrics_benchmark_runs_quick():
+    result = run_quick("bench_metrics.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| X_integrated |" in result.stdout and "kBET per label" in result.stdout

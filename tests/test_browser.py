@@ -1,4 +1,5 @@
-"""End-to-end check in a real browser: the app starts, Explore draws a coloured UMAP, no error shows.
+"""End-to-end checks in a real browser: the app starts, Explore draws a coloured UMAP, no error shows; and the HTML
+report opens from a file with the network blocked, every figure showing.
 
 Runs ``streamlit run app.py`` on a free local port, drives Debian's Chromium through Playwright
 (no browser download) and inspects the rendered page. Marked ``browser``; skipped when Chromium
@@ -190,3 +191,56 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image) -> None:
 def _shown_errors(page) -> list[str]:
     found = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
     return [found.nth(i).inner_text() for i in range(found.count())]
+
+
+def test_report_opens_offline_in_browser(tmp_path):
+    """The HTML report from ``sccore.report`` opens from a file with the network blocked: every figure shows and
+    the console stays clean."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: the browser test needs Debian's Chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    import pandas as pd
+
+    from sccore.embed import pca
+    from sccore.pp import PreprocessParams, preprocess
+    from sccore.report import write_report
+    from tests.conftest import make_counts
+
+    adata = preprocess(make_counts(n_cells=300), PreprocessParams(min_genes=0))
+    pca(adata)
+    knockouts = pd.DataFrame([{"gene": "<script>alert(1)</script>", "method": "pca", "n_cells": 10,
+                               "n_not_expressed": 0, "mean_cosine": 0.99, "mean_shift": 0.01, "mean_shift_norm": 0.2}])
+    report = tmp_path / "report.html"
+    write_report(report, adata, knockouts=knockouts)
+
+    requested, problems = [], []
+
+    def file_only(route) -> None:
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            requested.append(route.request.url)
+            route.abort()
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        try:
+            context = browser.new_context()
+            context.route("**/*", file_only)
+            page = context.new_page()
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+            page.goto(report.as_uri(), wait_until="load")
+            images = page.evaluate("() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+            heading = page.locator("h1").inner_text()
+        finally:
+            browser.close()
+    assert requested == [], f"the report asked the network for {requested}"
+    assert problems == [], problems
+    assert len(images) >= 3, images  # QC histograms, variance per PC, PC1 vs PC2
+    assert all(complete and width > 0 for _, complete, width in images), images
+    assert heading.startswith("sccore report")

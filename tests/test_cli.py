@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import anndata as ad
+import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, make_counts
@@ -67,8 +68,8 @@ def test_embed_real_crispr_screen_with_whole_transcriptome_library_sizes(shared_
 
 def test_train_then_embed_with_the_encoder(counts_file, tmp_path):
     model, out = tmp_path / "model", tmp_path / "encoded.h5ad"
-    result = run_cli("train", counts_file, "--out", model, "--config", "small", "--epochs", "1", "--batch-size", "32",
-                     "--cls")
+    result = run_cli("--threads", "1", "train", counts_file, "--out", model, "--config", "small", "--epochs", "1",
+                     "--batch-size", "32", "--cls")
     assert result.returncode == 0, result.stderr
     assert (model / "model.safetensors").exists() and (model / "config.json").exists()
     result = run_cli("embed", counts_file, "-o", out, "--method", "encoder", "--model", model)
@@ -81,10 +82,16 @@ def test_train_then_embed_with_the_encoder(counts_file, tmp_path):
                      "--key-added", "X_cls", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert ad.read_h5ad(out).uns["X_cls"]["pooling"] == "cls"
+    screened = tmp_path / "screen.csv"
+    result = run_cli("screen", counts_file, "--model", model, "--where", "cell_type=type_0", "--top", "6",
+                     "--max-cells", "4", "--estimate", "first-order", "--exact-top", "2", "--min-genes", "0",
+                     "-o", screened)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(screened)
+    assert len(table) == 6 and (table["estimate"] == "exact").sum() == 2
 
 
 def test_knockout_and_screen_with_the_baselines(counts_file, tmp_path):
-    import pandas as pd
 
     out = tmp_path / "ko.csv"
     result = run_cli("knockout", counts_file, "--model", "linear", "--genes", "GENE0,GENE1", "--where",
@@ -105,7 +112,6 @@ def test_knockout_and_screen_with_the_baselines(counts_file, tmp_path):
 
 
 def test_validate_knockout_prints_spearman_last(shared_data, tmp_path):
-    import pandas as pd
 
     out = tmp_path / "validation.csv"
     result = run_cli("validate-knockout", shared_data / "lowmoi_example_data.h5ad", "--model", "pca",

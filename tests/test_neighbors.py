@@ -62,3 +62,14 @@ def test_bad_embeddings_are_refused(points):
     broken[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         build_index(broken)
+
+
+def test_search_leaves_out_excluded_cells_in_flat_and_hnsw_indexes():
+    embedding = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
+    excluded = np.arange(0, 600, 2)
+    for kind in ("flat", "hnsw"):
+        index = build_index(embedding, IndexParams(kind=kind))
+        found = search(index, embedding[:5], 10, exclude=excluded)
+        assert found.indices.shape == (5, 10) and not np.isin(found.indices, excluded).any()
+        assert np.all(np.diff(found.distances, axis=1) >= -1e-6)
+    assert search(index, embedding[:1], 1000, exclude=excluded).k == 300

@@ -1,5 +1,8 @@
 """AppTest for every page: it renders on the demo, reacts to its widgets, and stays up on bad input."""
 
+import os
+from pathlib import Path
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -39,8 +42,8 @@ def test_home_page_switches_to_a_data_folder_file(tmp_path, monkeypatch):
     assert app.metric[0].value == "300"
 
 
-def test_home_page_reports_a_bad_file_and_stays_up(tmp_path):
-    bad = tmp_path / "bad.h5ad"
+def test_home_page_reports_a_bad_file_and_stays_up():
+    bad = Path(os.environ["SCCORE_DATA_DIRS"]) / "bad.h5ad"
     bad.write_text("cell,gene\n")
     app = page("pages/home.py")
     app.session_state["source"] = str(bad)
@@ -82,12 +85,13 @@ def test_explore_page_colours_by_annotation_and_gene_and_compares_layouts():
     assert app.selectbox(key="layout_b").value != app.selectbox(key="layout_a").value
 
 
-def test_explore_page_without_categorical_annotations(tmp_path):
+def test_explore_page_without_categorical_annotations():
     adata = make_counts()
     adata.obs = adata.obs[[]]
-    adata.write_h5ad(tmp_path / "plain.h5ad")
+    path = Path(os.environ["SCCORE_DATA_DIRS"]) / "plain.h5ad"
+    adata.write_h5ad(path)
     app = page("pages/explore.py")
-    app.session_state["source"] = str(tmp_path / "plain.h5ad")
+    app.session_state["source"] = str(path)
     app.session_state["preprocess_overrides"] = {"min_genes": 0}
     app.run()
     assert_clean(app)

@@ -2,8 +2,9 @@
 
 Geneformer's layout (a Hugging Face ``BertForMaskedLM`` folder plus its token dictionary and gene
 median dictionary, both pickles) loads too, into the same modules. Weights load only through
-safetensors or ``torch.load(..., weights_only=True)``; pickled dictionaries are read only from a
-model folder the server was configured with, never from an upload (``allow_pickle``).
+safetensors or ``torch.load(..., weights_only=True)``; pickled dictionaries are never read from the
+configured upload folder (where users' uploads and the models they train live), only from folders an
+administrator or the user of a laptop put there (``allow_pickle``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..cache import atomic_write
 from ..errors import InputError
+from ..settings import load_settings
 from ..tokenize import CLS, MASK, PAD, SPECIAL_TOKENS, Vocabulary
 from .encoder import EncoderConfig, MaskedGeneModel
 
@@ -71,55 +74,84 @@ def save_model(model: MaskedGeneModel, vocabulary: Vocabulary, medians: np.ndarr
         atomic_write(folder / "training.json", lambda tmp: Path(tmp).write_text(json.dumps(extra, indent=1)))
 
 
-def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu", allow_pickle: bool = True) -> LoadedModel:
-    """Load a model folder written by :func:`save_model`, or a Geneformer checkpoint folder."""
+def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu",
+               allow_pickle: bool | None = None) -> LoadedModel:
+    """Load a model folder written by :func:`save_model`, or a Geneformer checkpoint folder.
+
+    ``allow_pickle`` says whether Geneformer's pickled dictionaries may be read; by default they may, except
+    from inside the configured upload folder (see :mod:`sccore.settings`).
+    """
     folder = Path(folder)
+    if allow_pickle is None:
+        allow_pickle = not folder.resolve().is_relative_to(load_settings().upload_dir.resolve())
     if not (folder / CONFIG).exists():
         raise InputError(f"{folder} is not a model folder (no config.json). Train one with "
                          "`python -m sccore train` or point to a Geneformer checkpoint folder.")
-    payload = json.loads((folder / CONFIG).read_text())
-    if payload.get("model_type") == "bert":
-        loaded = _load_geneformer(folder, payload, allow_pickle)
-    else:
-        config = EncoderConfig.from_json(folder / CONFIG)
-        model = MaskedGeneModel(config)
-        state = _read_weights(folder)
-        _load_state(model, state, folder)
-        vocabulary = Vocabulary.load(folder / VOCAB)
-        by_gene = json.loads((folder / MEDIANS).read_text())
-        medians = np.ones(len(vocabulary))
-        for gene, token in vocabulary.index.items():
-            medians[token] = by_gene.get(gene, 1.0)
-        loaded = LoadedModel(model, vocabulary, medians, folder, "sccore")
+    try:
+        loaded = _load_folder(folder, allow_pickle)
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, pickle.UnpicklingError,
+            SafetensorError) as error:
+        raise InputError(f"The model folder {folder.name} could not be loaded ({type(error).__name__}: "
+                         f"{str(error)[:200]}). The checkpoint is damaged or incomplete: copy it again or train a "
+                         "new model.") from error
     loaded.model.to(device).eval()
     return loaded
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+def _load_folder(folder: Path, allow_pickle: bool) -> LoadedModel:
+    """Load a model folder of either kind (see :func:`load_model`)."""
+    payload = json.loads((folder / CONFIG).read_text())
+    if payload.get("model_type") == "bert":
+        return _load_geneformer(folder, payload, allow_pickle)
+    config = EncoderConfig.from_json(folder / CONFIG)
+    model = _build_model(config, _read_weights(folder, allow_pickle), folder)
+    vocabulary = Vocabulary.load(folder / VOCAB)
+    if len(vocabulary) != config.vocab_size:
+        raise InputError(f"{folder / VOCAB} lists {len(vocabulary):,} tokens but config.json says vocab_size "
+                         f"{config.vocab_size:,}. The checkpoint is damaged or mixed up.")
+    by_gene = json.loads((folder / MEDIANS).read_text())
+    medians = np.ones(len(vocabulary))
+    for gene, token in vocabulary.index.items():
+        medians[token] = by_gene.get(gene, 1.0)
+    return LoadedModel(model, vocabulary, medians, folder, "sccore")
+
+
+def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     if (folder / WEIGHTS).exists():
         return load_file(str(folder / WEIGHTS))
     if (folder / "pytorch_model.bin").exists():
+        if not allow_pickle:
+            raise InputError(f"{folder.name} holds its weights as a pickle (pytorch_model.bin), never read from an "
+                             "upload. Save them as model.safetensors instead.")
         return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise InputError(f"{folder} holds no weights (model.safetensors or pytorch_model.bin).")
 
 
-def _load_state(model: MaskedGeneModel, state: dict[str, torch.Tensor], folder: Path) -> None:
-    expected = model.state_dict()
-    wrong = [f"{name} {tuple(state[name].shape)} != {tuple(tensor.shape)}" for name, tensor in expected.items()
-             if name in state and state[name].shape != tensor.shape]
+def _build_model(config: EncoderConfig, state: dict[str, torch.Tensor], folder: Path) -> MaskedGeneModel:
+    """The model ``config`` describes, with the weights ``state``; their shapes are compared first on torch's
+    ``meta`` device, so a config declaring a huge model beside small weights allocates nothing."""
+    with torch.device("meta"):
+        expected = {name: tuple(tensor.shape) for name, tensor in MaskedGeneModel(config).state_dict().items()}
+    wrong = [f"{name} {tuple(state[name].shape)} != {shape}" for name, shape in expected.items()
+             if name in state and tuple(state[name].shape) != shape]
     missing = [name for name in expected if name not in state]
     if wrong or missing:
         raise InputError(f"The weights in {folder} do not fit its config.json "
                          f"({'; '.join((wrong + missing)[:3])}). The checkpoint is damaged or mixed up.")
+    model = MaskedGeneModel(config)
     model.load_state_dict(state)
+    return model
 
 
 def _pickle_dictionary(folder: Path, patterns: tuple[str, ...], allow_pickle: bool) -> dict:
     for pattern in patterns:
         for path in sorted(folder.glob(pattern)):
             if not allow_pickle:
-                raise InputError("Pickled dictionaries are read only from a configured model folder, "
-                                 "never from an upload.")
+                raise InputError(f"{folder.name} holds pickled dictionaries ({path.name}): they are read only "
+                                 "from the model folder, never from an upload (pickles can run code). Ask the "
+                                 "administrator to put the checkpoint in the model folder.")
             with open(path, "rb") as handle:
                 return pickle.load(handle)  # noqa: S301 - a configured model folder, see module docstring
     raise InputError(f"{folder} lacks Geneformer's {patterns[0]} dictionary.")
@@ -142,11 +174,8 @@ def _load_geneformer(folder: Path, payload: dict, allow_pickle: bool) -> LoadedM
         layer_norm_eps=payload.get("layer_norm_eps", 1e-12), name=f"geneformer:{folder.name}")
     if payload.get("hidden_act", "gelu") != "gelu":
         raise InputError(f"Unsupported activation '{payload['hidden_act']}' in {folder / CONFIG}.")
-    state = _read_weights(folder)
-    index = torch.tensor(order)
-    renamed = _rename_bert(state, config.n_layers, index)
-    model = MaskedGeneModel(config)
-    _load_state(model, renamed, folder)
+    state = _read_weights(folder, allow_pickle)
+    model = _build_model(config, _rename_bert(state, config.n_layers, torch.tensor(order)), folder)
     medians = np.ones(len(vocabulary))
     for gene, token in vocabulary.index.items():
         medians[token] = float(gene_medians.get(gene, 1.0))

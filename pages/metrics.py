@@ -1,0 +1,118 @@
+"""Metrics: scIB integration metrics of the current dataset's embeddings, one row per embedding.
+
+Every number comes from ``sccore.metrics.benchmark_embeddings`` (the scib-metrics definitions on FAISS
+neighbours); this page picks the label and batch columns and the embeddings, and shows the table,
+a bar chart and a CSV.
+"""
+
+import streamlit as st
+
+from dashboard import state
+from sccore import InputError
+from sccore.metrics import AGGREGATES, BATCH_METRICS, BIO_METRICS
+from sccore.plots import metrics_figure
+
+LABEL_LIKE = ("cell_type", "celltype", "cell_types", "label", "labels", "annotation")
+BATCH_LIKE = ("batch", "sample", "donor_id", "donor", "individual", "patient", "library", "run", "condition")
+EXPLAIN = {
+    "isolated_labels": "Silhouette of the cell types found in the fewest batches, rescaled to 0-1.",
+    "kmeans_nmi": "Normalised mutual information of KMeans clusters (k = number of labels) with the labels.",
+    "kmeans_ari": "Adjusted Rand index of KMeans clusters (k = number of labels) with the labels.",
+    "silhouette_label": "Mean silhouette width by label, rescaled (asw + 1) / 2.",
+    "clisi": "Cell-type LISI over 90 neighbours, scaled: 1 = neighbours share the cell's label.",
+    "silhouette_batch": "Within each label, 1 - |silhouette by batch|: 1 = batches overlap.",
+    "ilisi": "Batch LISI over 90 neighbours, scaled: 1 = all batches equally among the neighbours.",
+    "kbet": "kBET acceptance rate per label: share of neighbourhoods whose batch mix matches the label's.",
+    "graph_connectivity": "Share of each label's cells in the largest connected piece of its 15-neighbour graph.",
+    "pcr_comparison": "Share of the batch's explained variance (vs the unintegrated X_pca) that was removed.",
+    "bio_conservation": "Mean of the five bio-conservation metrics.",
+    "batch_correction": "Mean of the five batch-correction metrics.",
+    "total": "0.6 x bio conservation + 0.4 x batch correction (scIB's weighting).",
+}
+
+st.title("Integration metrics")
+st.caption("How well each embedding keeps cell types apart (bio conservation) while mixing batches (batch "
+           "correction), with scIB's metrics as scib-metrics computes them, on FAISS neighbours. Every score lies "
+           "in 0-1, higher is better; Total = 0.6 x bio conservation + 0.4 x batch correction.")
+analysis = state.open_or_stop()
+adata = analysis.adata
+columns = state.color_options(analysis)
+candidate_batches = state.batch_options(analysis)
+embeddings = state.metric_embeddings(analysis)
+if not columns or len(candidate_batches) < 2 or not embeddings:
+    st.info("Integration metrics need two categorical annotations (cell-type labels and batches) and an embedding "
+            f"with more than two dimensions; this dataset has {len(candidate_batches)} annotation(s) and "
+            f"{len(embeddings)} such embedding(s). Choose another dataset on the Home page.")
+    st.stop()
+
+
+def drop_stale(key: str, options: list[str], explain: bool = True) -> None:
+    """Forget a remembered choice that this dataset does not offer (e.g. after switching datasets)."""
+    stale = st.session_state.get(key)
+    if stale is not None and stale not in options:
+        if explain:
+            st.warning(f"This dataset has no annotation '{stale}'; choose another column.")
+        del st.session_state[key]
+
+
+def default_index(options: list[str], preferred: tuple[str, ...], fallback: int = 0) -> int:
+    """The position of the first preferred name among ``options`` (case-insensitive), else ``fallback``."""
+    lowered = [option.lower() for option in options]
+    return next((lowered.index(name) for name in preferred if name in lowered), fallback)
+
+
+drop_stale("mt_label", columns)
+left, right = st.columns(2)
+label_key = left.selectbox("Cell-type labels (label key)", columns, index=default_index(columns, LABEL_LIKE),
+                           key="mt_label")
+batch_options = [column for column in candidate_batches if column != label_key]
+drop_stale("mt_batch", batch_options, explain=st.session_state.get("mt_batch") != label_key)
+n_values = {column: adata.obs[column].nunique() for column in batch_options}
+fewest = min(batch_options, key=lambda column: (n_values[column] < 2, n_values[column]))  # batches are usually few
+batch_key = right.selectbox("Batches (batch key)", batch_options,
+                            index=default_index(batch_options, BATCH_LIKE, batch_options.index(fewest)), key="mt_batch",
+                            help="The column whose values should mix: batch, sample, donor, run…")
+remembered = st.session_state.get("mt_embeddings", embeddings)
+st.session_state["mt_embeddings"] = [key for key in remembered if key in embeddings]
+chosen = st.multiselect("Embeddings", embeddings, key="mt_embeddings",
+                        help="obsm keys with more than two dimensions; pcr_comparison compares each with X_pca.")
+
+n_batches = n_values[batch_key]
+if n_batches < 2:
+    st.warning(f"'{batch_key}' has a single value in every cell, so there are no batches to mix and batch correction "
+               "cannot be scored. Choose a column that names batches (sample, donor, sequencing run…).")
+elif not any(batch_key.lower() == name or batch_key.lower().startswith(name) for name in BATCH_LIKE):
+    demo = state.current_source()[0] == state.DEMO
+    st.info(f"'{batch_key}' does not look like a batch column. With it, the batch-correction scores measure how well "
+            f"its {n_batches} values are mixed, which is integration only if they are technical batches"
+            + (" (the demo data has none: its columns are cell types, clusters and cell-cycle phases)." if demo
+               else "."))
+
+run = st.button("Compute metrics", type="primary", key="mt_run", disabled=n_batches < 2 or not chosen)
+request = (analysis.key, label_key, batch_key, tuple(chosen))
+if run:
+    st.session_state["mt_request"] = request
+if st.session_state.get("mt_request") != request:
+    st.caption("Choose the columns and embeddings, then press **Compute metrics** (about 35 seconds per embedding "
+               "of 100,000 cells on 2 cores; results are kept for the same choices).")
+    st.stop()
+
+try:
+    table = state.integration_metrics(*request, analysis)
+except InputError as error:
+    st.error(str(error))
+    st.stop()
+
+for note in table.attrs.get("notes", []):
+    st.info(note)
+ordered = table.sort_values("total", ascending=False)
+config = {name: st.column_config.NumberColumn(name, help=EXPLAIN[name], format="%.3f")
+          for name in BIO_METRICS + BATCH_METRICS}
+config.update({name: st.column_config.ProgressColumn(name, help=EXPLAIN[name], format="%.3f", min_value=0.0,
+                                                     max_value=1.0) for name in AGGREGATES})
+st.subheader(f"{label_key} as labels, {batch_key} as batches ({table.attrs.get('n_cells', adata.n_obs):,} cells)")
+st.dataframe(ordered, column_config=config, width="stretch", key="mt_table")
+groups = {"Bio conservation": BIO_METRICS, "Batch correction": BATCH_METRICS, "Aggregate": AGGREGATES}
+st.plotly_chart(metrics_figure(ordered, groups), width="stretch", key="mt_chart", config={"displaylogo": False})
+st.download_button("Metrics table (CSV)", ordered.reset_index().to_csv(index=False).encode(),
+                   file_name=f"integration_metrics_{label_key}_{batch_key}.csv", mime="text/csv", key="mt_csv")

@@ -1,0 +1,101 @@
+"""AppTest for the Search & transfer page on the demo: similar cells, label transfer, mapping, and bad input."""
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("app_folders")
+
+
+def search_page() -> AppTest:
+    app = AppTest.from_file(str(ROOT / "pages/search.py"), default_timeout=300).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def table(app: AppTest, *columns: str):
+    """The first table shown that has all ``columns``."""
+    return next(frame.value for frame in app.dataframe if set(columns) <= set(frame.value.columns))
+
+
+def test_similar_cells_of_a_cell_and_of_a_group_with_their_composition():
+    app = search_page()
+    assert not app.error, [e.value for e in app.error]
+    neighbours = table(app, "cosine_similarity")
+    assert len(neighbours) == 15 and neighbours["euclidean_distance"].is_monotonic_increasing
+    assert table(app, "cell_type", "percent")["n_cells"].sum() == 15
+    app.radio(key="search_how").set_value("A group").run()
+    app.selectbox(key="search_group_column").set_value("cell_type").run()
+    app.selectbox(key="search_group_value").set_value("CD19+ B").run()
+    app.radio(key="search_metric").set_value("cosine").run()
+    assert not app.exception and not app.error
+    neighbours = table(app, "cosine_similarity")
+    assert (neighbours["cell_type"] != "CD19+ B").all()  # the group itself is left out
+    assert neighbours["cosine_similarity"].is_monotonic_decreasing
+    app.radio(key="search_how").set_value("Selection on the plot").run()
+    assert not app.exception and not app.error
+    assert any("Draw a box or lasso" in c.value for c in app.caption)
+
+
+def test_unknown_cell_id_shows_a_suggestion_and_the_page_stays_up():
+    app = search_page()
+    app.text_input(key="search_cell").set_value("AAAGCCTGGCTAAC-1x").run()
+    assert not app.exception
+    assert "Did you mean AAAGCCTGGCTAAC-1" in app.error[0].value
+    assert app.get("plotly_chart")  # the UMAP is still drawn
+
+
+def test_label_transfer_within_the_demo_scores_it_and_refuses_a_bad_label_key():
+    app = search_page()
+    assert app.radio(key="tr_split").value.startswith("A random half")  # the demo has no donors
+    app.button(key="tr_run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    accuracy = next(float(m.value) for m in app.metric if m.label == "Accuracy")
+    assert 0.6 < accuracy <= 1.0
+    assert len(table(app, "recall")) == 10
+    app.slider(key="tr_threshold").set_value(0.95).run()  # a stricter threshold: more unassigned, no recomputation
+    assert int(next(m.value for m in app.metric if m.label == "Unassigned").replace(",", "")) > 0
+    app.selectbox(key="tr_label").set_value("full_total_umis").run()
+    app.button(key="tr_run").click().run()
+    assert not app.exception
+    assert "identifier or a measurement" in app.error[0].value
+
+
+def test_label_transfer_with_another_dataset_both_ways_and_one_without_shared_genes(demo):
+    folder = Path(os.environ["SCCORE_DATA_DIRS"])
+    demo[::5].copy().write_h5ad(folder / "demo_subset.h5ad")
+    renamed = demo[::5].copy()
+    renamed.var_names = [f"ENSG{i:011d}" for i in range(renamed.n_vars)]
+    renamed.write_h5ad(folder / "renamed.h5ad")
+    app = search_page()
+    app.selectbox(key="map_file").set_value(f"{folder.name}/demo_subset.h5ad").run()
+    app.button(key="map_run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    # the demo's own cells map exactly onto their embedding; the demo's labels overlap, so kNN gets ~0.8 of them
+    assert float(next(m.value for m in app.metric if m.label == "Accuracy")) > 0.7
+    assert any("765 of the 765 genes" in info.value and "full_total_umis" in info.value for info in app.info)
+    assert len(app.get("plotly_chart")) == 3  # search UMAP, confusion matrix, mapped cells on the UMAP
+    app.selectbox(key="map_rep").set_value("X_encoder").run()  # the demo encoder embeds the mapped cells
+    app.slider(key="tr_threshold").set_value(0.0)  # every cell assigned (the demo encoder's votes are less sure)
+    app.button(key="map_run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert float(next(m.value for m in app.metric if m.label == "Accuracy")) > 0.7
+    app.selectbox(key="map_file").set_value(f"{folder.name}/renamed.h5ad").run()
+    app.button(key="map_run").click().run()
+    assert not app.exception
+    assert "Only 0 of the dataset's 765 genes" in app.error[0].value  # the encoder's vocabulary
+    app.selectbox(key="map_rep").set_value("X_pca").run()
+    app.button(key="map_run").click().run()
+    assert not app.exception
+    assert "shares no genes" in app.error[0].value
+    app.selectbox(key="map_file").set_value(f"{folder.name}/demo_subset.h5ad")
+    app.radio(key="map_direction").set_value("The other dataset").run()  # label the whole demo from the subset
+    app.selectbox(key="map_label").set_value("cell_type")
+    app.button(key="map_run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert next(m.value for m in app.metric if m.label == "Query cells") == "700"
+    assert float(next(m.value for m in app.metric if m.label == "Accuracy")) > 0.5
