@@ -98,29 +98,34 @@ def presence_gradients(model: LoadedModel, cells: list[TokenizedCell], direction
     n_directions = len(directions)
     basis = torch.as_tensor(directions, dtype=torch.float32, device=device)
     cells_per_batch = max(1, batch_size // n_directions)
+    directions_per_pass = min(n_directions, batch_size)  # long cells: a few directions per backward pass
     embeddings = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
-    gradients: list[np.ndarray] = [np.zeros((n_directions, 0), dtype=np.float32)] * len(cells)
+    gradients = [np.zeros((n_directions, len(cell.tokens)), dtype=np.float32) for cell in cells]
     order = np.argsort([-len(cell.tokens) for cell in cells], kind="stable")
     for batch_start in range(0, len(order), cells_per_batch):
         rows = order[batch_start:batch_start + cells_per_batch]
-        tokens, attention, bins = pad_batch([cells[i] for i in rows], device)
-        tokens, attention, bins = (t.repeat_interleave(n_directions, 0) for t in (tokens, attention, bins))
-        presence = torch.ones(tokens.shape, device=device, requires_grad=True)
-        with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            states = encoder(tokens, attention, bins if model.config.n_bins else None, all_layers=True,
-                             presence=presence)[layer].float()
-            weights = attention & (tokens != PAD_ID)
-            if model.config.add_cls:
-                weights[:, 0] = False
-            weights = weights.float() * presence
-            pooled = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
-            projected = (pooled * basis.repeat(len(rows), 1)).sum()
-            (gradient,) = torch.autograd.grad(projected, presence)
-        gradient = -gradient.float().view(len(rows), n_directions, -1).cpu().numpy()
-        pooled = pooled.detach().view(len(rows), n_directions, -1)[:, 0]
-        for slot, cell in enumerate(rows):
-            embeddings[cell] = pooled[slot].cpu().numpy()
-            gradients[cell] = gradient[slot, :, :len(cells[cell].tokens)]
+        cell_tokens, cell_attention, cell_bins = pad_batch([cells[i] for i in rows], device)
+        for first_direction in range(0, n_directions, directions_per_pass):
+            chunk = basis[first_direction:first_direction + directions_per_pass]
+            tokens, attention, bins = (t.repeat_interleave(len(chunk), 0)
+                                       for t in (cell_tokens, cell_attention, cell_bins))
+            presence = torch.ones(tokens.shape, device=device, requires_grad=True)
+            with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                states = encoder(tokens, attention, bins if model.config.n_bins else None, all_layers=True,
+                                 presence=presence)[layer].float()
+                weights = attention & (tokens != PAD_ID)
+                if model.config.add_cls:
+                    weights[:, 0] = False
+                weights = weights.float() * presence
+                pooled = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+                projected = (pooled * chunk.repeat(len(rows), 1)).sum()
+                (gradient,) = torch.autograd.grad(projected, presence)
+            gradient = -gradient.float().view(len(rows), len(chunk), -1).cpu().numpy()
+            pooled = pooled.detach().view(len(rows), len(chunk), -1)[:, 0].cpu().numpy()
+            for slot, cell in enumerate(rows):
+                embeddings[cell] = pooled[slot]
+                gradients[cell][first_direction:first_direction + len(chunk)] = \
+                    gradient[slot, :, :len(cells[cell].tokens)]
     return embeddings, gradients
 
 

@@ -119,6 +119,8 @@ def test_presence_gradients_match_a_finite_difference(demo, demo_model):
     basis = np.eye(demo_model.config.d_model, dtype=np.float32)
     embedding, (estimate,) = presence_gradients(demo_model, [cell], basis, precision="fp32")
     np.testing.assert_allclose(embedding[0], embed_tokens(demo_model, [cell], precision="fp32")[0], atol=1e-5)
+    _, (in_passes,) = presence_gradients(demo_model, [cell], basis, batch_size=16, precision="fp32")  # 8 passes
+    np.testing.assert_allclose(in_passes, estimate, atol=1e-6)
     tokens = torch.as_tensor(cell.tokens)[None]
     bins = torch.as_tensor(cell.bins)[None]
     step = 1e-3
