@@ -19,6 +19,7 @@ navigation = st.navigation([
     st.Page("pages/knockout.py", title="Knockout", icon=":material/content_cut:", url_path="knockout"),
     st.Page("pages/search.py", title="Search & transfer", icon=":material/travel_explore:", url_path="search"),
     st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:", url_path="metrics"),
+    st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:", url_path="jobs"),
     st.Page("pages/report.py", title="Report", icon=":material/summarize:", url_path="report"),
 ])
 navigation.run()

@@ -442,6 +442,75 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_params(kind: str, items: list[str] | None) -> dict:
+    """``--param KEY=VALUE`` options as job parameters: JSON values (numbers, true, {...}) or text; a
+    comma-separated text for a list parameter becomes a list."""
+    import json
+
+    from .jobs import PARAMETERS
+
+    params = {}
+    for item in items or []:
+        key, separator, text = item.partition("=")
+        if not separator:
+            raise InputError(f"--param takes KEY=VALUE, not '{item}'.")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        if isinstance(PARAMETERS.get(kind, {}).get(key), list) and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        params[key] = value
+    return params
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from .jobs import JobStore, checked_params, close, connect, submit, wait
+    from .settings import load_settings
+
+    settings = load_settings()
+    scheduler = args.scheduler if args.scheduler is not None else settings.scheduler_address
+    store = JobStore(settings.cache_dir)
+    params = checked_params(args.kind, {"input": args.input, **_job_params(args.kind, args.param)})
+    client = connect(scheduler)
+    try:
+        job_id = submit(client, store, args.user, args.kind, params)
+        print(job_id, flush=True)
+        if not args.wait and scheduler:
+            return 0
+        if not args.wait:
+            print("No scheduler: the job runs on a local cluster that lives as long as this command, so it waits.",
+                  file=sys.stderr)
+        bar, progress = _progress_bar(args.kind)
+        record = wait(store, args.user, job_id, progress)
+        bar.close()
+    finally:
+        close(client)
+    if record.status != "finished":
+        raise InputError(f"Job {job_id} {record.status}{': ' + record.error if record.error else ''}")
+    print(f"{record.result}{' (found in the cache)' if record.cached else ''}")
+    return 0
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    import time
+
+    from .jobs import JobStore, cancel, list_jobs
+    from .settings import load_settings
+
+    store = JobStore(load_settings().cache_dir)
+    if args.cancel:
+        record = cancel(store, args.user, args.cancel)
+        print(f"{record.id}: {record.status if record.done else 'cancel requested'}")
+        return 0
+    for record in list_jobs(store, args.user):
+        submitted = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.submitted))
+        duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
+        outcome = record.error or record.result or f"{record.progress:.0%} {record.message}"
+        print(f"{record.id}  {record.kind:<8} {record.status:<9} {submitted}  {duration:>8}  {outcome}")
+    return 0
+
+
 def _add_perturbation_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("input", metavar="IN.h5ad", help="raw counts (X, layers['counts'] or .raw)")
     parser.add_argument("--model", required=True, metavar="DIR|pca|linear", help=model_help)
@@ -614,6 +683,31 @@ def build_parser() -> argparse.ArgumentParser:
     reporter.add_argument("--rows", type=int, default=20, help="rows shown of each ranked table")
     _add_preprocess_arguments(reporter)
     reporter.set_defaults(run=_cmd_report)
+
+    from .jobs import KINDS
+    from .settings import LOCAL_USER
+
+    submitter = commands.add_parser("submit", help="run training, embedding, UMAP, a screen or metrics as a Dask job",
+                                    description="Submit a background job to a Dask cluster (--scheduler, else "
+                                                "scheduler_address in the settings, else a local cluster) and print "
+                                                "its id; the result goes to the cache folder, under a key made from "
+                                                "the input's content and the parameters.")
+    submitter.add_argument("kind", choices=KINDS)
+    submitter.add_argument("input", metavar="IN.h5ad")
+    submitter.add_argument("--param", action="append", metavar="KEY=VALUE",
+                           help="a job parameter (sccore.jobs.PARAMETERS), e.g. model=pca, top=100, epochs=2, "
+                                'where=\'{"cell_type": "B"}\', embeddings=X_pca,X_encoder')
+    submitter.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786")
+    submitter.add_argument("--wait", action="store_true", help="wait for the job with a progress bar")
+    submitter.add_argument("--user", default=LOCAL_USER, help="whose job it is (default: the app's local user)")
+    submitter.set_defaults(run=_cmd_submit)
+
+    lister = commands.add_parser("jobs", help="list (or cancel) background jobs",
+                                 description="One line per job, newest first: id, kind, status, submitted, "
+                                             "duration, and the result, the error or the progress.")
+    lister.add_argument("--user", default=LOCAL_USER, help="whose jobs (default: the app's local user)")
+    lister.add_argument("--cancel", metavar="JOB_ID", help="ask this job to stop")
+    lister.set_defaults(run=_cmd_jobs)
 
     users = commands.add_parser("add-user", help="add a user to the password file for login (or change a password)",
                                 description="Add a user to the password file (user:salt:scrypt-hash lines) that "

@@ -1,0 +1,166 @@
+"""Background jobs on a local Dask cluster of one worker process: results, the cache, cancelling, a killed
+worker, users kept apart, and `python -m sccore submit --wait`."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from sccore import jobs
+from sccore.embed import pca
+from sccore.errors import InputError
+from sccore.perturb import screen
+from sccore.pp import default_params, preprocess
+from tests.conftest import ROOT, make_counts
+
+SMALL = {"min_genes": 0, "top": 40}
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A local cluster of one worker process; a task whose worker dies fails at once (no retry), so the test
+    sees the failure the page would show."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")  # read by the scheduler's subprocess
+        client = jobs.connect()
+    yield client
+    jobs.close(client)
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory):
+    """Counts whose full screen takes several seconds: long enough to cancel or kill it midway."""
+    path = tmp_path_factory.mktemp("big") / "big.h5ad"
+    make_counts(n_cells=3000, n_genes=900, seed=1).write_h5ad(path)
+    return path
+
+
+def wait_until_screening(store, user, job_id, timeout_s=60):
+    """Wait until the job reports progress from inside the screen."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        record = store.read(user, job_id)
+        if record.message.startswith("screened") or record.done:
+            return record
+        time.sleep(0.05)
+    raise AssertionError("the job never started screening")
+
+
+def test_screen_job_writes_the_direct_result_then_finds_it_in_the_cache(client, tmp_path):
+    raw = make_counts()
+    raw.write_h5ad(tmp_path / "counts.h5ad")
+    store = jobs.JobStore(tmp_path / "cache")
+    params = {"input": str(tmp_path / "counts.h5ad"), **SMALL}
+    job_id = jobs.submit(client, store, "alice", "screen", params)
+    record = jobs.wait(store, "alice", job_id, timeout_s=60)
+    assert record.status == "finished", record.error
+    assert not record.cached and record.duration > 0 and record.progress == 1.0
+
+    adata = preprocess(raw, default_params(raw, min_genes=0))
+    pca(adata)
+    direct = screen(adata, np.arange(adata.n_obs), "pca", top=40)
+    direct.to_csv(tmp_path / "direct.csv", index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(record.result), pd.read_csv(tmp_path / "direct.csv"))
+
+    written = os.stat(record.result).st_mtime_ns
+    again = jobs.wait(store, "alice", jobs.submit(client, store, "alice", "screen", params), timeout_s=60)
+    assert again.status == "finished" and again.cached and again.result == record.result
+    assert os.stat(record.result).st_mtime_ns == written
+
+
+def test_cancelling_a_running_screen_leaves_no_result(client, big_file, tmp_path):
+    store = jobs.JobStore(tmp_path / "cache")
+    params = {"input": str(big_file), "min_genes": 0}
+    job_id = jobs.submit(client, store, "alice", "screen", params)
+    assert wait_until_screening(store, "alice", job_id).status == "running"
+    jobs.cancel(store, "alice", job_id)
+    record = jobs.wait(store, "alice", job_id, timeout_s=30)
+    assert record.status == "cancelled" and not record.result
+    assert not jobs.result_path("screen", jobs.checked_params("screen", params), store.cache_dir).exists()
+
+
+def test_a_killed_worker_leaves_no_half_result_and_a_resubmit_completes(client, big_file, tmp_path):
+    store = jobs.JobStore(tmp_path / "cache")
+    params = {"input": str(big_file), "min_genes": 0, "top": 300}
+    job_id = jobs.submit(client, store, "bob", "screen", params)
+    wait_until_screening(store, "bob", job_id)
+    for pid in client.run(os.getpid).values():
+        os.kill(pid, signal.SIGKILL)
+    record = jobs.wait(store, "bob", job_id, timeout_s=30)
+    assert record.status == "failed" and "Submit it again" in record.error
+    target = jobs.result_path("screen", jobs.checked_params("screen", params), store.cache_dir)
+    assert not target.exists()
+
+    client.wait_for_workers(1, timeout=60)  # the nanny starts a fresh worker
+    again = jobs.wait(store, "bob", jobs.submit(client, store, "bob", "screen", params), timeout_s=90)
+    assert again.status == "finished" and not again.cached, again.error
+    assert len(pd.read_csv(again.result)) > 0 and [path.name for path in target.parent.iterdir()] == ["screen.csv"]
+
+
+def test_each_user_sees_only_their_jobs(tmp_path):
+    store = jobs.JobStore(tmp_path)
+    for user, job_id in [("alice", "a1"), ("alice", "a2"), ("bob/../alice", "b1")]:
+        store.write(jobs.JobRecord(id=job_id, user=user, kind="umap", params={}))
+    assert [record.id for record in jobs.list_jobs(store, "alice")] == ["a2", "a1"]
+    assert [record.id for record in jobs.list_jobs(store, "bob/../alice")] == ["b1"]
+    assert jobs.list_jobs(store, "carol") == []
+    with pytest.raises(InputError, match="no job"):
+        store.read("bob/../alice", "a1")
+
+
+def test_bad_job_requests_are_refused_with_the_fix(tmp_path):
+    (tmp_path / "x.h5ad").write_bytes(b"")
+    with pytest.raises(InputError, match="Unknown job kind"):
+        jobs.checked_params("cluster", {"input": str(tmp_path / "x.h5ad")})
+    with pytest.raises(InputError, match="needs label_key, batch_key"):
+        jobs.checked_params("metrics", {"input": str(tmp_path / "x.h5ad")})
+    with pytest.raises(InputError, match="takes no parameter colour"):
+        jobs.checked_params("umap", {"input": str(tmp_path / "x.h5ad"), "colour": "red"})
+    with pytest.raises(InputError, match="existing .h5ad"):
+        jobs.checked_params("umap", {"input": str(tmp_path / "missing.h5ad")})
+
+
+def test_cli_submit_waits_and_jobs_lists_the_result(tmp_path):
+    make_counts().write_h5ad(tmp_path / "counts.h5ad")
+    env = {**os.environ, "SCCORE_CACHE_DIR": str(tmp_path / "cache"), "SCCORE_SETTINGS": os.devnull}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "sccore", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    submitted = run("submit", "screen", str(tmp_path / "counts.h5ad"), "--param", "min_genes=0", "--param", "top=20",
+                    "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id, result = submitted.stdout.split()[:2]
+    assert result.endswith("screen.csv") and len(pd.read_csv(result)) == 20
+    listed = run("jobs")
+    assert listed.returncode == 0 and job_id in listed.stdout and "finished" in listed.stdout
+    assert run("jobs", "--user", "someone-else").stdout == ""
+
+
+def test_train_embed_umap_and_metrics_jobs_chain(client, tmp_path):
+    make_counts(n_cells=200, n_genes=120).write_h5ad(tmp_path / "counts.h5ad")
+    store = jobs.JobStore(tmp_path / "cache")
+
+    def run(kind, **params):
+        record = jobs.wait(store, "alice", jobs.submit(client, store, "alice", kind, params), timeout_s=120)
+        assert record.status == "finished", record.error
+        return record
+
+    counts = str(tmp_path / "counts.h5ad")
+    model = run("train", input=counts, epochs=1, batch_size=32, device="cpu").result
+    assert (Path(model) / "model.safetensors").is_file()
+    assert run("train", input=counts, epochs=1, batch_size=32, device="cpu").cached
+    embedded = run("embed", input=counts, model=model, device="cpu").result
+    laid_out = run("umap", input=embedded, use_rep="X_encoder").result
+    assert ad.read_h5ad(laid_out).obsm["X_umap"].shape == (200, 2)
+    table = pd.read_csv(run("metrics", input=laid_out, label_key="cell_type", batch_key="batch",
+                            embeddings=["X_encoder"], unintegrated_key="X_encoder").result)
+    assert list(table["embedding"]) == ["X_encoder"] and 0 <= table["total"].iloc[0] <= 1
