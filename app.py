@@ -7,10 +7,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import access  # noqa: E402
+from dashboard import access, presentation  # noqa: E402
 
 st.set_page_config(page_title="sccore · single-cell embeddings", page_icon=":material/genetics:", layout="wide")
 access.gate()  # with login on (a server), only the login page until someone logs in
+presentation.show_frame()  # the logo and the Presentation mode toggle
 navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
     st.Page("pages/data.py", title="Data & QC", icon=":material/filter_alt:", url_path="data"),
@@ -19,7 +20,7 @@ navigation = st.navigation([
     st.Page("pages/knockout.py", title="Knockout", icon=":material/content_cut:", url_path="knockout"),
     st.Page("pages/search.py", title="Search & transfer", icon=":material/travel_explore:", url_path="search"),
     st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:", url_path="metrics"),
-    st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:", url_path="jobs"),
     st.Page("pages/report.py", title="Report", icon=":material/summarize:", url_path="report"),
+    st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:", url_path="jobs"),
 ])
 navigation.run()

@@ -20,11 +20,13 @@ from sccore import InputError
 from sccore.cache import DiskCache, atomic_write
 from sccore.io import categorical_columns, load_demo, open_dataset
 from sccore.pp import PreprocessParams, default_params, qc_metrics
-from sccore.render import View, category_colors, fit_view, legend_table, render_categories, render_values
+from sccore.render import (View, category_colors, fit_view, legend_table, render_categories, render_values,
+                           safe_category_colors)
 from sccore.export import embedding_table, h5ad_bytes
 from sccore.settings import Settings, load_settings, printable, resolve_inside, safe_file_name
 from sccore.workflow import Analysis, PipelineParams, analyse
 
+from dashboard import presentation
 from dashboard.access import current_user
 
 DEMO = "demo"
@@ -202,15 +204,40 @@ def color_options(analysis: Analysis) -> list[str]:
     return sorted(columns, key=lambda name: (preferred.index(name) if name in preferred else len(preferred), name))
 
 
+def category_palette(values: pd.Series) -> list[str]:
+    """One colour per category of ``values``: colour-blind safe in presentation mode (the largest categories in
+    Okabe-Ito, the rest grey), else ``sccore.render.category_colors``."""
+    values = values.astype("category")
+    if presentation.is_on():
+        codes = values.cat.codes.to_numpy()
+        return safe_category_colors(np.bincount(codes[codes >= 0], minlength=len(values.cat.categories)))
+    return category_colors(len(values.cat.categories))
+
+
+def category_image(analysis_key: str, layout: str, column: str, view: View, analysis: Analysis):
+    """RGBA image of a layout coloured by an ``obs`` column (:func:`category_palette`), and its legend table."""
+    colors = tuple(category_palette(analysis.adata.obs[column]))
+    return _category_image(analysis_key, layout, column, view, colors, analysis)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def category_image(analysis_key: str, layout: str, column: str, view: View, _analysis: Analysis):
-    """RGBA image of a layout coloured by an ``obs`` column, and its legend table."""
+def _category_image(analysis_key: str, layout: str, column: str, view: View, colors: tuple[str, ...],
+                    _analysis: Analysis):
     coords = _analysis.layouts()[layout]
     values = _analysis.adata.obs[column].astype("category")
     codes = values.cat.codes.to_numpy()
-    colors = category_colors(len(values.cat.categories))
-    image = render_categories(coords, codes, colors, view)
-    return image, legend_table(codes, list(values.cat.categories), colors)
+    image = render_categories(coords, codes, list(colors), view)
+    return image, legend_table(codes, list(values.cat.categories), list(colors))
+
+
+@st.cache_data(show_spinner="Comparing the embeddings…", max_entries=16)
+def neighbour_agreement_scores(analysis_key: str, column: str, _analysis: Analysis) -> dict[str, float]:
+    """Each embedding's neighbour agreement with ``obs[column]`` (``sccore.report.embedding_agreement``, on the
+    analysis's own neighbours): obsm key -> share of neighbours with the cell's own label."""
+    from sccore.report import embedding_agreement
+
+    table = embedding_agreement(_analysis.adata, column, _analysis.neighbors)
+    return dict(zip(table["embedding"], table["knn_agreement"].astype(float)))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -4,6 +4,8 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import state
+from dashboard.explain import column_help
+from sccore.glossary import HELP
 from sccore.plots import qc_histograms
 from sccore.pp import steps_table
 
@@ -40,7 +42,8 @@ with st.form("filters"):
         st.rerun()
 
 st.subheader("What the filters removed")
-st.dataframe(steps_table(analysis.adata), hide_index=True, width="stretch")
+steps = steps_table(analysis.adata)
+st.dataframe(steps, hide_index=True, width="stretch", column_config=column_help(steps))
 adata = analysis.adata
 st.write(f"**{adata.n_obs:,} cells x {adata.n_vars:,} genes** remain; "
          f"{int(adata.var['highly_variable'].sum()):,} highly variable genes feed PCA.")
@@ -48,3 +51,4 @@ ratio = adata.uns["X_pca"]["variance_ratio"]
 st.plotly_chart(px.line(x=list(range(1, len(ratio) + 1)), y=ratio, markers=True,
                         labels={"x": "principal component", "y": "fraction of variance"},
                         title="Variance explained per principal component"), width="stretch")
+st.caption(HELP["variance_ratio"] + " Where the curve flattens, later components add mostly noise.")

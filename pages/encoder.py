@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import state
 from sccore import InputError
 from sccore.device import describe, resolve_device
+from sccore.glossary import HELP
 from sccore.models import PRESETS, TrainConfig, train
 from sccore.plots import loss_curve
 from sccore.settings import safe_file_name
@@ -56,6 +57,7 @@ else:
                                                              "vocab_size") if key in config))
     if isinstance(training.get("history"), list):
         st.plotly_chart(loss_curve(training["history"]), width="stretch", key="model_curve")
+        st.caption(HELP["loss"])
     if models[label] == current:
         st.success(f"The cells are embedded with this model ({analysis.adata.obsm['X_encoder'].shape[1]} dimensions); "
                    "see its UMAP beside PCA's on the Explore page.")

@@ -4,9 +4,11 @@ import numpy as np
 import streamlit as st
 
 from dashboard import state
+from sccore.glossary import HELP, baseline_note
 from sccore.plots import layout_figure
 from sccore.render import png_bytes
 from sccore.select import cells_in_selection, composition, selection_bounds
+from sccore.workflow import layout_key
 
 st.title("Explore the cells")
 analysis = state.open_or_stop()
@@ -75,6 +77,17 @@ if compare and second:
         selected = np.union1d(selected, draw(second, "b"))
 else:
     selected = draw(first, "a")
+if mode == "Gene":
+    st.caption(f"Colour: {gene}'s log-normalised expression (log1p), light for none to dark for the most; where cells "
+               "overlap, the highest value shows.")
+else:
+    st.caption(f"Colour: each cell's {column}; a pixel holding several colours mixes them by count, and denser "
+               "places are more opaque.")
+shown_reps = {rep for rep in ("X_pca", "X_encoder") if layout_key(rep) in (first, second)}
+if mode == "Annotation" and {"X_encoder", "X_pca"} <= shown_reps:
+    scores = state.neighbour_agreement_scores(analysis.key, column, analysis)
+    st.info(baseline_note(f"neighbour agreement by {column}", scores["X_encoder"], {"PCA baseline": scores["X_pca"]})
+            + " " + HELP["knn_agreement"])
 
 st.subheader("Selected cells")
 if len(selected) == 0:

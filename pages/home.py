@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import state
 from sccore import InputError
+from sccore.glossary import help_for
 from sccore.io import categorical_columns
 
 st.title("Single-cell embeddings explorer")
@@ -55,9 +56,10 @@ info = adata.uns.get("dataset", {})
 st.subheader(info.get("name", "Dataset"))
 st.write(info.get("description", ""))
 cells, genes, columns = st.columns(3)
-cells.metric("Cells", f"{adata.n_obs:,}")
-genes.metric("Genes", f"{adata.n_vars:,}")
-columns.metric("Cell annotations", len(adata.obs.columns))
+cells.metric("Cells", f"{adata.n_obs:,}", help="Cells is the number of cells in the file, before quality control.")
+genes.metric("Genes", f"{adata.n_vars:,}", help=help_for("n_genes"))
+columns.metric("Cell annotations", len(adata.obs.columns),
+               help=help_for("annotations"))
 for note in adata.uns.get("input", {}).get("notes", []):
     st.info(note)
 categorical = categorical_columns(adata)

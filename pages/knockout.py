@@ -12,14 +12,16 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from scipy import stats
 from streamlit.runtime.scriptrunner import RerunException, StopException
 
 from dashboard import state
+from dashboard.explain import column_help
 from sccore import InputError
 from sccore.perturb import choose_cells, goal_from_groups, screen, suggest_gene
 from sccore.plots import layout_figure
-from sccore.render import category_colors, fit_view, legend_table
+from sccore.glossary import HELP, agreement_note
+from sccore.render import fit_view, legend_table
+from sccore.report import CAVEAT, knockout_note, method_agreement
 from sccore.workflow import layout_key
 
 ALL = "(all cells)"
@@ -49,7 +51,6 @@ if not model_folder:
             "on the Encoder page to add the encoder's prediction.")
 annotations = state.color_options(analysis)
 group_column = annotations[0] if annotations else None
-column_config = {name: st.column_config.NumberColumn(format=fmt) for name, fmt in NUMBER_FORMATS.items()}
 
 
 def pick_population(slot: str, container) -> tuple[str, str] | None:
@@ -183,7 +184,7 @@ def legend_strip() -> None:
     """The background's colours (the first annotation), once for every plot below."""
     values = adata.obs[group_column].astype("category")
     legend = legend_table(values.cat.codes.to_numpy(), list(values.cat.categories),
-                          category_colors(len(values.cat.categories)))  # the colours state.category_image uses
+                          state.category_palette(values))  # the colours state.category_image uses
     items = " ".join(f'<span style="white-space:nowrap;margin-right:14px"><span style="color:{row.color}">●</span> '
                      f"{html.escape(str(row.category))} ({row.n_cells:,})</span>" for row in legend.itertuples())
     st.markdown(f'<div style="font-size:0.85rem;line-height:1.7">{group_column}: {items} · '
@@ -196,7 +197,7 @@ def cell_type_bars(method: str, result) -> go.Figure:
                           "shift": 1 - result.cosine})
     table = frame.groupby("group")["shift"].agg(["mean", "sem", "count"]).sort_values("mean", ascending=False)
     categories = [str(v) for v in adata.obs[group_column].astype("category").cat.categories]
-    colors = dict(zip(categories, category_colors(len(categories))))  # the UMAP's colours
+    colors = dict(zip(categories, state.category_palette(adata.obs[group_column])))  # the UMAP's colours
     figure = go.Figure(go.Bar(x=table.index, y=table["mean"], error_y={"type": "data", "array": table["sem"].fillna(0)},
                               customdata=table["count"], marker_color=[colors.get(g, "#888888") for g in table.index],
                               hovertemplate="%{x}<br>mean shift %{y:.3g}<br>%{customdata} cells<extra></extra>"))
@@ -225,12 +226,15 @@ else:
                    if entry["n_chosen"] < entry["n_population"] else "")
         st.subheader(f"{mode.capitalize()} {gene} in {describe(population)}{sampled}")
         summary = pd.DataFrame([{**result.summary(), "method": LABEL[method]} for method, result in done.items()])
-        st.dataframe(summary[["method", "n_cells", "n_not_expressed", "mean_cosine", "mean_shift", "mean_shift_norm"]],
-                     hide_index=True, width="stretch", column_config=column_config, key="ko_summary")
+        summary = summary[["method", "n_cells", "n_not_expressed", "mean_cosine", "mean_shift", "mean_shift_norm"]]
+        st.dataframe(summary, hide_index=True, width="stretch", column_config=column_help(summary, NUMBER_FORMATS),
+                     key="ko_summary")
         st.caption("**Cosine** compares each cell's embedding before and after the knockout (1 = unchanged); "
                    "**shift** = 1 − cosine, so larger means the knockout moves the cell more; **shift norm** is the "
                    "length of the move in the embedding's own units. Sizes differ between embeddings: compare "
                    "methods by their ranking of genes or cell types, not by the raw numbers.")
+        if {"encoder", "linear"} <= set(done):
+            st.info(knockout_note(state.session_knockouts(analysis.key)))
         n_silent = len(any_result.not_expressed)
         n_chosen = n_silent + len(any_result.cells)
         st.markdown(f"**{n_silent:,} of the {n_chosen:,} chosen cells do not express {gene}** (no counts): they are "
@@ -255,6 +259,7 @@ else:
                 for area, (method, result) in zip(st.columns(len(done)), done.items()):
                     area.plotly_chart(cell_type_bars(method, result), width="stretch", key=f"ko_bars_{method}",
                                       config={"displaylogo": False})
+                st.caption("Bars: the mean shift of each group's cells, with its standard error. " + HELP["shift"])
             else:
                 st.caption(f"The chosen cells are all one {group_column}; choose {ALL} (or another annotation) "
                            f"to compare the shift between {group_column} values.")
@@ -390,19 +395,6 @@ elif screened is None:
     screened = state.recall_result(("screen",) + sc_key)
 
 
-def spearman_table(tables: dict[str, pd.DataFrame], score: str) -> pd.DataFrame:
-    """Spearman correlation of each pair of methods' gene scores, over the genes both screened."""
-    rows = []
-    names = list(tables)
-    for i, first in enumerate(names):
-        for second in names[i + 1:]:
-            both = tables[first][["gene", score]].merge(tables[second][["gene", score]], on="gene").dropna()
-            rho = stats.spearmanr(both[f"{score}_x"], both[f"{score}_y"])[0] if len(both) >= 3 else np.nan
-            rows.append({"methods": f"{LABEL[first]} vs {LABEL[second]}", "shared genes": len(both),
-                         "spearman_rho": float(rho)})
-    return pd.DataFrame(rows)
-
-
 if screened is None:
     st.caption("Choose cells and methods, then press **Run screen**. Results are kept: the same settings reopen "
                "them without computing again.")
@@ -426,27 +418,23 @@ else:
         tabs = st.tabs([f"{LABEL[m]} ({len(t):,} genes)" for m, t in tables.items()])
         for tab, (method, table) in zip(tabs, tables.items()):
             shown = [c for c in SCREEN_COLUMNS if c in table.columns]
-            tab.dataframe(table[shown], hide_index=True, width="stretch", column_config=column_config,
-                          key=f"sc_table_{method}")
+            tab.dataframe(table[shown], hide_index=True, width="stretch",
+                          column_config=column_help(table[shown], NUMBER_FORMATS), key=f"sc_table_{method}")
         long = pd.concat(tables.values(), ignore_index=True)
         long.insert(0, "status", "partial" if screened["partial"] else "complete")
         st.download_button("Screen results (CSV, every method)", long.to_csv(index=False).encode(),
                            file_name="knockout_screen_partial.csv" if screened["partial"] else "knockout_screen.csv",
                            mime="text/csv", key="sc_csv")
         if len(tables) > 1:
-            st.markdown(f"**Do the methods agree?** Spearman correlation of the genes' {score} between methods:")
-            agreement = spearman_table(tables, score)
-            st.dataframe(agreement, hide_index=True, column_config={"spearman_rho": st.column_config.NumberColumn(
-                format="%.2f")}, key="sc_agreement")
+            st.markdown(f"**Do the methods agree?** Spearman correlation of the genes' {score} between methods, and "
+                        "how many of their best genes they share:")
+            agreement = method_agreement(tables, score)
+            st.dataframe(agreement, hide_index=True, column_config=column_help(agreement, {"spearman_rho": "%.2f"}),
+                         key="sc_agreement")
             pair = agreement[agreement["methods"] == f"{LABEL['encoder']} vs {LABEL['linear']}"]
-            if len(pair) and np.isfinite(pair["spearman_rho"].iloc[0]):
-                rho = pair["spearman_rho"].iloc[0]
-                agree = ("largely agree" if rho >= 0.7 else "partly agree" if rho >= 0.3 else "hardly agree")
-                shared = int(pair["shared genes"].iloc[0])
-                st.markdown(f"The encoder and the linear baseline **{agree}** on this ranking (ρ = {rho:.2f} over "
-                            f"{shared} genes" + ("; with so few genes this is a rough estimate)." if shared < 30
-                                                 else ")."))
-        st.info("Read the encoder's ranking with the baselines beside it: published benchmarks of perturbation "
-                "prediction often find that simple linear baselines do as well as single-cell foundation models "
-                "(e.g. Ahlmann-Eltze, Huber & Anders, Nature Methods 2025). A gene the encoder ranks high but the "
-                "baselines do not is a hypothesis to test, not a finding.")
+            if len(pair):
+                note = agreement_note(float(pair["spearman_rho"].iloc[0]), int(pair["shared_genes"].iloc[0]),
+                                      "the screened genes")
+                if note:
+                    st.markdown(note)
+        st.info(CAVEAT)

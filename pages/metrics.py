@@ -9,26 +9,13 @@ import streamlit as st
 
 from dashboard import state
 from sccore import InputError
+from sccore.glossary import help_for
 from sccore.metrics import AGGREGATES, BATCH_METRICS, BIO_METRICS
 from sccore.plots import metrics_figure
+from sccore.report import metrics_note
 
 LABEL_LIKE = ("cell_type", "celltype", "cell_types", "label", "labels", "annotation")
 BATCH_LIKE = ("batch", "sample", "donor_id", "donor", "individual", "patient", "library", "run", "condition")
-EXPLAIN = {
-    "isolated_labels": "Silhouette of the cell types found in the fewest batches, rescaled to 0-1.",
-    "kmeans_nmi": "Normalised mutual information of KMeans clusters (k = number of labels) with the labels.",
-    "kmeans_ari": "Adjusted Rand index of KMeans clusters (k = number of labels) with the labels.",
-    "silhouette_label": "Mean silhouette width by label, rescaled (asw + 1) / 2.",
-    "clisi": "Cell-type LISI over 90 neighbours, scaled: 1 = neighbours share the cell's label.",
-    "silhouette_batch": "Within each label, 1 - |silhouette by batch|: 1 = batches overlap.",
-    "ilisi": "Batch LISI over 90 neighbours, scaled: 1 = all batches equally among the neighbours.",
-    "kbet": "kBET acceptance rate per label: share of neighbourhoods whose batch mix matches the label's.",
-    "graph_connectivity": "Share of each label's cells in the largest connected piece of its 15-neighbour graph.",
-    "pcr_comparison": "Share of the batch's explained variance (vs the unintegrated X_pca) that was removed.",
-    "bio_conservation": "Mean of the five bio-conservation metrics.",
-    "batch_correction": "Mean of the five batch-correction metrics.",
-    "total": "0.6 x bio conservation + 0.4 x batch correction (scIB's weighting).",
-}
 
 st.title("Integration metrics")
 st.caption("How well each embedding keeps cell types apart (bio conservation) while mixing batches (batch "
@@ -106,13 +93,18 @@ except InputError as error:
 for note in table.attrs.get("notes", []):
     st.info(note)
 ordered = table.sort_values("total", ascending=False)
-config = {name: st.column_config.NumberColumn(name, help=EXPLAIN[name], format="%.3f")
+config = {name: st.column_config.NumberColumn(name, help=help_for(name), format="%.3f")
           for name in BIO_METRICS + BATCH_METRICS}
-config.update({name: st.column_config.ProgressColumn(name, help=EXPLAIN[name], format="%.3f", min_value=0.0,
+config.update({name: st.column_config.ProgressColumn(name, help=help_for(name), format="%.3f", min_value=0.0,
                                                      max_value=1.0) for name in AGGREGATES})
 st.subheader(f"{label_key} as labels, {batch_key} as batches ({table.attrs.get('n_cells', adata.n_obs):,} cells)")
 st.dataframe(ordered, column_config=config, width="stretch", key="mt_table")
+note = metrics_note(ordered)
+if note:
+    st.info(note)
 groups = {"Bio conservation": BIO_METRICS, "Batch correction": BATCH_METRICS, "Aggregate": AGGREGATES}
 st.plotly_chart(metrics_figure(ordered, groups), width="stretch", key="mt_chart", config={"displaylogo": False})
+st.caption("Each bar is one score of one embedding, in 0-1 (higher is better); hover over a column name in the table "
+           "above for what it measures. " + help_for("total"))
 st.download_button("Metrics table (CSV)", ordered.reset_index().to_csv(index=False).encode(),
                    file_name=f"integration_metrics_{label_key}_{batch_key}.csv", mime="text/csv", key="mt_csv")

@@ -15,10 +15,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
+from dashboard.explain import column_help
 from sccore import InputError
 from sccore.export import h5ad_bytes
+from sccore.glossary import help_for
 from sccore.plots import confusion_figure, layout_figure
-from sccore.render import category_colors, legend_table, render_categories
+from sccore.render import legend_table, render_categories
+from sccore.report import transfer_note
 from sccore.select import cells_in_selection
 from sccore.transfer import (UNASSIGNED, cell_positions, compositions, confusion_table, label_order, per_type_scores,
                              score)
@@ -72,25 +75,27 @@ def show_transfer(true: pd.Series | None, predicted: np.ndarray, confidence: np.
         truth = true.astype(str).to_numpy()[known]
         scores = score(truth, predicted[known])
         cells, accuracy, f1, unassigned = st.columns(4)
-        cells.metric("Query cells", f"{len(predicted):,}")
-        accuracy.metric("Accuracy", f"{scores['accuracy']:.3f}", help="Unassigned cells count as wrong.")
-        f1.metric("Macro F1", f"{scores['macro_f1']:.3f}", help="The mean over the true types of each type's F1.")
+        cells.metric("Query cells", f"{len(predicted):,}", help=help_for("n_cells"))
+        accuracy.metric("Accuracy", f"{scores['accuracy']:.3f}", help=help_for("accuracy"))
+        f1.metric("Macro F1", f"{scores['macro_f1']:.3f}", help=help_for("macro_f1"))
         unassigned.metric("Unassigned", f"{n_unassigned:,}",
-                          help=f"Accuracy over the assigned cells: {scores['accuracy_assigned']:.3f}.")
+                          help=f"{help_for('n_unassigned')} Accuracy over the assigned cells: "
+                               f"{scores['accuracy_assigned']:.3f}.")
         if scores["types_never_predicted"]:
             st.caption(f"Never predicted: {', '.join(scores['types_never_predicted'])} (absent from the reference, "
                        "or outvoted).")
         table = confusion_table(truth, predicted[known], order)
         st.plotly_chart(confusion_figure(table, "Confusion matrix (colour: share of each true type)"), width="stretch",
                         key=f"{slot}_confusion", config={"displaylogo": False})
-        st.dataframe(per_type_scores(truth, predicted[known], order), hide_index=True, key=f"{slot}_per_type",
-                     column_config={name: st.column_config.NumberColumn(format="%.3f")
-                                    for name in ("recall", "precision", "f1")})
+        per_type = per_type_scores(truth, predicted[known], order)
+        st.dataframe(per_type, hide_index=True, key=f"{slot}_per_type",
+                     column_config=column_help(per_type, {"recall": "%.3f", "precision": "%.3f", "f1": "%.3f"}))
     else:
-        st.metric("Query cells", f"{len(predicted):,}")
+        st.metric("Query cells", f"{len(predicted):,}", help=help_for("n_cells"))
         counts = pd.Series(predicted).value_counts()
-        st.dataframe(pd.DataFrame({"predicted": counts.index, "n_cells": counts.to_numpy()}), hide_index=True,
-                     key=f"{slot}_counts")
+        counts = pd.DataFrame({"predicted": counts.index, "n_cells": counts.to_numpy()})
+        st.dataframe(counts, hide_index=True, key=f"{slot}_counts", column_config=column_help(counts))
+    st.caption(f"{help_for('confidence')} Mean confidence: {float(np.mean(confidence)):.3f}.")
     labels = pd.DataFrame({key_added: pd.Categorical(predicted), f"{key_added}_confidence": confidence},
                           index=pd.Index(cell_names, name="cell"))
     table = labels if true is None else pd.concat([true.rename(f"true_{true.name}"), labels], axis=1)
@@ -99,6 +104,15 @@ def show_transfer(true: pd.Series | None, predicted: np.ndarray, confidence: np.
                          key=f"{slot}_csv")
     right.download_button("Query cells with labels (h5ad)", labelled_h5ad(cache_key, labels, build_export),
                           file_name=f"{key_added}.h5ad", mime="application/octet-stream", key=f"{slot}_h5ad")
+
+
+def accuracy_of(rep_key: str, query: np.ndarray) -> dict:
+    """Accuracy and macro F1 of the within-dataset transfer above, redone in ``obsm[rep_key]``, at the threshold."""
+    redone = state.transfer_within(analysis.key, rep_key, label_key, reference_cells, query, tr_k, analysis)
+    truth = adata.obs[label_key].iloc[query]
+    known = truth.notna().to_numpy()
+    scores = score(truth.astype(str).to_numpy()[known], redone.assigned(threshold)[known])
+    return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
 
 
 # --- Similar cells -------------------------------------------------------------------------------------------------
@@ -156,9 +170,9 @@ if len(neighbours):
     shown.insert(1, "cell", adata.obs_names[shown["position"]].astype(str))
     for column in annotations:
         shown[column] = adata.obs[column].astype(str).to_numpy()[shown["position"]]
-    st.dataframe(shown.drop(columns="position"), hide_index=True, key="search_table", width="stretch",
-                 column_config={"euclidean_distance": st.column_config.NumberColumn(format="%.4g"),
-                                "cosine_similarity": st.column_config.NumberColumn(format="%.4f")})
+    shown = shown.drop(columns="position")
+    st.dataframe(shown, hide_index=True, key="search_table", width="stretch",
+                 column_config=column_help(shown, {"euclidean_distance": "%.4g", "cosine_similarity": "%.4f"}))
     st.download_button("Neighbours (CSV)", shown.to_csv(index=False).encode(), file_name="similar_cells.csv",
                        mime="text/csv", key="search_csv")
     if annotations:
@@ -246,6 +260,12 @@ else:
     show_transfer(adata.obs[label_key].iloc[query], result.assigned(threshold), result.confidence,
                   adata.obs_names[query], label_order(adata.obs[label_key]), key_added, "tr", tr_key,
                   lambda: adata[query].copy())
+    if set(reps) == {"X_pca", "X_encoder"} and adata.obs[label_key].iloc[query].notna().any():
+        by_embedding = pd.DataFrame([{"embedding": rep_key, **accuracy_of(rep_key, query)} for rep_key in reps])
+        st.markdown("**The same transfer in each embedding** (same reference, query, k and threshold)")
+        st.dataframe(by_embedding, hide_index=True, key="tr_by_embedding",
+                     column_config=column_help(by_embedding, {"accuracy": "%.3f", "macro_f1": "%.3f"}))
+        st.info(transfer_note(by_embedding))
 
 
 # --- Another dataset -----------------------------------------------------------------------------------------------
@@ -325,7 +345,7 @@ else:
         view = state.default_view(analysis, layout)
         names = mapped["order"] + ([UNASSIGNED] if UNASSIGNED in set(predicted) else [])
         codes = pd.Categorical(predicted, categories=names).codes
-        colors = category_colors(len(names))
+        colors = state.category_palette(pd.Series(pd.Categorical(predicted, categories=names)))
         image = render_categories(layouts[layout], codes, colors, view)
         st.plotly_chart(layout_figure(image, view, legend=legend_table(codes, names, colors),
                                       title=f"{layout} · {key_added}"), key="map_umap", width="stretch",

@@ -1,10 +1,15 @@
 """Plain-language help for every kind of number the dashboard and the reports show, one short sentence each.
 
 ``HELP`` holds the sentences by concept; :func:`help_for` finds the sentence for a table column
-(``mean_cosine``, ``kmeans_ari``, ``predicted_cell_type_confidence``...).
+(``mean_cosine``, ``kmeans_ari``, ``predicted_cell_type_confidence``...). :func:`baseline_note` and
+:func:`agreement_note` write the honest sentence shown wherever the encoder sits beside a baseline.
 """
 
 from __future__ import annotations
+
+import numpy as np
+
+AS_GOOD = 0.01  # a baseline within this of the encoder's score (on a 0-1 scale) does as well
 
 HELP = {
     "cosine": "Cosine similarity compares a cell's embedding before and after a change: 1 means it points the same "
@@ -55,6 +60,22 @@ HELP = {
     "n_not_expressed": "Cells without the gene had no counts of it, so they are left out of every number rather "
                        "than counted as unaffected.",
     "variance_ratio": "Variance explained is the share of the data's variation each principal component captures.",
+    "n_genes": "Genes is the number of genes measured in each cell.",
+    "annotations": "Annotations are the columns that describe each cell (cell type, batch, donor…).",
+    "euclidean_distance": "Distance is how far a neighbour lies from the query in the embedding: smaller is more "
+                          "alike.",
+    "cosine_similarity": "Similarity is the cosine between a neighbour's embedding and the query's: 1 points the "
+                         "same way, 0 is unrelated.",
+    "rank": "Rank orders the neighbours from the most similar (1) down.",
+    "recall": "Recall is the share of a type's cells that got that label.",
+    "precision": "Precision is the share of the cells given a label that truly are that type.",
+    "f1": "F1 balances recall and precision for one type: 1 is perfect, 0 is none right.",
+    "shared_genes": "Shared genes is how many genes both methods screened, the genes a comparison is made over.",
+    "loss": "Loss is the model's error at guessing hidden genes: lower is better, and the validation loss (on cells "
+            "held out of training) is the one to trust.",
+    "cells_left": "Cells left is how many cells remain after each quality-control step.",
+    "genes_left": "Genes left is how many genes remain after each quality-control step.",
+    "estimate": "Estimate says whether a row is an exact deletion or a faster first-order estimate.",
 }
 
 COLUMN_HELP = {
@@ -68,7 +89,7 @@ COLUMN_HELP = {
     "batch_correction": "batch_correction", "total": "total", "confidence": "confidence",
     "mean_confidence": "confidence", "accuracy": "accuracy", "accuracy_assigned": "accuracy",
     "macro_f1": "macro_f1", "n_unassigned": "n_unassigned", "n_cells": "n_cells",
-    "n_not_expressed": "n_not_expressed", "variance_ratio": "variance_ratio",
+    "n_not_expressed": "n_not_expressed", "variance_ratio": "variance_ratio", "shared genes": "shared_genes",
 }
 
 
@@ -82,3 +103,34 @@ def help_for(column: str) -> str | None:
     if name.endswith("_confidence"):
         return HELP["confidence"]
     return None
+
+
+def baseline_note(measure: str, encoder: float, baselines: dict[str, float]) -> str:
+    """One honest sentence comparing the encoder's score on ``measure`` with the best baseline's (higher is
+    better); '' when a score is missing."""
+    finite = {name: float(value) for name, value in baselines.items() if np.isfinite(value)}
+    if not finite or not np.isfinite(encoder):
+        return ""
+    name, best = max(finite.items(), key=lambda item: item[1])
+    if best > encoder + AS_GOOD:
+        return (f"The {name} does better than the encoder on {measure} ({best:.3f} vs {encoder:.3f}): on this data "
+                "the encoder's embedding is not the better one.")
+    if best >= encoder - AS_GOOD:
+        return (f"The {name} does as well as the encoder on {measure} ({best:.3f} vs {encoder:.3f}): on this "
+                "measure the encoder adds nothing over the baseline.")
+    return f"The encoder does better than the {name} on {measure} ({encoder:.3f} vs {best:.3f})."
+
+
+def agreement_note(rho: float, n_genes: int, what: str = "these genes") -> str:
+    """One honest sentence on how far the linear baseline's ranking agrees with the encoder's."""
+    if not np.isfinite(rho):
+        return ""
+    rough = "; few genes, so a rough estimate" if n_genes < 30 else ""
+    if rho >= 0.7:
+        return (f"The linear baseline ranks {what} much like the encoder (Spearman ρ = {rho:.2f} over {n_genes} genes"
+                f"{rough}): for this ranking the encoder adds little beyond co-expression.")
+    if rho >= 0.3:
+        return (f"The encoder and the linear baseline partly agree on {what} (ρ = {rho:.2f} over {n_genes} genes"
+                f"{rough}); where they differ, the baselines are the reference to beat.")
+    return (f"The encoder and the linear baseline hardly agree on {what} (ρ = {rho:.2f} over {n_genes} genes{rough}): "
+            "genes only the encoder ranks high are hypotheses to test, not findings.")

@@ -21,6 +21,7 @@ from .errors import InputError
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 EXPRESSION_CMAP = colorcet.palette["bmy"][::-1]  # perceptually uniform, light (low) to dark (high)
 MISSING_COLOR = "#BBBBBB"
+OTHER_COLOR = "#8C8C8C"  # categories beyond the colour-blind-safe palette
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,18 @@ def category_colors(n_categories: int) -> list[str]:
         return OKABE_ITO[:n_categories]
     palette = colorcet.glasbey_dark
     return [palette[i % len(palette)] for i in range(n_categories)]
+
+
+def safe_category_colors(sizes) -> list[str]:
+    """Colour-blind-safe colours for categories of ``sizes`` cells: Okabe-Ito up to 8 categories; beyond, the 7
+    largest keep Okabe-Ito colours and the rest are grey (no palette of more colours stays colour-blind safe)."""
+    sizes = np.asarray(sizes)
+    if len(sizes) <= len(OKABE_ITO):
+        return OKABE_ITO[:len(sizes)]
+    colors = [OTHER_COLOR] * len(sizes)
+    for color, category in zip(OKABE_ITO, np.argsort(-sizes, kind="stable")[:len(OKABE_ITO) - 1]):
+        colors[category] = color
+    return colors
 
 
 def _frame(coords: np.ndarray, **columns) -> pd.DataFrame:

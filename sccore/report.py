@@ -28,7 +28,7 @@ import pandas as pd
 
 from .cache import atomic_write
 from .errors import InputError
-from .glossary import help_for
+from .glossary import agreement_note, baseline_note, help_for
 from .io import categorical_columns
 from .neighbors import Neighbors, knn
 from .render import category_colors, fit_view, legend_table, png_bytes, render_categories
@@ -44,7 +44,6 @@ PREFERRED_ANNOTATIONS = ("cell_type", "batch", "condition", "donor_id", "perturb
 TOP_ROWS = 20
 TOP_OVERLAP = 10  # screens: how many of each method's best genes are compared
 MIN_RANKED = 5  # knockouts: fewer genes give no useful rank correlation
-AS_GOOD = 0.01  # a baseline within this of the encoder's score (on a 0-1 scale) does as well
 FDR_LEVEL = 0.05
 SCREEN_COLUMNS = ["gene", "n_cells", "mean_cosine", "mean_shift", "mean_shift_norm", "p_value", "fdr",
                   "goal_alignment", "goal_cosine_gain", "estimate"]
@@ -252,22 +251,6 @@ def embedding_agreement(adata: ad.AnnData, column: str, neighbors: dict[str, Nei
     return pd.DataFrame(rows, columns=["embedding", "knn_agreement"])
 
 
-def baseline_note(measure: str, encoder: float, baselines: dict[str, float]) -> str:
-    """One honest sentence comparing the encoder's score on ``measure`` with the best baseline's (higher is
-    better); '' when a score is missing."""
-    finite = {name: float(value) for name, value in baselines.items() if np.isfinite(value)}
-    if not finite or not np.isfinite(encoder):
-        return ""
-    name, best = max(finite.items(), key=lambda item: item[1])
-    if best > encoder + AS_GOOD:
-        return (f"The {name} does better than the encoder on {measure} ({best:.3f} vs {encoder:.3f}): on this data "
-                "the encoder's embedding is not the better one.")
-    if best >= encoder - AS_GOOD:
-        return (f"The {name} does as well as the encoder on {measure} ({best:.3f} vs {encoder:.3f}): on this "
-                "measure the encoder adds nothing over the baseline.")
-    return f"The encoder does better than the {name} on {measure} ({encoder:.3f} vs {best:.3f})."
-
-
 def method_agreement(tables: dict[str, pd.DataFrame], score: str, top: int = TOP_OVERLAP) -> pd.DataFrame:
     """For each pair of methods' screen tables: the genes both screened, the Spearman correlation of their
     ``score`` and how many of one's ``top`` best genes the other also ranks in its ``top`` (``top`` is cut to a third
@@ -287,21 +270,6 @@ def method_agreement(tables: dict[str, pd.DataFrame], score: str, top: int = TOP
                          "shared_genes": len(both), "spearman_rho": rho,
                          "top_overlap": f"{len(best_first & best_second)} of {n_best}"})
     return pd.DataFrame(rows, columns=["methods", "shared_genes", "spearman_rho", "top_overlap"])
-
-
-def agreement_note(rho: float, n_genes: int, what: str = "these genes") -> str:
-    """One honest sentence on how far the linear baseline's ranking agrees with the encoder's."""
-    if not np.isfinite(rho):
-        return ""
-    rough = "; few genes, so a rough estimate" if n_genes < 30 else ""
-    if rho >= 0.7:
-        return (f"The linear baseline ranks {what} much like the encoder (Spearman ρ = {rho:.2f} over {n_genes} genes"
-                f"{rough}): for this ranking the encoder adds little beyond co-expression.")
-    if rho >= 0.3:
-        return (f"The encoder and the linear baseline partly agree on {what} (ρ = {rho:.2f} over {n_genes} genes"
-                f"{rough}); where they differ, the baselines are the reference to beat.")
-    return (f"The encoder and the linear baseline hardly agree on {what} (ρ = {rho:.2f} over {n_genes} genes{rough}): "
-            "genes only the encoder ranks high are hypotheses to test, not findings.")
 
 
 # --- Sections -----------------------------------------------------------------------------------------------------
@@ -499,6 +467,27 @@ def _rank_png(tables: dict[str, pd.DataFrame], first: str, second: str, score: s
     return _matplotlib_png(draw, (4.2, 3.6))
 
 
+def metrics_note(metrics: pd.DataFrame) -> str:
+    """The honest sentence on the scIB total score of ``X_encoder`` beside ``X_pca`` (rows of a
+    :func:`sccore.metrics.benchmark_embeddings` table); '' unless both are scored."""
+    if not {"X_encoder", "X_pca"} <= set(map(str, metrics.index)) or "total" not in metrics:
+        return ""
+    return baseline_note("the scIB total score", float(metrics.loc["X_encoder", "total"]),
+                         {"PCA baseline": float(metrics.loc["X_pca", "total"])})
+
+
+def transfer_note(transfer: pd.DataFrame) -> str:
+    """The honest sentence on the best label-transfer accuracy in ``X_encoder`` beside ``X_pca`` (rows with
+    ``embedding`` and ``accuracy``); '' unless both embeddings were used."""
+    if not {"embedding", "accuracy"} <= set(transfer.columns):
+        return ""
+    by_embedding = transfer.groupby(transfer["embedding"].astype(str))["accuracy"].max()
+    if not {"X_encoder", "X_pca"} <= set(by_embedding.index):
+        return ""
+    return baseline_note("label-transfer accuracy", float(by_embedding["X_encoder"]),
+                         {"PCA baseline": float(by_embedding["X_pca"])})
+
+
 def _embedding_comparison(adata: ad.AnnData, column: str | None, neighbors: dict, metrics: pd.DataFrame | None,
                           transfer: pd.DataFrame | None) -> str:
     if "X_encoder" not in adata.obsm:
@@ -514,37 +503,43 @@ def _embedding_comparison(adata: ad.AnnData, column: str | None, neighbors: dict
         if "X_pca" in scores:
             notes.append(baseline_note(f"neighbour agreement by {column}", scores["X_encoder"],
                                        {"PCA baseline": scores["X_pca"]}))
-    if metrics is not None and {"X_encoder", "X_pca"} <= set(map(str, metrics.index)) and "total" in metrics:
-        notes.append(baseline_note("the scIB total score", float(metrics.loc["X_encoder", "total"]),
-                                   {"PCA baseline": float(metrics.loc["X_pca", "total"])}))
-    if transfer is not None and {"embedding", "accuracy"} <= set(transfer.columns):
-        by_embedding = transfer.groupby(transfer["embedding"].astype(str))["accuracy"].max()
-        if {"X_encoder", "X_pca"} <= set(by_embedding.index):
-            notes.append(baseline_note("label-transfer accuracy", by_embedding["X_encoder"],
-                                       {"PCA baseline": by_embedding["X_pca"]}))
+    if metrics is not None:
+        notes.append(metrics_note(metrics))
+    if transfer is not None:
+        notes.append(transfer_note(transfer))
     return "".join(parts) + "".join(_note(note) for note in notes if note)
 
 
-def _knockout_comparison(knockouts: pd.DataFrame) -> str:
-    from scipy import stats
-
+def knockout_shifts(knockouts: pd.DataFrame) -> pd.DataFrame:
+    """The mean shift of each deletion knockout (rows: gene and cells) by each method (columns, encoder first)."""
     deletions = knockouts[knockouts["mode"] == "delete"] if "mode" in knockouts else knockouts
-    if deletions["method"].nunique() < 2:
-        return ""
     keys = [c for c in ("gene", "cells") if c in deletions.columns]
     side = deletions.pivot_table(index=keys, columns="method", values="mean_shift", aggfunc="first")
-    side = side[[m for m in METHOD_LABELS if m in side.columns]]
+    return side[[m for m in METHOD_LABELS if m in side.columns]]
+
+
+def knockout_note(knockouts: pd.DataFrame) -> str:
+    """One honest sentence on whether the encoder and the linear baseline rank these knockouts alike ('' without
+    both methods); with fewer than ``MIN_RANKED`` genes it says that more are needed to tell."""
+    from scipy import stats
+
+    side = knockout_shifts(knockouts)
+    if not {"encoder", "linear"} <= set(side.columns):
+        return ""
+    both = side[["encoder", "linear"]].dropna()
+    if len(both) < MIN_RANKED:
+        return (f"{len(both)} knockout(s) cannot say whether the encoder beats the baselines: knock out "
+                f"{MIN_RANKED} or more genes, or run a screen, to compare how the methods rank them.")
+    return agreement_note(float(stats.spearmanr(both["encoder"], both["linear"])[0]), len(both), "these knockouts")
+
+
+def _knockout_comparison(knockouts: pd.DataFrame) -> str:
+    side = knockout_shifts(knockouts)
+    if len(side.columns) < 2:
+        return ""
     text = ("<p>The mean shift (1 − cosine) of each knockout by each method, side by side. Each method's shifts are "
             "in its own embedding, so read down a column (which genes move cells most) rather than across.</p>")
-    note = ""
-    if {"encoder", "linear"} <= set(side.columns):
-        both = side[["encoder", "linear"]].dropna()
-        if len(both) >= MIN_RANKED:
-            note = agreement_note(float(stats.spearmanr(both["encoder"], both["linear"])[0]), len(both),
-                                  "these knockouts")
-        else:
-            note = (f"{len(both)} knockout(s) cannot say whether the encoder beats the baselines: knock out "
-                    f"{MIN_RANKED} or more genes, or run a screen, to compare how the methods rank them.")
+    note = knockout_note(knockouts)
     side.columns = [f"{METHOD_LABELS[m]} shift" for m in side.columns]
     return text + _table(side, index=True, help_text=False) + _help_list(["mean_shift"]) + _note(note)
 

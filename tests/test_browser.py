@@ -1,9 +1,11 @@
-"""End-to-end checks in a real browser: the app starts, Explore draws a coloured UMAP, no error shows; and the HTML
-report opens from a file with the network blocked, every figure showing.
+"""End-to-end checks in a real browser: the app starts, Explore draws a coloured UMAP, no error shows (also in
+presentation mode on a 1280x720 screen); and the HTML report opens from a file with the network blocked, every
+figure showing.
 
 Runs ``streamlit run app.py`` on a free local port, drives Debian's Chromium through Playwright
 (no browser download) and inspects the rendered page. Marked ``browser``; skipped when Chromium
-or Playwright is missing. Set ``SCCORE_SCREENSHOT_DIR`` to keep a screenshot (``explore.png``).
+or Playwright is missing. Set ``SCCORE_SCREENSHOT_DIR`` to keep the screenshots (``explore.png``,
+``presentation.png``).
 """
 
 from __future__ import annotations
@@ -87,11 +89,11 @@ def _layout_png(page) -> bytes | None:
     return base64.b64decode(href.split(",", 1)[1])
 
 
-def test_explore_draws_umap_in_browser(tmp_path):
+def _in_browser(tmp_path: Path, viewport: dict, check) -> None:
+    """Serve ``app.py`` on a free local port, open Chromium at ``viewport`` and call ``check(page, base, log)``."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not found: the browser test needs Debian's Chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    Image = pytest.importorskip("PIL.Image")
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -115,15 +117,36 @@ def test_explore_draws_umap_in_browser(tmp_path):
                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                           "--disable-component-update", "--disable-sync"])
                 try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 2000})
-                    _check_explore(page, base, tmp_path, log, Image)
+                    check(browser.new_page(viewport=viewport), base, log)
                 finally:
                     browser.close()
         finally:
             _stop(process)
 
 
-def _check_explore(page, base: str, tmp_path: Path, log: Path, Image) -> None:
+def test_explore_draws_umap_in_browser(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    _in_browser(tmp_path, {"width": 1400, "height": 2000},
+                lambda page, base, log: _check_explore(page, base, tmp_path, log, Image))
+
+
+def test_presentation_mode_at_1280x720_draws_explore(tmp_path):
+    """Presentation mode on a 1280x720 screen: larger fonts, the logo, and Explore draws its UMAP with no error
+    and no page wider than the screen."""
+    Image = pytest.importorskip("PIL.Image")
+
+    def check(page, base: str, log: Path) -> None:
+        _check_explore(page, base, tmp_path, log, Image, presentation=True)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 1280, f"the Explore page is {width} px wide at 1280x720"
+        assert page.locator('[data-testid="stSidebarLogo"], [data-testid="stHeaderLogo"]').count()
+
+    _in_browser(tmp_path, {"width": 1280, "height": 720}, check)
+
+
+def _check_explore(page, base: str, tmp_path: Path, log: Path, Image, presentation: bool = False) -> None:
+    """Open Explore from the home page (first turning presentation mode on, if asked) and check its UMAP image;
+    the screenshot goes to ``tmp_path`` (``explore.png``, or ``presentation.png``)."""
     def fail(message: str) -> None:
         shot = tmp_path / "failure.png"
         try:
@@ -139,6 +162,13 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image) -> None:
         link.first.wait_for(state="visible", timeout=60_000)
     except Exception as error:  # noqa: BLE001
         fail(f"no 'Explore' link in the sidebar navigation: {error}")
+    if presentation:
+        page.locator('[data-testid="stSidebar"] label', has_text="Presentation mode").first.click()
+        try:
+            page.wait_for_function("() => getComputedStyle(document.documentElement).fontSize === '20px'",
+                                   timeout=30_000)
+        except Exception as error:  # noqa: BLE001
+            fail(f"presentation mode did not enlarge the fonts: {error}")
     link.first.click()
 
     try:
@@ -167,11 +197,12 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image) -> None:
             "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
     except Exception:  # noqa: BLE001 - the status widget may linger; errors are checked below anyway
         pass
-    page.screenshot(path=str(tmp_path / "explore.png"))
+    shot = "presentation.png" if presentation else "explore.png"
+    page.screenshot(path=str(tmp_path / shot))
     if os.environ.get("SCCORE_SCREENSHOT_DIR"):
         folder = Path(os.environ["SCCORE_SCREENSHOT_DIR"])
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tmp_path / "explore.png", folder / "explore.png")
+        shutil.copyfile(tmp_path / shot, folder / shot)
 
     errors = _shown_errors(page)
     if errors:

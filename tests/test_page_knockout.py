@@ -1,5 +1,7 @@
 """AppTest for the Knockout page on the demo: a knockout beside both baselines, bad input, and a small goal screen."""
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -12,6 +14,12 @@ pytestmark = pytest.mark.usefixtures("app_folders")
 def tables(app: AppTest, column: str) -> list:
     """The tables shown that have ``column``, in page order."""
     return [frame.value for frame in app.dataframe if column in frame.value.columns]
+
+
+def column_help(app: AppTest, column: str) -> str:
+    """The help (tooltip) of ``column`` in the first table shown that has it."""
+    frame = next(frame for frame in app.dataframe if column in frame.value.columns)
+    return json.loads(frame.proto.columns or "{}").get(column, {}).get("help", "")
 
 
 def knockout_page(gene: str = "", column: str = "cell_type", value: str = "CD14+ Monocyte") -> AppTest:
@@ -35,6 +43,8 @@ def test_knockout_of_a_marker_shows_encoder_and_both_baselines():
     assert (summary["n_cells"] > 100).all() and (summary["n_not_expressed"] == summary["n_not_expressed"][0]).all()
     assert (summary["mean_shift"] > 0).all() and (summary["mean_cosine"] < 1).all()
     assert any("do not express LYZ" in m.value for m in app.markdown)
+    assert "1 − cosine" in column_help(app, "mean_shift") and column_help(app, "mean_cosine")
+    assert any("cannot say whether the encoder beats the baselines" in info.value for info in app.info)
     assert len(app.get("plotly_chart")) == 3  # one UMAP with arrows per method (one cell type: no bars)
     app.run()  # a rerun shows the same result again (kept in session_state)
     assert tables(app, "n_not_expressed")[0].equals(summary)
@@ -84,6 +94,8 @@ def test_small_screen_with_a_goal_ranks_genes_by_goal_alignment():
         assert 0 < len(table) <= 10 and "goal_alignment" in table and "goal_cosine_gain" in table
         assert table["goal_alignment"].is_monotonic_decreasing
     assert len(tables(app, "spearman_rho")[0]) == 3
+    assert "rankings" in column_help(app, "spearman_rho") and "FDR" in column_help(app, "fdr")
+    assert any("the screened genes" in m.value for m in app.markdown)  # the honest note on the encoder vs linear
     assert not app.warning  # complete, not partial
     app.selectbox(key="sc_goal_value").set_value("CD14+ Monocyte").run()
     app.button(key="sc_run").click().run()  # the goal equals the start

@@ -1,5 +1,6 @@
 """AppTest of the Metrics page: it renders on the demo, computes the table, and explains bad choices."""
 
+import json
 import os
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def test_metrics_page_computes_a_table_on_the_demo():
     assert set(table.index) == {"X_pca", "X_encoder"}
     assert all(name in table.columns for name in AGGREGATES)
     assert table["total"].is_monotonic_decreasing  # methods ranked as in the scEMB / scIB tables
+    config = json.loads(app.dataframe[0].proto.columns)
+    assert "0.6" in config["total"]["help"] and "Rand" in config["kmeans_ari"]["help"]
+    assert any("the scIB total score" in info.value for info in app.info)  # the honest note, encoder vs PCA
     assert app.get("plotly_chart") and app.get("download_button")
 
 

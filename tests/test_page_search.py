@@ -1,5 +1,6 @@
 """AppTest for the Search & transfer page on the demo: similar cells, label transfer, mapping, and bad input."""
 
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,12 @@ def search_page() -> AppTest:
     return app
 
 
+def column_help(app: AppTest, column: str) -> str:
+    """The help (tooltip) of ``column`` in the first table shown that has it."""
+    frame = next(frame for frame in app.dataframe if column in frame.value.columns)
+    return json.loads(frame.proto.columns or "{}").get(column, {}).get("help", "")
+
+
 def table(app: AppTest, *columns: str):
     """The first table shown that has all ``columns``."""
     return next(frame.value for frame in app.dataframe if set(columns) <= set(frame.value.columns))
@@ -27,6 +34,7 @@ def test_similar_cells_of_a_cell_and_of_a_group_with_their_composition():
     assert not app.error, [e.value for e in app.error]
     neighbours = table(app, "cosine_similarity")
     assert len(neighbours) == 15 and neighbours["euclidean_distance"].is_monotonic_increasing
+    assert "cosine" in column_help(app, "cosine_similarity") and "alike" in column_help(app, "euclidean_distance")
     assert table(app, "cell_type", "percent")["n_cells"].sum() == 15
     app.radio(key="search_how").set_value("A group").run()
     app.selectbox(key="search_group_column").set_value("cell_type").run()
@@ -56,7 +64,11 @@ def test_label_transfer_within_the_demo_scores_it_and_refuses_a_bad_label_key():
     assert not app.exception and not app.error, [e.value for e in app.error]
     accuracy = next(float(m.value) for m in app.metric if m.label == "Accuracy")
     assert 0.6 < accuracy <= 1.0
-    assert len(table(app, "recall")) == 10
+    assert all(m.proto.help for m in app.metric)  # plain-language help beside every number
+    assert len(table(app, "recall")) == 10 and "share" in column_help(app, "recall")
+    by_embedding = table(app, "embedding", "accuracy")
+    assert set(by_embedding["embedding"]) == {"X_pca", "X_encoder"} and column_help(app, "macro_f1")
+    assert any("label-transfer accuracy" in info.value for info in app.info)  # the honest note
     app.slider(key="tr_threshold").set_value(0.95).run()  # a stricter threshold: more unassigned, no recomputation
     assert int(next(m.value for m in app.metric if m.label == "Unassigned").replace(",", "")) > 0
     app.selectbox(key="tr_label").set_value("full_total_umis").run()

@@ -122,3 +122,22 @@ def test_explore_page_shows_encoder_umap_beside_pca_on_the_demo():
     assert_clean(app)
     assert app.toggle(key="compare").value is True
     assert app.selectbox(key="layout_b").value == "X_umap_encoder"
+    assert any("neighbour agreement by cell_type" in info.value for info in app.info)  # encoder vs PCA, honestly
+
+
+def test_presentation_mode_renders_the_app_and_explore():
+    app = page("app.py").run()
+    assert_clean(app)
+    assert app.toggle(key="presentation_toggle").value is False
+    assert not any("font-size: 20px" in m.value for m in app.markdown)
+    app = page("app.py")
+    app.session_state["presentation_mode"] = True  # AppTest drops app.py's sidebar on a rerun, so start with it on
+    app.run()
+    assert_clean(app)
+    assert app.toggle(key="presentation_toggle").value is True
+    assert any("font-size: 20px" in m.value for m in app.markdown)
+    explore = page("pages/explore.py")
+    explore.session_state["presentation_mode"] = True
+    explore.run()
+    assert_clean(explore)
+    assert explore.get("plotly_chart")

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from sccore import InputError
-from sccore.render import (View, category_colors, fit_view, legend_table, png_bytes, render_categories,
-                           render_values)
+from sccore.render import (OKABE_ITO, OTHER_COLOR, View, category_colors, fit_view, legend_table, png_bytes,
+                           render_categories, render_values, safe_category_colors)
 
 
 @pytest.fixture
@@ -69,3 +69,11 @@ def test_png_bytes_and_bad_input(layout):
 def test_many_categories_get_distinct_colours():
     colors = category_colors(30)
     assert len(set(colors)) == 30
+
+
+def test_safe_category_colors_keep_okabe_ito_and_grey_out_the_smallest_categories():
+    assert safe_category_colors([5, 3, 1]) == OKABE_ITO[:3]
+    colors = safe_category_colors([1, 50, 2, 40, 30, 20, 10, 9, 8, 7])
+    assert colors[1] == OKABE_ITO[0] and colors[3] == OKABE_ITO[1]  # the largest categories first
+    assert colors[0] == colors[2] == colors[9] == OTHER_COLOR  # the three smallest, beyond 7 colours
+    assert len(set(colors) - {OTHER_COLOR}) == len(OKABE_ITO) - 1

@@ -16,7 +16,7 @@ from PIL import Image
 from sccore import InputError
 from sccore.cache import DiskCache
 from sccore.report import (ScreenReport, agreement_note, baseline_note, build_report, describe_cells,
-                           method_agreement, write_report)
+                           knockout_note, method_agreement, metrics_note, transfer_note, write_report)
 from tests.conftest import ROOT, make_counts
 
 DEMO_MODEL = ROOT / "assets" / "demo_model"
@@ -145,6 +145,21 @@ def test_baseline_notes_say_when_a_baseline_does_as_well():
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "sccore", "--threads", "1", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
+
+
+def test_knockout_metrics_and_transfer_notes_compare_the_encoder_with_its_baselines():
+    shifts = [0.1, 0.2, 0.3, 0.4, 0.5]
+    knockouts = pd.DataFrame([{"gene": f"G{i}", "method": method, "mean_shift": shift * (1 if method == "encoder"
+                                                                                       else 2), "mode": "delete"}
+                              for i, shift in enumerate(shifts) for method in ("encoder", "linear")])
+    assert "much like the encoder" in knockout_note(knockouts)
+    assert "cannot say" in knockout_note(knockouts.head(4))
+    assert knockout_note(knockouts[knockouts["method"] == "linear"]) == ""
+    metrics = pd.DataFrame({"total": [0.62, 0.60]}, index=["X_pca", "X_encoder"])
+    assert "PCA baseline does better than the encoder on the scIB total score" in metrics_note(metrics)
+    assert metrics_note(metrics.loc[["X_pca"]]) == ""
+    transfer = pd.DataFrame({"embedding": ["X_pca", "X_encoder"], "accuracy": [0.70, 0.90]})
+    assert transfer_note(transfer).startswith("The encoder does better")
 
 
 def test_cli_writes_the_report_with_knockouts_and_a_screen(tmp_path):
