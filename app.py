@@ -9,7 +9,9 @@ import streamlit as st  # noqa: E402
 
 from dashboard import access, presentation  # noqa: E402
 
-st.set_page_config(page_title="sccore · single-cell embeddings", page_icon=":material/genetics:", layout="wide")
+# a local icon: a material-icon favicon is fetched from Google's font service, which a lab server may not reach
+st.set_page_config(page_title="sccore · single-cell embeddings",
+                   page_icon=str(Path(__file__).resolve().parent / "assets" / "logo_icon.svg"), layout="wide")
 access.gate()  # with login on (a server), only the login page until someone logs in
 presentation.show_frame()  # the logo and the Presentation mode toggle
 navigation = st.navigation([

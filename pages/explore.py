@@ -64,8 +64,8 @@ def draw(layout: str, slot: str) -> np.ndarray:
     if buttons[1].button("Reset view", key=f"reset_{slot}", disabled=f"view_{layout}" not in st.session_state):
         st.session_state.pop(f"view_{layout}", None)
         st.rerun()
-    buttons[2].download_button("Image (PNG)", png_bytes(image), file_name=f"{layout}.png", mime="image/png",
-                               key=f"png_{slot}")
+    buttons[2].download_button("Image (PNG)", lambda: png_bytes(image), file_name=f"{layout}.png", mime="image/png",
+                               key=f"png_{slot}")  # a callable: made when clicked, never a stale media file
     return selected
 
 
@@ -104,6 +104,6 @@ else:
 
 st.subheader("Export")
 st.download_button("Embedding table (CSV): annotations, layouts and PCs",
-                   state.embedding_csv(analysis.key, analysis), file_name="embedding.csv", mime="text/csv")
-st.download_button("Processed dataset (h5ad)", state.processed_h5ad(analysis.key, analysis),
+                   lambda: state.embedding_csv(analysis.key, analysis), file_name="embedding.csv", mime="text/csv")
+st.download_button("Processed dataset (h5ad)", lambda: state.processed_h5ad(analysis.key, analysis),
                    file_name="processed.h5ad", mime="application/octet-stream")

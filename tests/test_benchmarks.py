@@ -2,10 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, SHARED_DATA
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 def run_quick(script: str) -> subprocess.CompletedProcess:
@@ -57,3 +60,15 @@ def test_metrics_benchmark_runs_quick():
     result = run_quick("bench_metrics.py")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| X_integrated |" in result.stdout and "kBET per label" in result.stdout
+
+
+@pytest.mark.browser
+def test_concurrent_users_benchmark_runs_quick():
+    """Two browser users run the demo flow beside a screen job with no error (issue 6; the full run: 10 users)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: the concurrent-users benchmark drives Debian's Chromium")
+    pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+    result = run_quick("bench_concurrent_users.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| search a cell's neighbours |" in result.stdout, result.stdout[-3000:]
+    assert "- errors: **0**" in result.stdout, result.stdout[-3000:]
