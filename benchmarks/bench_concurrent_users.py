@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -164,7 +165,9 @@ async def run_flow(browser, base: str, user: UserRun, timeout_ms: float, shots: 
     page.on("crash", lambda _: user.errors.append("page crashed"))
 
     async def nav(title: str) -> None:
-        await page.locator('[data-testid="stSidebarNavLink"]', has_text=title).first.click(timeout=timeout_ms)
+        # the title as written (case-sensitive): a fresh server first lists the pages/ files ("explore"), which skip app.py
+        await page.locator('[data-testid="stSidebarNavLink"]',
+                           has_text=re.compile(rf"{re.escape(title)}\s*$")).first.click(timeout=timeout_ms)
 
     async def select(label: str, option: str) -> None:
         box = page.locator('[data-testid="stSelectbox"]', has_text=label).first

@@ -47,7 +47,8 @@ def draw(layout: str, slot: str) -> np.ndarray:
     view = st.session_state.get(f"view_{layout}") or state.default_view(analysis, layout)
     if mode == "Annotation":
         image, legend = state.category_image(analysis.key, layout, column, view, analysis)
-        figure = layout_figure(image, view, legend=legend, coords=coords, title=f"{layout} · {column}")
+        figure = layout_figure(image, view, legend=legend, coords=coords, title=f"{layout} · {column}",
+                               height=680 if compare else 560, legend_below=compare)
     else:
         image, span = state.gene_image(analysis.key, layout, gene, view, analysis)
         figure = layout_figure(image, view, color_span=span, color_title=f"{gene}<br>log1p", coords=coords,

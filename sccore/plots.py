@@ -16,10 +16,12 @@ SELECTION_SAMPLE = 4000
 
 def layout_figure(image: np.ndarray, view: View, legend: pd.DataFrame | None = None,
                   color_span: tuple[float, float] | None = None, color_title: str = "",
-                  coords: np.ndarray | None = None, title: str = "", height: int = 560) -> go.Figure:
+                  coords: np.ndarray | None = None, title: str = "", height: int = 560,
+                  legend_below: bool = False) -> go.Figure:
     """A datashaded image placed on axes in data units, ready for box or lasso selection.
 
-    ``legend`` (category, color, n_cells) adds one legend entry per category with its count;
+    ``legend`` (category, color, n_cells) adds one legend entry per category with its count, beside the
+    plot or, with ``legend_below`` (narrow columns), under it so the cells keep the column's width;
     ``color_span`` adds a colour bar. ``coords`` adds an invisible sample of cells so that
     plotly offers box and lasso selection; selected cells are found from the shape, over all cells.
     """
@@ -48,6 +50,8 @@ def layout_figure(image: np.ndarray, view: View, legend: pd.DataFrame | None = N
                         scaleanchor="x", scaleratio=1)
     figure.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
                          plot_bgcolor="white", dragmode="lasso", legend={"itemsizing": "constant"})
+    if legend_below:
+        figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.02, "x": 0})
     return figure
 
 

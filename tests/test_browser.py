@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -157,7 +158,9 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image, presentati
 
     # The root first: a deep link on a cold server shows Streamlit's legacy page list instead of st.navigation.
     page.goto(f"{base}/", wait_until="domcontentloaded")
-    link = page.locator('[data-testid="stSidebarNavLink"]', has_text="Explore")
+    # "Explore", capitalised: until app.py's st.navigation has run once, a fresh server lists the pages/ files
+    # ("explore", ...) and that link would run the page without app.py
+    link = page.locator('[data-testid="stSidebarNavLink"]', has_text=re.compile(r"Explore\s*$"))
     try:
         link.first.wait_for(state="visible", timeout=60_000)
     except Exception as error:  # noqa: BLE001
