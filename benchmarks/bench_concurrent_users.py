@@ -23,17 +23,18 @@ import sys
 import tempfile
 import time
 import urllib.error
-from collections import Counter
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import psutil
-
-from benchmarks.results import OtherLoad, command_line, machine_facts, md_table, write_section
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+from benchmarks.results import OtherLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
