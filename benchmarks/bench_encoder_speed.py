@@ -139,7 +139,9 @@ def main() -> None:
     if args.write_results and not args.quick:
         command = command_line()
         section = (f"Command: `{command}`\n\nDate: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
-                   f"Machine: {machine}.\n\n"
+                   f"Machine: {machine}."
+                   + (" No GPU here: the GPU figure (`--device cuda --peak-tflops ...`) is still to be measured."
+                      if device.type != "cuda" else "") + "\n\n"
                    f"{__doc__.split(chr(10) + chr(10))[1]}\n\n{table}\n")
         write_section(SECTION, section)
 
