@@ -17,13 +17,10 @@ import argparse
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +32,9 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from benchmarks.results import OtherLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+from benchmarks.serving import (  # noqa: E402
+    CHROMIUM, CHROMIUM_ARGS, SERVER_START_S, free_port, log_tail, start_server, stop_process,
+)
 VIEWPORT = {"width": 1400, "height": 2000}
 HEADING = "## Ten concurrent browser users (issue 6)"
 STEPS = ["open the app", "Explore: UMAP shown", "colour by louvain", "colour by cell_type", "Knockout page",
@@ -45,7 +42,6 @@ STEPS = ["open the app", "Explore: UMAP shown", "colour by louvain", "colour by 
 MARKERS = ["LYZ", "CST3", "NKG7", "MS4A1", "GNLY", "CD3E", "FCGR3A", "S100A8", "S100A9", "HLA-DRA", "CD79A", "PPBP",
            "GZMB", "IL7R"]
 ERROR_SELECTOR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-SERVER_START_S = 90
 # A plotly chart whose title names the colour column and whose layout image (the datashaded cells) is drawn.
 UMAP_SHOWN_JS = """(column) => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).some(chart => {
     const title = chart.querySelector('.gtitle');
@@ -84,56 +80,6 @@ class TreeLoad(OtherLoad):
                 continue
             total += times.user + times.system + times.children_user + times.children_system
         return total
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def log_tail(path: Path, chars: int = 3000) -> str:
-    """The end of a log file (or a note that there is none)."""
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-def start_server(port: int, env: dict, log: Path) -> subprocess.Popen:
-    """``streamlit run app.py`` headless on 127.0.0.1:``port``, its output in ``log``; returns once healthy."""
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-               "--browser.gatherUsageStats", "false"]
-    with log.open("wb") as handle:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}\n{log_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                if response.read().decode().strip() == "ok":
-                    return server
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    stop_process(server)
-    raise RuntimeError(f"streamlit not healthy after {SERVER_START_S} s\n{log_tail(log)}")
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    """Terminate a process this script started (kill it if it does not stop within 10 s)."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def demo_genes_and_cells(count: int, data_dir: Path) -> tuple[Path, list[str], list[str]]:

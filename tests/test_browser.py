@@ -15,62 +15,17 @@ import io
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
-SERVER_START_S = 60
+from benchmarks.serving import CHROMIUM, CHROMIUM_ARGS, free_port, log_tail, start_server, stop_process
+
 FIRST_RENDER_MS = 180_000  # a cold numba cache makes the first PCA + UMAP slow on a small machine
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(path: Path, chars: int = 4000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no server log)"
-    return text[-chars:] if text else "(server log is empty)"
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"streamlit exited with code {process.returncode}\n--- server log ---\n{_log_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.read().decode().strip() == "ok":
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"streamlit not healthy after {SERVER_START_S} s\n--- server log ---\n{_log_tail(log)}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def _layout_png(page) -> bytes | None:
@@ -96,33 +51,26 @@ def _in_browser(tmp_path: Path, viewport: dict, check) -> None:
         pytest.skip(f"{CHROMIUM} not found: the browser test needs Debian's Chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ)  # keeps NUMBA_CACHE_DIR when it is set
     env["SCCORE_CACHE_DIR"] = str(tmp_path / "cache")
     env["SCCORE_UPLOAD_DIR"] = str(tmp_path / "uploads")
     env["PYTHONUNBUFFERED"] = "1"  # so the log tail in a failure message is current
     log = tmp_path / "streamlit.log"
-    command = [sys.executable, "-m", "streamlit", "run", "app.py",
-               "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
-
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-        try:
-            _wait_healthy(f"{base}/_stcore/health", process, log)
-            with sync_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=CHROMIUM, headless=True,
-                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--disable-component-update", "--disable-sync"])
-                try:
-                    check(browser.new_page(viewport=viewport), base, log)
-                finally:
-                    browser.close()
-        finally:
-            _stop(process)
+    try:
+        process = start_server(port, env, log)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                check(browser.new_page(viewport=viewport), base, log)
+            finally:
+                browser.close()
+    finally:
+        stop_process(process)
 
 
 def test_explore_draws_umap_in_browser(tmp_path):
@@ -154,7 +102,7 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image, presentati
             page.screenshot(path=str(shot))
         except Exception:  # noqa: BLE001 - the screenshot is only a diagnostic
             pass
-        pytest.fail(f"{message}\nscreenshot: {shot}\n--- server log ---\n{_log_tail(log)}")
+        pytest.fail(f"{message}\nscreenshot: {shot}\n--- server log ---\n{log_tail(log)}")
 
     # The root first: a deep link on a cold server shows Streamlit's legacy page list instead of st.navigation.
     page.goto(f"{base}/", wait_until="domcontentloaded")
@@ -257,10 +205,7 @@ def test_report_opens_offline_in_browser(tmp_path):
             route.abort()
 
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context()
             context.route("**/*", file_only)
