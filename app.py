@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import access, presentation  # noqa: E402
+from dashboard import access, presentation, tour  # noqa: E402
 
 # a local icon: a material-icon favicon is fetched from Google's font service, which a lab server may not reach
 st.set_page_config(page_title="sccore · single-cell embeddings",
@@ -25,4 +25,5 @@ navigation = st.navigation([
     st.Page("pages/report.py", title="Report", icon=":material/summarize:", url_path="report"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:", url_path="jobs"),
 ])
+tour.show_panel()  # while the guided tour runs: its step, Back, Next and Leave tour
 navigation.run()

@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 
-from benchmarks.results import OtherLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
+from benchmarks.results import TreeLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
 from benchmarks.serving import (  # noqa: E402
     CHROMIUM, CHROMIUM_ARGS, SERVER_START_S, free_port, log_tail, start_server, stop_process,
 )
@@ -64,22 +63,6 @@ class UserRun:
     cell: str
     seconds: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-
-
-class TreeLoad(OtherLoad):
-    """:class:`OtherLoad` that also counts this benchmark's own server, browser and job processes as its own."""
-
-    @staticmethod
-    def _own_seconds() -> float:
-        me = psutil.Process()
-        total = 0.0
-        for process in [me] + me.children(recursive=True):
-            try:
-                times = process.cpu_times()
-            except psutil.Error:  # exited between listing and reading
-                continue
-            total += times.user + times.system + times.children_user + times.children_system
-        return total
 
 
 def demo_genes_and_cells(count: int, data_dir: Path) -> tuple[Path, list[str], list[str]]:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from sccore import InputError
+from sccore import InputError, jobs
+from sccore.atlas import open_atlas
 from sccore.cache import DiskCache, atomic_write
 from sccore.io import categorical_columns, load_demo, open_dataset
 from sccore.pp import PreprocessParams, default_params, qc_metrics
@@ -91,6 +92,23 @@ def available_files() -> dict[str, str]:
     return files
 
 
+def available_atlases() -> dict[str, str]:
+    """Atlas folders (built by ``python -m sccore atlas``) in the configured data folders: label -> path."""
+    current_user()
+    atlases = {}
+    for folder in settings().data_dirs:
+        if folder.is_dir():
+            for manifest in sorted(folder.glob("*/manifest.json")):
+                if (manifest.parent / "atlas.h5ad").is_file():
+                    atlases[printable(f"{folder.name}/{manifest.parent.name}")] = str(manifest.parent)
+    return atlases
+
+
+def is_atlas(source: str) -> bool:
+    """Whether ``source`` is an atlas folder rather than the demo or an ``.h5ad`` file."""
+    return source != DEMO and Path(source).is_dir()
+
+
 def save_upload(name: str, content: bytes) -> str:
     """Store an upload in the user's upload folder, under a name made from its content (atomically); return its
     path. Refuses files over the upload limit."""
@@ -142,7 +160,14 @@ def load_dataset(source: str, library_size_key: str | None) -> "object":
 def _open_source(source: str, library_size_key: str | None) -> "object":
     if source == DEMO:
         return load_demo()
+    if is_atlas(source):
+        return _open_atlas(source).adata  # annotations and layouts; the counts stay on disk
     return open_dataset(source, library_size_key=library_size_key)
+
+
+@st.cache_resource(show_spinner="Opening the atlas…", max_entries=2)
+def _open_atlas(source: str):
+    return open_atlas(source)
 
 
 def pipeline_params(adata, source: str) -> PipelineParams:
@@ -166,14 +191,24 @@ def _analysis(source: str, library_size_key: str | None, params: PipelineParams)
 
 
 def current_analysis() -> Analysis:
-    """The processed current dataset with PCA, neighbours and UMAP (computed once, then cached)."""
+    """The processed current dataset with PCA, neighbours and UMAP (computed once, then cached); an atlas as it
+    was built."""
     source, key = current_source()
     adata = load_dataset(source, key)
+    if is_atlas(source):
+        return _open_atlas(source).analysis()
     return _analysis(source, key, pipeline_params(adata, source))
 
 
-def open_or_stop() -> Analysis:
-    """The current analysis, or an error box and a stopped page when the input is bad."""
+def open_or_stop(atlas_ok: bool = False) -> Analysis:
+    """The current analysis, or an error box and a stopped page when the input is bad; a page that needs the
+    counts in memory (``atlas_ok=False``) stops with a note when the dataset is an atlas."""
+    source = current_source()[0]
+    if is_atlas(source) and not atlas_ok:
+        st.info(f"**{printable(Path(source).name)}** is an atlas: its counts stay on disk, so this page, which needs "
+                "them in memory, is not available for it. Explore it on the **Explore** page, or open the file (or a "
+                "subset of its cells) on the Home page to use this one.")
+        st.stop()
     try:
         return current_analysis()
     except InputError as error:
@@ -548,3 +583,87 @@ def report_html(analysis_key: str, sections: tuple[str, ...], color_by: str | No
     return build_report(_analysis, sections=sections, color_by=color_by, qc=_qc, knockouts=knockouts,
                         screens=_screens, metrics=metrics, metrics_about=metrics_about,
                         transfer=transfer).encode("utf-8")
+
+
+# --- Background jobs: the Jobs page, the Knockout page's screens and the Encoder page's training ------------------
+
+
+@st.cache_resource(show_spinner="Starting the Dask cluster…", validate=lambda held: held[0].status != "closed")
+def _dask_client(scheduler_address: str) -> list:
+    return [jobs.connect(scheduler_address)]  # in a list: st.cache_resource refuses an awaitable such as a Client
+
+
+def dask_client(scheduler_address: str):
+    """One Dask client for the server: to ``scheduler_address``, or to a local cluster the app starts (a client
+    that was closed, e.g. by a lab's scheduler that restarted, is replaced)."""
+    return _dask_client(scheduler_address)[0]
+
+
+def job_store() -> jobs.JobStore:
+    """The job records (``sccore.jobs.JobStore`` in the cache folder)."""
+    return jobs.JobStore(settings().cache_dir)
+
+
+def job_input(source: str, create: bool = True) -> str | None:
+    """The file a job reads for ``source``: the file itself, or for the demo a copy written once into the cache
+    folder (``None`` when ``create`` is off and that copy is not there yet)."""
+    if source != DEMO:
+        return checked_source(source)
+    path = settings().cache_dir / "demo" / "pbmc68k_reduced.h5ad"
+    if create and not path.exists():
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atomic_write(path, _open_source(DEMO, None).copy().write_h5ad, suffix=".h5ad")
+    return str(path) if path.exists() else None
+
+
+def job_params(kind: str, source: str, params: dict, create: bool = True) -> dict | None:
+    """``params`` of a ``kind`` job on ``source``'s file (:func:`job_input`), completed and checked
+    (``sccore.jobs.checked_params``); ``None`` when ``create`` is off and the demo has no file yet."""
+    path = job_input(source, create)
+    return None if path is None else jobs.checked_params(kind, {**params, "input": path})
+
+
+def submit_job(kind: str, source: str, params: dict) -> str:
+    """Queue a ``kind`` job with checked ``params`` (:func:`job_params`) for the current user on the settings'
+    cluster, its result in ``source``'s cache folder; returns its id."""
+    current = settings()
+    return jobs.submit(dask_client(current.scheduler_address), job_store(), current_user(), kind, params,
+                       results_dir=current.results_dir(None if source == DEMO else source))
+
+
+def find_jobs(kind: str, params_list: list[dict]) -> list:
+    """For each of ``params_list`` (checked parameters), the current user's newest ``kind`` job with exactly these
+    parameters, or ``None``: read from the job records, so a page finds its jobs again after a browser refresh."""
+    return jobs.find_jobs(job_store(), current_user(), kind, params_list)
+
+
+def source_jobs(kind: str, source: str) -> list:
+    """The current user's ``kind`` jobs on ``source``'s file, newest first (none while the demo has no file)."""
+    path = job_input(source, create=False)
+    if path is None:
+        return []
+    path = str(Path(path).resolve())
+    return [record for record in jobs.list_jobs(job_store(), current_user())
+            if record.kind == kind and record.params.get("input") == path]
+
+
+@st.fragment(run_every=1.0)
+def follow_jobs(job_ids: tuple[str, ...], what: str, cancel_key: str, hint: str) -> None:
+    """A progress bar of the current user's jobs ``job_ids``, redrawn every second while the page stays open, and a
+    button that cancels them; the whole page reruns (to show their result) once they have all ended."""
+    store, user = job_store(), current_user()
+    records = [jobs.status(store, user, job_id) for job_id in job_ids]
+    if all(record.done for record in records):
+        st.rerun()
+    fraction = sum(record.progress for record in records) / len(records)
+    messages = "; ".join(record.message or record.status for record in records if not record.done)
+    st.progress(min(max(fraction, 0.0), 1.0), text=f"{what} runs in the background: {messages}")
+    st.caption(f"Job {', '.join(f'`{job_id}`' for job_id in job_ids)}: it goes on when you leave this page or close "
+               f"the browser, and the **Jobs** page (in the sidebar) lists it. {hint}")
+    if st.button("Cancel", key=cancel_key, icon=":material/cancel:"):
+        for record in records:
+            jobs.cancel(store, user, record.id)
+        st.rerun()

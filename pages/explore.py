@@ -11,7 +11,7 @@ from sccore.select import cells_in_selection, composition, selection_bounds
 from sccore.workflow import layout_key
 
 st.title("Explore the cells")
-analysis = state.open_or_stop()
+analysis = state.open_or_stop(atlas_ok=True)
 adata = analysis.adata
 layouts = analysis.layouts()
 names = list(layouts)

@@ -1,7 +1,8 @@
 """Jobs: the user's background jobs on Dask (status, duration, progress, result or error), cancel, and submit.
 
 Everything shown is read from the job records (``sccore.jobs.JobStore``), so the list survives a browser
-refresh and a server restart; the Dask client is started only when a job is submitted.
+refresh and a server restart; the Dask client (``dashboard.state.dask_client``, one for the server, shared with
+the Knockout and Encoder pages' background runs) is started only when a job is submitted.
 """
 
 import json
@@ -13,12 +14,6 @@ import streamlit as st
 from dashboard import state
 from dashboard.access import current_user
 from sccore import InputError, jobs
-
-
-@st.cache_resource(show_spinner="Starting the Dask cluster…")
-def dask_client(scheduler_address: str):
-    """One Dask client for the server: to ``scheduler_address``, or to a local cluster the app starts."""
-    return jobs.connect(scheduler_address)
 
 
 def _when(seconds: float | None) -> str:
@@ -38,7 +33,7 @@ st.caption("Training, embedding, UMAP, screens and metrics as background jobs on
            "input's content and the parameters; the same job again returns the cached result.")
 user = current_user()
 settings = state.settings()
-store = jobs.JobStore(settings.cache_dir)
+store = state.job_store()
 
 records = jobs.list_jobs(store, user)
 st.button("Refresh", key="jobs_refresh", icon=":material/refresh:")
@@ -72,7 +67,8 @@ kind = st.selectbox("Kind", jobs.KINDS, key="jobs_kind")
 dataset = st.selectbox("Dataset", list(files), key="jobs_dataset")
 defaults = {key: ("" if value is jobs.REQUIRED else value) for key, value in jobs.PARAMETERS[kind].items()}
 text = st.text_area("Parameters (JSON)", json.dumps(defaults, indent=1), height=220, key=f"jobs_params_{kind}",
-                    help="Device cuda asks the cluster for a GPU worker (resource GPU=1).")
+                    help="Device cuda asks the cluster for a GPU worker (resource GPU=1). A training's out is a model "
+                         "name: it trains into your model folder (the Encoder page lists it); empty: the cache.")
 if st.button("Submit", key="jobs_submit", type="primary"):
     try:
         params = json.loads(text)
@@ -80,8 +76,10 @@ if st.button("Submit", key="jobs_submit", type="primary"):
             raise InputError("The parameters must be a JSON object: {\"key\": value, ...}.")
         if params.get("model") not in (None, "", "pca", "linear"):
             params["model"] = state.checked_model(str(params["model"]))  # only the folders the app offers
+        if kind == "train" and params.get("out"):
+            params["out"] = str(state.new_model_folder(str(params["out"])))  # a name in the user's model folder
         params = jobs.checked_params(kind, {**params, "input": files[dataset]})  # before a cluster is started
-        job_id = jobs.submit(dask_client(settings.scheduler_address), store, user, kind, params,
+        job_id = jobs.submit(state.dask_client(settings.scheduler_address), store, user, kind, params,
                              results_dir=settings.results_dir(files[dataset]))
         st.success(f"Submitted {kind} job `{job_id}`; press Refresh to follow it.")
     except json.JSONDecodeError as error:

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.scriptrunner import RerunException, StopException
 
-from dashboard import state
+from dashboard import state, tour
 from dashboard.explain import column_help
 from sccore import InputError
 from sccore.perturb import choose_cells, goal_from_groups, screen, suggest_gene
@@ -108,7 +108,7 @@ max_cells = int(right.number_input("Max cells", 10, 100_000, 1000, step=100, key
 gene_known = gene in adata.var_names
 if not gene_known:
     st.error(suggest_gene(gene, genes))
-run = st.button("Run knockout", type="primary", key="ko_run", disabled=not gene_known)
+run = st.button("Run knockout", type="primary", key="ko_run", disabled=not gene_known) or tour.wants_run("knockout")
 
 ko_key = (analysis.key, model_folder, gene, population, mode, max_cells)
 ko_store = st.session_state.setdefault("knockout_results", {})
@@ -305,12 +305,80 @@ if use_goal:
         goal_spec = (goal_column, goal_value)
 
 buttons = st.columns([1, 1, 6])
-run_screen = buttons[0].button("Run screen", type="primary", key="sc_run", disabled=not screen_methods)
+run_screen = (buttons[0].button("Run screen", type="primary", key="sc_run", disabled=not screen_methods)
+              or tour.wants_run("screen"))
 buttons[1].button("Cancel", key="sc_cancel", on_click=lambda: st.session_state.update(screen_cancel=True),
                   help="Stops a running screen; what was screened so far is kept and marked partial.")
+background = buttons[2].toggle("Run in the background", key="sc_background",
+                               help="Screen as a job on the Dask cluster (one per method; see the Jobs page): the page "
+                                    "stays free, and the screen goes on when you leave or refresh it. The same "
+                                    "settings show its result here when it has finished.")
 
 sc_key = (analysis.key, model_folder, screen_population, tuple(screen_methods), top, screen_max, goal_spec, estimate)
 sc_store = st.session_state.setdefault("screen_results", {})
+
+
+def screen_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The screen's population, its sample of at most ``screen_max`` cells and the goal's cells (None without a
+    goal); refuses an empty population or a goal equal to the start."""
+    everyone, cells = population_cells(screen_population, screen_max)
+    goal_cells = choose_cells(adata, dict([goal_spec])) if goal_spec else None
+    if goal_spec:
+        goal_from_groups(adata.obsm["X_pca"], everyone, goal_cells)  # refuse a goal equal to the start at once
+    return everyone, cells, goal_cells
+
+
+def screen_job_params(create: bool) -> list[dict] | None:
+    """The parameters of the background jobs that screen these settings, one per method (``sccore.jobs`` kind
+    ``screen``, with the analysis's filters and PCA); None when ``create`` is off and the demo has no file yet."""
+    preprocess = analysis.params.preprocess
+    common = {"where": dict([screen_population]) if screen_population else {},
+              "goal": dict([goal_spec]) if goal_spec else {}, "goal_start": "population",  # as run_the_screen
+              "top": top, "max_cells": screen_max, "device": analysis.params.encoder_device,
+              "n_comps": analysis.params.pca.n_comps,
+              "min_genes": preprocess.min_genes, "max_pct_mito": preprocess.max_pct_mito,
+              "min_cells": preprocess.min_cells, "n_top_genes": preprocess.n_top_genes,
+              "library_size_key": preprocess.library_size_key}
+    source = state.current_source()[0]
+    params = [state.job_params("screen", source, {**common, "model": model_folder if method == "encoder" else method,
+                                                  "estimate": estimate if method == "encoder" else "exact"}, create)
+              for method in screen_methods]
+    return None if None in params else params
+
+
+def submit_screen_jobs() -> None:
+    """Queue a background screen for each chosen method, unless one with these settings is already under way."""
+    screen_cells()  # an empty population or a goal equal to the start is refused before a job is queued
+    params = screen_job_params(create=True)
+    for one, record in zip(params, state.find_jobs("screen", params)):
+        if record is None or record.done:  # a finished one again: its result comes from the cache at once
+            state.submit_job("screen", state.current_source()[0], one)
+
+
+def background_screen() -> dict | None:
+    """The background screens of these settings, found in the job records (also after a browser refresh): their
+    tables once every method's job has ended, ``{"running": job ids}`` while some run, None when there are none."""
+    params = screen_job_params(create=False)
+    records = state.find_jobs("screen", params) if params else [None]
+    if None in records:
+        return None
+    if not all(record.done for record in records):
+        return {"running": tuple(record.id for record in records)}
+    everyone, cells = population_cells(screen_population, screen_max)
+    tables, errors = {}, {}
+    for method, record in zip(screen_methods, records):
+        try:
+            if record.status != "finished":
+                raise InputError(record.error or f"The background job `{record.id}` was {record.status}.")
+            tables[method] = pd.read_csv(record.result)
+        except (InputError, OSError) as error:
+            errors[method] = str(error)
+    result = {"tables": tables, "errors": errors, "partial": False, "progress": {m: 1.0 for m in screen_methods},
+              "n_population": len(everyone), "n_cells": len(cells)}
+    sc_store[sc_key] = result
+    if not errors:
+        state.remember_result(("screen",) + sc_key, result)
+    return result
 
 
 def run_the_screen() -> dict:
@@ -321,10 +389,7 @@ def run_the_screen() -> dict:
     stops after the current cell, the partial tables go to ``session_state`` and the request is raised again; the new
     run waits for ``screen_running`` to clear, then shows them.
     """
-    everyone, cells = population_cells(screen_population, screen_max)
-    goal_cells = choose_cells(adata, dict([goal_spec])) if goal_spec else None
-    if goal_spec:
-        goal_from_groups(adata.obsm["X_pca"], everyone, goal_cells)  # refuse a goal equal to the start at once
+    everyone, cells, goal_cells = screen_cells()
     st.session_state["screen_cancel"] = False
     interrupted: dict = {}
     progress_of = {method: 0.0 for method in screen_methods}
@@ -381,6 +446,13 @@ if st.session_state.get("screen_running") is not None:  # a click stopped a scre
             time.sleep(0.2)
 
 
+if run_screen and background and state.recall_result(("screen",) + sc_key) is None:
+    try:
+        submit_screen_jobs()
+        sc_store.pop(sc_key, None)  # shown from the jobs below
+    except InputError as error:
+        sc_store[sc_key] = {"error": str(error)}
+    run_screen = False
 screened = sc_store.get(sc_key)
 if run_screen:
     finished = state.recall_result(("screen",) + sc_key)
@@ -393,11 +465,16 @@ if run_screen:
             sc_store[sc_key] = screened = {"error": str(error)}
 elif screened is None:
     screened = state.recall_result(("screen",) + sc_key)
+if screened is None:
+    screened = background_screen()
 
 
 if screened is None:
     st.caption("Choose cells and methods, then press **Run screen**. Results are kept: the same settings reopen "
                "them without computing again.")
+elif "running" in screened:
+    state.follow_jobs(screened["running"], "The screen", "sc_job_cancel",
+                      "The same settings show its result here when it has finished.")
 elif "error" in screened:
     st.error(screened["error"])
 else:

@@ -73,6 +73,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     if args.method not in ("pca", "encoder"):
         raise InputError(f"Unknown --method '{args.method}': use pca or encoder.")
+    if args.method == "encoder" and not args.model:
+        raise InputError("--method encoder needs --model DIR (a folder from `python -m sccore train`, "
+                         "assets/demo_model, or a Geneformer checkpoint).")
+    if args.scheduler:
+        return _embed_as_job(args)
     adata = open_dataset(args.input, library_size_key=args.library_size_key)
     for note in adata.uns["input"]["notes"]:
         print(note, file=sys.stderr)
@@ -86,22 +91,49 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_key(args: argparse.Namespace) -> str:
+    """The obsm key of an encoder embedding: ``--key-added``, with ``X_encoder`` in place of its default ``X_pca``."""
+    return args.key_added if args.key_added != "X_pca" else "X_encoder"
+
+
 def _embed_with_encoder(adata, args: argparse.Namespace) -> int:
     from .encode import encoder
 
-    if not args.model:
-        raise InputError("--method encoder needs --model DIR (a folder from `python -m sccore train`, "
-                         "assets/demo_model, or a Geneformer checkpoint).")
-    key = args.key_added if args.key_added != "X_pca" else "X_encoder"
+    key = _encoder_key(args)
     bar, progress = _progress_bar("embed")
     encoder(adata, args.model, key_added=key, pooling=args.pooling, layer=args.layer, batch_size=args.batch_size,
             device=args.device, library_size_key=args.library_size_key, gene_id_key=args.gene_id_key,
             progress=progress)
     bar.close()
     _write_h5ad(adata, args.output)
+    _print_encoder_summary(adata, key, args.output)
+    return 0
+
+
+def _print_encoder_summary(adata, key: str, output: str) -> None:
     info = adata.uns[key]
     print(f"Wrote obsm['{key}'] ({adata.n_obs} cells x {adata.obsm[key].shape[1]}; {info['genes_matched']} of "
-          f"{info['genes_in_dataset']} genes in the model's vocabulary; {info['device']}) to {args.output}")
+          f"{info['genes_in_dataset']} genes in the model's vocabulary; {info['device']}) to {output}")
+
+
+def _embed_as_job(args: argparse.Namespace) -> int:
+    """``embed --method encoder --scheduler``: the embedding as an ``embed`` job, copied to ``-o``."""
+    import anndata as ad
+
+    if args.method != "encoder":
+        raise InputError("--scheduler runs the encoder's embedding as a job (--method encoder --model DIR); a PCA "
+                         "takes seconds to minutes here: drop --scheduler.")
+    key = _encoder_key(args)
+    record = _submit_job("embed", {"input": args.input, "model": args.model, "pooling": args.pooling,
+                                   "layer": args.layer, "batch_size": args.batch_size, "device": args.device,
+                                   "library_size_key": args.library_size_key, "gene_id_key": args.gene_id_key,
+                                   "key_added": key}, args.scheduler)
+    _copy_result(record.result, args.output, ".h5ad")
+    adata = ad.read_h5ad(args.output, backed="r")
+    for note in adata.uns["input"]["notes"]:
+        print(note, file=sys.stderr)
+    _print_encoder_summary(adata, key, args.output)
+    adata.file.close()
     return 0
 
 
@@ -109,6 +141,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .io import open_dataset
     from .models import TrainConfig, preset, train
 
+    if args.scheduler:
+        return _train_as_job(args)
     adata = open_dataset(args.input, library_size_key=args.library_size_key)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          learning_rate=args.learning_rate, seed=args.seed, device=args.device)
@@ -117,8 +151,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     history = train(adata, args.out, model_config, config, library_size_key=args.library_size_key,
                     resume=not args.no_resume, progress=progress)
     bar.close()
+    _print_training_summary(history, args.out)
+    return 0
+
+
+def _print_training_summary(history: dict, out: str) -> None:
     last = history["val_loss"][-1] if history["val_loss"] else float("nan")
-    print(f"Wrote the model to {args.out} (validation loss {last:.3f} after {history['step'][-1]} steps)")
+    print(f"Wrote the model to {out} (validation loss {last:.3f} after {history['step'][-1]} steps)")
+
+
+def _train_as_job(args: argparse.Namespace) -> int:
+    """``train --scheduler``: a ``train`` job that trains into (and resumes) ``--out``."""
+    import json
+
+    if args.no_resume:
+        raise InputError("A training job always resumes its --out folder (so that a job whose worker stopped goes "
+                         "on): to start afresh, delete that folder or choose another --out, or drop --scheduler.")
+    record = _submit_job("train", {"input": args.input, "out": args.out, "config": args.config, "epochs": args.epochs,
+                                   "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+                                   "learning_rate": args.learning_rate, "n_bins": args.n_bins, "cls": args.cls,
+                                   "library_size_key": args.library_size_key, "seed": args.seed,
+                                   "device": args.device}, args.scheduler)
+    training = json.loads((Path(record.result) / "training.json").read_text(encoding="utf-8"))
+    _print_training_summary(training["history"], args.out)
     return 0
 
 
@@ -147,6 +202,8 @@ def _cmd_umap(args: argparse.Namespace) -> int:
     from .neighbors import IndexParams, build_index, knn
     from .umap import UMAPParams, umap
 
+    if args.scheduler:
+        return _umap_as_job(args)
     adata = read_h5ad(args.input)
     if args.use_rep not in adata.obsm:
         raise InputError(f"{Path(args.input).name} has no obsm['{args.use_rep}']. Run `python -m sccore embed` first; "
@@ -165,6 +222,20 @@ def _cmd_umap(args: argparse.Namespace) -> int:
     bar.close()
     _write_h5ad(adata, args.output)
     print(f"Wrote obsm['{args.key_added}'] ({adata.n_obs} cells) to {args.output}")
+    return 0
+
+
+def _umap_as_job(args: argparse.Namespace) -> int:
+    """``umap --scheduler``: the layout as a ``umap`` job, copied to ``-o``."""
+    import anndata as ad
+
+    record = _submit_job("umap", {"input": args.input, "use_rep": args.use_rep, "key_added": args.key_added,
+                                  "n_neighbors": args.n_neighbors, "min_dist": args.min_dist, "index": args.index,
+                                  "seed": args.seed}, args.scheduler)
+    _copy_result(record.result, args.output, ".h5ad")
+    adata = ad.read_h5ad(args.output, backed="r")
+    print(f"Wrote obsm['{args.key_added}'] ({adata.n_obs} cells) to {args.output}")
+    adata.file.close()
     return 0
 
 
@@ -192,27 +263,6 @@ def _open_for_perturbation(args: argparse.Namespace):
     return processed, "encoder", load_model(args.model, resolve_device(args.device)), params
 
 
-def _method_embedding(adata, method: str, model, params, cells=None):
-    from .encode import embed_cells
-
-    if method != "encoder":
-        embedding = np.asarray(adata.obsm["X_pca"], dtype=np.float64)
-        return embedding if cells is None else embedding[cells]
-    subset = adata if cells is None else adata[cells]
-    return embed_cells(subset, model, library_size_key=params.library_size_key).astype(np.float64)
-
-
-def _goal(adata, method, model, params, start, goal_where):
-    from .perturb import choose_cells, goal_from_groups
-
-    if not goal_where:
-        return None
-    goal_cells = choose_cells(adata, goal_where)
-    needed = np.union1d(start, goal_cells)
-    embedding = _method_embedding(adata, method, model, params, needed)
-    return goal_from_groups(embedding, np.searchsorted(needed, start), np.searchsorted(needed, goal_cells))
-
-
 def _write_csv(table, path: str) -> None:
     from .cache import atomic_write
 
@@ -222,11 +272,11 @@ def _write_csv(table, path: str) -> None:
 def _cmd_knockout(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .perturb import choose_cells, goal_scores, knockout
+    from .perturb import choose_cells, goal_for, goal_scores, knockout
 
     adata, method, model, params = _open_for_perturbation(args)
     cells = choose_cells(adata, _parse_where(args.where))
-    goal = _goal(adata, method, model, params, cells, _parse_where(args.goal))
+    goal = goal_for(adata, method, model, cells, _parse_where(args.goal), params.library_size_key)
     genes = [g.strip() for g in args.genes.split(",") if g.strip()]
     groups = [genes] if args.together else [[g] for g in genes]
     rows = []
@@ -252,11 +302,13 @@ def _at_most(cells: np.ndarray, max_cells: int, seed: int) -> np.ndarray:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
-    from .perturb import choose_cells, screen
+    from .perturb import choose_cells, goal_for, screen
 
+    if args.scheduler:
+        return _screen_as_job(args)
     adata, method, model, params = _open_for_perturbation(args)
     cells = _at_most(choose_cells(adata, _parse_where(args.where)), args.max_cells, args.seed)
-    goal = _goal(adata, method, model, params, cells, _parse_where(args.goal))
+    goal = goal_for(adata, method, model, cells, _parse_where(args.goal), params.library_size_key)
     bar, progress = _progress_bar("screen")
     table = screen(adata, cells, method, model=model, top=args.top, goal=goal, library_size_key=params.library_size_key,
                    seed=args.seed, estimate=args.estimate, exact_top=args.exact_top, progress=progress)
@@ -266,13 +318,29 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _screen_as_job(args: argparse.Namespace) -> int:
+    """``screen --scheduler``: the screen as a ``screen`` job, copied to ``-o``."""
+    import pandas as pd
+
+    record = _submit_job("screen", {"input": args.input, "model": args.model, "device": args.device,
+                                    "where": _parse_where(args.where), "goal": _parse_where(args.goal),
+                                    "top": args.top, "max_cells": args.max_cells, "seed": args.seed,
+                                    "estimate": args.estimate, "exact_top": args.exact_top,
+                                    "library_size_key": args.library_size_key, "min_genes": args.min_genes,
+                                    "max_pct_mito": args.max_pct_mito, "min_cells": args.min_cells,
+                                    "n_top_genes": args.n_top_genes}, args.scheduler)
+    _copy_result(record.result, args.output, ".csv")
+    print(f"Screened {len(pd.read_csv(args.output))} genes; wrote {args.output}")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .perturb import choose_cells, spearman, validate_knockouts
+    from .perturb import choose_cells, method_embedding, spearman, validate_knockouts
 
     adata, method, model, params = _open_for_perturbation(args)
     if args.where:
         adata = adata[choose_cells(adata, _parse_where(args.where))].copy()
-    embedding = _method_embedding(adata, method, model, params)
+    embedding = method_embedding(adata, method, model, params.library_size_key)
     bar, progress = _progress_bar("validate")
     table = validate_knockouts(adata, method, embedding, args.perturbation_key, args.control, model=model,
                                min_cells=args.min_knockout_cells, library_size_key=params.library_size_key,
@@ -366,8 +434,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from .metrics import MetricsParams, benchmark_embeddings, check_inputs
     from .neighbors import IndexParams
 
-    adata = read_h5ad(args.input)
     embeddings = [key.strip() for key in args.embeddings.split(",") if key.strip()]
+    if args.scheduler:
+        return _metrics_as_job(args, embeddings)
+    adata = read_h5ad(args.input)
     check_inputs(adata, args.label_key, args.batch_key, embeddings, args.unintegrated_key)  # before the progress bar
     params = MetricsParams(max_silhouette_cells=args.max_silhouette_cells, seed=args.seed,
                            index=IndexParams(kind=args.index))
@@ -385,13 +455,28 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_as_job(args: argparse.Namespace, embeddings: list[str]) -> int:
+    """``metrics --scheduler``: the scores as a ``metrics`` job, copied to ``-o``."""
+    import pandas as pd
+
+    record = _submit_job("metrics", {"input": args.input, "label_key": args.label_key, "batch_key": args.batch_key,
+                                     "embeddings": embeddings, "unintegrated_key": args.unintegrated_key,
+                                     "max_silhouette_cells": args.max_silhouette_cells, "seed": args.seed,
+                                     "index": args.index}, args.scheduler)
+    _copy_result(record.result, args.output, ".csv")
+    table = pd.read_csv(args.output, index_col=0)
+    print(table.T.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"Wrote {len(table)} row(s) to {args.output}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .device import resolve_device
     from .io import open_dataset
     from .models import load_model
-    from .perturb import choose_cells, goal_scores, knockout, screen
+    from .perturb import choose_cells, goal_for, goal_scores, knockout, screen
     from .pp import qc_metrics
     from .report import ScreenReport, describe_cells, main_annotation, write_report
     from .workflow import PipelineParams, analyse
@@ -411,7 +496,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         population = choose_cells(adata, where)
         cells = _at_most(population, args.max_cells, args.seed)
         about = describe_cells(where, len(cells), len(population))
-        goals = {method: _goal(adata, method, model, params.preprocess, cells, goal_where) for method in methods}
+        goals = {method: goal_for(adata, method, model, cells, goal_where, params.preprocess.library_size_key)
+                 for method in methods}
         rows = []
         for position, gene in enumerate(genes):
             progress(0.4 + 0.1 * position / len(genes), f"knocking out {gene}")
@@ -464,31 +550,58 @@ def _job_params(kind: str, items: list[str] | None) -> dict:
     return params
 
 
-def _cmd_submit(args: argparse.Namespace) -> int:
-    from .jobs import JobStore, checked_params, close, connect, submit, wait
-    from .settings import load_settings
+def _submit_job(kind: str, params: dict, scheduler: str, user: str | None = None, wait: bool = True,
+                announce=None):
+    """Submit a ``kind`` job to ``scheduler`` (``""``: a local cluster that lives as long as this command), announce
+    its id (default: on stderr), and wait for it with a progress bar. Returns its final record (``None`` with
+    ``wait`` off); :class:`InputError` when it failed or was cancelled."""
+    from .jobs import JobStore, checked_params, close, connect, submit, wait as wait_for
+    from .settings import LOCAL_USER, load_settings
 
-    settings = load_settings()
-    scheduler = args.scheduler if args.scheduler is not None else settings.scheduler_address
-    store = JobStore(settings.cache_dir)
-    params = checked_params(args.kind, {"input": args.input, **_job_params(args.kind, args.param)})
+    user = user or LOCAL_USER
+    store = JobStore(load_settings().cache_dir)
+    params = checked_params(kind, params)
     client = connect(scheduler)
     try:
-        job_id = submit(client, store, args.user, args.kind, params)
-        print(job_id, flush=True)
-        if not args.wait and scheduler:
-            return 0
-        if not args.wait:
-            print("No scheduler: the job runs on a local cluster that lives as long as this command, so it waits.",
-                  file=sys.stderr)
-        bar, progress = _progress_bar(args.kind)
-        record = wait(store, args.user, job_id, progress)
-        bar.close()
+        job_id = submit(client, store, user, kind, params)
+        if announce is None:
+            print(f"Submitted {kind} job {job_id} to {scheduler}; `python -m sccore jobs` lists it.", file=sys.stderr)
+        else:
+            announce(job_id)
+        if not wait:
+            return None
+        bar, progress = _progress_bar(kind)
+        try:
+            record = wait_for(store, user, job_id, progress)
+        finally:
+            bar.close()
     finally:
         close(client)
     if record.status != "finished":
         raise InputError(f"Job {job_id} {record.status}{': ' + record.error if record.error else ''}")
-    print(f"{record.result}{' (found in the cache)' if record.cached else ''}")
+    return record
+
+
+def _copy_result(result: str, output: str, suffix: str) -> None:
+    """Copy a job's result file to ``output`` (atomically)."""
+    import shutil
+
+    from .cache import atomic_write
+
+    atomic_write(output, lambda tmp: shutil.copyfile(result, tmp), suffix=suffix)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from .settings import load_settings
+
+    scheduler = args.scheduler if args.scheduler is not None else load_settings().scheduler_address
+    if not args.wait and not scheduler:
+        print("No scheduler: the job runs on a local cluster that lives as long as this command, so it waits.",
+              file=sys.stderr)
+    record = _submit_job(args.kind, {"input": args.input, **_job_params(args.kind, args.param)}, scheduler, args.user,
+                         wait=args.wait or not scheduler, announce=lambda job_id: print(job_id, flush=True))
+    if record is not None:
+        print(f"{record.result}{' (found in the cache)' if record.cached else ''}")
     return 0
 
 
@@ -511,12 +624,60 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed_partitions(args: argparse.Namespace) -> int:
+    from .jobs import close, connect
+    from .partitions import embed_partitions
+
+    from .settings import load_settings
+
+    scheduler = args.scheduler if args.scheduler is not None else load_settings().scheduler_address
+    client = connect(scheduler, n_workers=args.workers)
+    bar, progress = _progress_bar("embed-partitions")
+    try:
+        result = embed_partitions(args.input, args.model, args.output, client, partition_cells=args.partition_cells,
+                                  pooling=args.pooling, layer=args.layer, batch_size=args.batch_size,
+                                  library_size_key=args.library_size_key, gene_id_key=args.gene_id_key,
+                                  device=args.device, torch_threads=args.torch_threads, overwrite=args.overwrite,
+                                  progress=progress)
+    finally:
+        bar.close()
+        close(client)
+    print(f"Wrote {result.path} ({result.n_cells:,} cells; {result.computed} of {result.n_partitions} partitions "
+          "embedded now, the others found finished)")
+    return 0
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from .atlas import AtlasParams, build_atlas, file_preprocess_params
+
+    overrides = {key: value for key, value in (("min_genes", args.min_genes), ("n_top_genes", args.n_top_genes))
+                 if value is not None}
+    params = AtlasParams(chunk_cells=args.chunk_cells, target_recall=args.recall,
+                         preprocess=file_preprocess_params(args.input, **overrides) if overrides else None)
+    bar, progress = _progress_bar("atlas")
+    try:
+        atlas = build_atlas(args.input, args.output, params, progress=progress, overwrite=args.overwrite)
+    finally:
+        bar.close()
+    stages = atlas.manifest["stages"]
+    print(f"Wrote the atlas of {atlas.adata.n_obs:,} cells x {atlas.adata.n_vars:,} genes to {atlas.folder} "
+          f"(first frame: {atlas.folder / 'first_frame.png'}; index recall@{params.k} {stages['index']['recall']:.3f}; "
+          f"{sum(stage['seconds'] for stage in stages.values()):.0f} s over all runs)")
+    return 0
+
+
 def _add_perturbation_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("input", metavar="IN.h5ad", help="raw counts (X, layers['counts'] or .raw)")
     parser.add_argument("--model", required=True, metavar="DIR|pca|linear", help=model_help)
     parser.add_argument("-o", "--output", metavar="OUT.csv", required=True)
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     _add_preprocess_arguments(parser)
+
+
+def _add_scheduler_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the work as a job on this Dask scheduler (e.g. tcp://host:8786), wait for it with "
+                             "a progress bar, then write the same output; its workers must see the same files")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -541,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--n-comps", type=int, default=50, help="number of principal components")
     embed.add_argument("--key-added", default="X_pca", help="obsm key to write (X_encoder for --method encoder)")
     _add_preprocess_arguments(embed)
+    _add_scheduler_argument(embed)
     embed.set_defaults(run=_cmd_embed)
 
     trainer = commands.add_parser("train", help="masked-gene pretraining of a transformer encoder",
@@ -558,6 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--device", default="auto")
     trainer.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a run")
+    _add_scheduler_argument(trainer)
     trainer.set_defaults(run=_cmd_train)
 
     model_help = "a model folder (the encoder), or the baselines: pca (zero and re-project), linear (co-expression)"
@@ -583,6 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="encoder only: 'first-order' ranks all genes from gradients, then deletes the best "
                                "--exact-top genes exactly (fast with long inputs)")
     screener.add_argument("--exact-top", type=int, default=50, help="genes recomputed exactly after a first-order pass")
+    _add_scheduler_argument(screener)
     screener.set_defaults(run=_cmd_screen)
 
     validate = commands.add_parser("validate-knockout", help="compare in-silico knockouts with a CRISPR screen",
@@ -607,6 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto",
                         help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
     layout.add_argument("--seed", type=int, default=0)
+    _add_scheduler_argument(layout)
     layout.set_defaults(run=_cmd_umap)
 
     mapper = commands.add_parser("transfer", help="label transfer from a reference dataset to query cells",
@@ -656,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto",
                         help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
     scorer.add_argument("--seed", type=int, default=0, help="seed of KMeans and the silhouette sample")
+    _add_scheduler_argument(scorer)
     scorer.set_defaults(run=_cmd_metrics)
 
     reporter = commands.add_parser("report", help="a self-contained HTML report of the analysis",
@@ -718,6 +884,56 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("--password-stdin", action="store_true",
                        help="read the password from the first line of standard input instead of prompting")
     users.set_defaults(run=_cmd_add_user)
+
+    from .partitions import PARTITION_CELLS
+
+    partitioner = commands.add_parser(
+        "embed-partitions", help="encoder embedding of a large file as Dask tasks over partitions, resumable",
+        description="Embed every cell of IN.h5ad with an encoder, one Dask task per partition of consecutive cells "
+                    "(each reads only its rows), into OUT_DIR/embedding.npy (cells x d_model, float32). Finished "
+                    "partitions stay in OUT_DIR: the same command run again after an interruption resumes where it "
+                    "stopped.")
+    partitioner.add_argument("input", metavar="IN.h5ad", help="raw counts in X or layers['counts'], stored by cells "
+                                                              "(CSR) or dense")
+    partitioner.add_argument("--model", required=True, metavar="DIR", help="the encoder's model folder")
+    partitioner.add_argument("-o", "--output", metavar="OUT_DIR", required=True,
+                             help="folder for the partitions, manifest.json and embedding.npy")
+    partitioner.add_argument("--partition-cells", type=int, default=PARTITION_CELLS, metavar="N", help="cells per task")
+    partitioner.add_argument("--workers", type=int, default=1, metavar="N",
+                             help="worker processes of the local cluster (without --scheduler)")
+    partitioner.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786, whose "
+                                                                    "workers share this file system (default: "
+                                                                    "scheduler_address in the settings, else a local "
+                                                                    "cluster)")
+    partitioner.add_argument("--torch-threads", type=int, default=1, metavar="N", help="torch threads per task")
+    partitioner.add_argument("--pooling", default="mean", choices=["mean", "all-layers", "cls"],
+                             help="mean of a layer's outputs (default), mean over all layers, or the cls token")
+    partitioner.add_argument("--layer", type=int, default=-1, help="layer for --pooling mean (-1 = last)")
+    partitioner.add_argument("--batch-size", type=int, default=64)
+    partitioner.add_argument("--library-size-key", metavar="KEY",
+                             help="obs column with each cell's whole-transcriptome total counts (default: the sum of "
+                                  "the file's counts)")
+    partitioner.add_argument("--gene-id-key", metavar="KEY", help="var column with Ensembl IDs to match the model's "
+                                                                  "genes")
+    partitioner.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu, "
+                                                              "on each worker")
+    partitioner.add_argument("--overwrite", action="store_true",
+                             help="discard what OUT_DIR holds from a run with other inputs or options")
+    partitioner.set_defaults(run=_cmd_embed_partitions)
+    atlas = commands.add_parser(
+        "atlas", help="QC, PCA, FAISS index, UMAP and a first frame of a large file, read in chunks, resumable",
+        description="Build the atlas of IN.h5ad (raw counts, X stored by cells) in OUT_DIR without loading the counts: "
+                    "quality control, normalisation and highly variable genes as `embed` does, exact PCA, an HNSW "
+                    "index with its recall measured, UMAP on a subsample with the other cells placed, and "
+                    "first_frame.png. Run again after an interruption: finished stages are kept.")
+    atlas.add_argument("input", metavar="IN.h5ad")
+    atlas.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="the atlas folder")
+    atlas.add_argument("--chunk-cells", type=int, default=50_000, metavar="N", help="cells read at a time")
+    atlas.add_argument("--min-genes", type=int, help="keep cells with at least this many detected genes (default 200)")
+    atlas.add_argument("--n-top-genes", type=int, help="highly variable genes for PCA (default 2000)")
+    atlas.add_argument("--recall", type=float, default=0.95, help="recall@15 the index must reach (default 0.95)")
+    atlas.add_argument("--overwrite", action="store_true", help="replace an atlas of another input or parameters")
+    atlas.set_defaults(run=_cmd_atlas)
     return parser
 
 

@@ -48,7 +48,8 @@ def pool(states: list[torch.Tensor] | torch.Tensor, attention: torch.Tensor, poo
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-def _check_options(model: LoadedModel, pooling: str, layer: int) -> None:
+def check_options(model: LoadedModel, pooling: str, layer: int) -> None:
+    """Refuse a pooling or layer that ``model`` does not offer, naming the ones it does."""
     if pooling not in POOLINGS:
         raise InputError(f"Unknown pooling '{pooling}': use {', '.join(POOLINGS)}.")
     n_layers = model.config.n_layers
@@ -59,7 +60,7 @@ def _check_options(model: LoadedModel, pooling: str, layer: int) -> None:
 def embed_tokens(model: LoadedModel, cells: list[TokenizedCell], pooling: str = "mean", layer: int = -1,
                  batch_size: int = 64, precision: str = "auto") -> np.ndarray:
     """Embed tokenized cells (batched by length, under ``inference_mode``); returns cells x d_model (float32)."""
-    _check_options(model, pooling, layer)
+    check_options(model, pooling, layer)
     config = model.config
     device = next(model.model.parameters()).device
     autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
@@ -91,7 +92,7 @@ def presence_gradients(model: LoadedModel, cells: list[TokenizedCell], direction
     deletion. Returns the cells' mean-pooled embeddings (cells x d_model) and, per cell, its k x length
     matrix of estimated shifts.
     """
-    _check_options(model, "mean", layer)
+    check_options(model, "mean", layer)
     device = next(model.model.parameters()).device
     autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
     encoder = model.model.encoder.eval()
@@ -155,7 +156,7 @@ def embed_cells(adata: ad.AnnData, model: LoadedModel, pooling: str = "mean", la
     ``precision`` is ``"auto"`` (bf16 where fast), ``"bf16"`` or ``"fp32"``. Cells are tokenized
     and embedded in chunks, so the tokens of all cells are never in memory at once.
     """
-    _check_options(model, pooling, layer)
+    check_options(model, pooling, layer)
     tokenizer = DatasetTokenizer(adata, model, library_size_key, gene_id_key)
     out = np.zeros((adata.n_obs, model.config.d_model), dtype=np.float32)
     for start in range(0, adata.n_obs, CHUNK_CELLS):

@@ -15,6 +15,11 @@ is ever renamed into place), so submitting it again restarts (or resumes) cleanl
 flag file beside the record; the running job sees it at its next progress report and stops without
 writing a result.
 
+A running job rewrites the ``heartbeat`` time in its record every :data:`HEARTBEAT_INTERVAL_S` seconds (a
+thread of its own). :func:`status` marks a running job whose heartbeat is older than :data:`STALE_AFTER_S`
+failed: its worker died, and no process that holds its Dask future was there to notice (the app restarted,
+or a CLI submitted it and exited). The workers' clocks and the app's must agree to well within that.
+
 Jobs whose ``device`` is ``cuda`` ask Dask for ``resources={"GPU": 1}``: start the GPU workers with
 ``--resources GPU=1`` (dask-jobqueue: ``worker_extra_args=["--resources", "GPU=1"]``) and only they run them.
 
@@ -29,7 +34,9 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -46,19 +53,24 @@ REQUIRED = object()
 # Every parameter of each kind with its default (REQUIRED: no default); ``input`` (a .h5ad path) is always required.
 PARAMETERS = {
     "train": {"config": "small", "epochs": 10.0, "batch_size": 32, "grad_accum": 1, "learning_rate": 1e-3,
-              "n_bins": 0, "cls": False, "seed": 0, "device": "auto", "library_size_key": None},
+              "n_bins": 0, "cls": False, "seed": 0, "device": "auto", "library_size_key": None,
+              "out": ""},  # out: a model folder to train into (resumed, as `train --out`); "": the cache
     "embed": {"model": REQUIRED, "pooling": "mean", "layer": -1, "batch_size": 64, "device": "auto",
-              "library_size_key": None, "gene_id_key": None},
+              "library_size_key": None, "gene_id_key": None, "key_added": "X_encoder"},
     "umap": {"use_rep": "X_pca", "key_added": "X_umap", "n_neighbors": 15, "min_dist": 0.3, "index": "auto",
              "seed": 0},
-    "screen": {"model": "pca", "where": {}, "top": None, "max_cells": 0, "seed": 0, "estimate": "exact",
-               "exact_top": 50, "device": "auto", **_QC_DEFAULTS},
+    "screen": {"model": "pca", "where": {}, "goal": {}, "goal_start": "cells", "top": None, "max_cells": 0, "seed": 0,
+               "estimate": "exact", "exact_top": 50, "device": "auto", "n_comps": 50, **_QC_DEFAULTS},
     "metrics": {"label_key": REQUIRED, "batch_key": REQUIRED, "embeddings": ["X_pca"], "unintegrated_key": "X_pca",
                 "max_silhouette_cells": 10_000, "seed": 0, "index": "auto"},
 }
 RESULT_NAMES = {"train": "model", "embed": "embedded.h5ad", "umap": "umap.h5ad", "screen": "screen.csv",
                 "metrics": "metrics.csv"}
 _PROGRESS_INTERVAL_S = 0.5
+HEARTBEAT_INTERVAL_S = 10.0  # a running job rewrites its record's heartbeat this often (seconds)
+STALE_AFTER_S = 60.0  # a running job whose heartbeat is older than this lost its worker
+_LOST = ("Submit it again: training resumes from its last checkpoint, other jobs restart; no half result was "
+         "kept.")
 _futures: dict = {}  # job id -> the Dask future of a job this process submitted
 
 
@@ -83,6 +95,7 @@ class JobRecord:
     result: str = ""
     cached: bool = False  # the result was found in the cache, not computed
     error: str = ""
+    heartbeat: float | None = None  # the running job's last sign of life
 
     @property
     def duration(self) -> float | None:
@@ -208,7 +221,10 @@ def job_key(kind: str, params: dict) -> str:
 
 
 def result_path(kind: str, params: dict, results_dir: str | os.PathLike) -> Path:
-    """Where the result of a job with these parameters is written: ``results_dir/<key>/<name>``."""
+    """Where the result of a job with these parameters is written: ``results_dir/<key>/<name>``, or the model
+    folder a training job names in ``out``."""
+    if kind == "train" and params.get("out"):
+        return Path(params["out"])
     return Path(results_dir) / job_key(kind, params) / RESULT_NAMES[kind]
 
 
@@ -230,6 +246,8 @@ def checked_params(kind: str, params: dict) -> dict:
         raise InputError(f"A {kind} job needs an existing .h5ad file as input, not '{params.get('input', '')}'.")
     if isinstance(merged.get("model"), str) and Path(merged["model"]).is_dir():
         merged["model"] = str(Path(merged["model"]).resolve())  # workers may start in another folder
+    if merged.get("out"):
+        merged["out"] = str(Path(merged["out"]).expanduser().resolve())
     return {"input": str(Path(params["input"]).resolve()), **merged}
 
 
@@ -264,17 +282,26 @@ def _offers_gpu(client) -> bool:
 
 
 def status(store: JobStore, user: str, job_id: str) -> JobRecord:
-    """The job's record; a job whose Dask task failed outside the job (a worker that died) is marked failed."""
+    """The job's record; a job whose Dask task failed outside the job (a worker that died), or a running job whose
+    heartbeat is older than :data:`STALE_AFTER_S`, is marked failed."""
     record = store.read(user, job_id)
-    future = _futures.get(job_id)
-    if not record.done and future is not None and future.status in ("error", "cancelled", "lost"):
-        reason = future.exception() if future.status == "error" else future.status
+    reason = "" if record.done else _lost(record, _futures.get(job_id))
+    if reason:
         record = store.update(user, job_id, status="failed", finished=time.time(),
-                              error=f"The worker running this job stopped ({reason}). Submit it again: training "
-                                    "resumes from its last checkpoint, other jobs restart; no half result was kept.")
+                              error=f"The worker running this job stopped ({reason}). {_LOST}")
     if record.done:
         _futures.pop(job_id, None)
     return record
+
+
+def _lost(record: JobRecord, future) -> str:
+    """Why the worker of a job that has not ended is known to be gone, or ``""`` while it may be alive."""
+    if future is not None and future.status in ("error", "cancelled", "lost"):
+        return str(future.exception()) if future.status == "error" else future.status
+    last = record.heartbeat or record.started
+    if record.status == "running" and last is not None and time.time() - last > STALE_AFTER_S:
+        return f"no heartbeat for {time.time() - last:.0f} s"
+    return ""
 
 
 def cancel(store: JobStore, user: str, job_id: str) -> JobRecord:
@@ -293,6 +320,19 @@ def list_jobs(store: JobStore, user: str) -> list[JobRecord]:
     return [status(store, user, record.id) if not record.done else record for record in store.list_jobs(user)]
 
 
+def find_jobs(store: JobStore, user: str, kind: str, params_list: list[dict]) -> list[JobRecord | None]:
+    """For each of ``params_list`` (as :func:`checked_params` returns them), ``user``'s newest ``kind`` job with
+    exactly these parameters, whatever its status, or ``None``: how a page finds its jobs again after a refresh."""
+    def normal(params: dict) -> str:
+        return json.dumps(params, sort_keys=True, default=str)
+
+    newest: dict[str, JobRecord] = {}
+    for record in list_jobs(store, user):
+        if record.kind == kind:
+            newest.setdefault(normal(record.params), record)
+    return [newest.get(normal(params)) for params in params_list]
+
+
 def wait(store: JobStore, user: str, job_id: str, progress: Callable[[float, str], None] = lambda f, m: None,
          poll_s: float = 0.2, timeout_s: float | None = None) -> JobRecord:
     """Wait for the job to end, calling ``progress(fraction, message)`` as its record changes; returns the
@@ -308,10 +348,11 @@ def wait(store: JobStore, user: str, job_id: str, progress: Callable[[float, str
 
 class _Reporter:
     """The progress callback of a running job: raises :class:`JobCancelled` when the cancel flag is up, and
-    writes the fraction and message into the record at most every ``_PROGRESS_INTERVAL_S`` seconds."""
+    writes the fraction and message into the record at most every ``_PROGRESS_INTERVAL_S`` seconds (holding
+    ``lock``, which the heartbeat's writes hold too)."""
 
-    def __init__(self, store: JobStore, user: str, job_id: str):
-        self.store, self.user, self.job_id = store, user, job_id
+    def __init__(self, store: JobStore, user: str, job_id: str, lock: threading.Lock):
+        self.store, self.user, self.job_id, self.lock = store, user, job_id, lock
         self.last = 0.0
 
     def __call__(self, fraction: float, message: str) -> None:
@@ -320,8 +361,32 @@ class _Reporter:
         now = time.monotonic()
         if now - self.last >= _PROGRESS_INTERVAL_S:
             self.last = now
-            self.store.update(self.user, self.job_id, progress=float(min(1.0, max(0.0, fraction))),
-                              message=str(message)[:200])
+            with self.lock:
+                self.store.update(self.user, self.job_id, progress=float(min(1.0, max(0.0, fraction))),
+                                  message=str(message)[:200], heartbeat=time.time())
+
+
+@contextmanager
+def _heartbeat(store: JobStore, user: str, job_id: str, lock: threading.Lock):
+    """While the block runs, a thread rewrites the record's ``heartbeat`` every :data:`HEARTBEAT_INTERVAL_S`
+    seconds (holding ``lock``); it has stopped when the block ends."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_INTERVAL_S):
+            try:
+                with lock:
+                    store.update(user, job_id, heartbeat=time.time())
+            except (OSError, ValueError):  # a record deleted or damaged meanwhile: the job itself goes on
+                continue
+
+    thread = threading.Thread(target=beat, name=f"sccore-heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
@@ -331,15 +396,16 @@ def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
     if store.cancel_requested(user, job_id):
         store.update(user, job_id, status="cancelled", finished=time.time(), message="cancelled")
         return ""
-    record = store.update(user, job_id, status="running", started=time.time(), finished=None, progress=0.0,
-                          message="starting", error="")
-    report = _Reporter(store, user, job_id)
+    record = store.update(user, job_id, status="running", started=time.time(), heartbeat=time.time(), finished=None,
+                          progress=0.0, message="starting", error="")
+    lock = threading.Lock()
     try:
         target = result_path(record.kind, record.params, results_dir)
-        cached = _is_finished(record.kind, target)
+        cached = _is_finished(record.kind, record.params, target)
         if not cached:
-            _remove_stale_temporaries(target.parent)
-            _RUNNERS[record.kind](record.params, target, report)
+            _remove_stale_temporaries(target if record.kind == "train" else target.parent)
+            with _heartbeat(store, user, job_id, lock):
+                _RUNNERS[record.kind](record.params, target, _Reporter(store, user, job_id, lock))
         store.update(user, job_id, status="finished", finished=time.time(), progress=1.0, result=str(target),
                      cached=cached, message="found in the cache" if cached else "done")
         return str(target)
@@ -351,10 +417,13 @@ def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
     return ""
 
 
-def _is_finished(kind: str, target: Path) -> bool:
-    """Whether the result at ``target`` is complete: a file, or a model folder whose training reached its end."""
+def _is_finished(kind: str, params: dict, target: Path) -> bool:
+    """Whether the result at ``target`` is complete: a file, or a model folder in the cache whose training reached
+    its end (a folder named in ``out`` is always resumed, as `train --out` does, so that more epochs continue it)."""
     if kind != "train":
         return target.is_file()
+    if params.get("out"):
+        return False
     try:
         state = json.loads((target / "training.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -363,7 +432,8 @@ def _is_finished(kind: str, target: Path) -> bool:
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporary files a killed job left in ``folder`` (``atomic_write``'s ``.<name>.*.tmp*``)."""
+    """Delete the temporary files a killed job left in ``folder`` (``atomic_write``'s ``.<name>.*.tmp*``): the
+    result's folder, or a training job's model folder."""
     for path in folder.glob(".*.tmp*") if folder.is_dir() else []:
         path.unlink(missing_ok=True)
 
@@ -395,13 +465,13 @@ def _run_train(params: dict, target: Path, report) -> None:
 
 
 def _run_embed(params: dict, target: Path, report) -> None:
-    """The encoder's embedding of the input's cells, written as the input with ``obsm['X_encoder']``."""
+    """The encoder's embedding of the input's cells, written as the input with ``obsm[key_added]``."""
     from .encode import encoder
 
     adata = _open_counts(params)
-    encoder(adata, params["model"], pooling=params["pooling"], layer=params["layer"], batch_size=params["batch_size"],
-            device=params["device"], library_size_key=params["library_size_key"], gene_id_key=params["gene_id_key"],
-            progress=report)
+    encoder(adata, params["model"], key_added=params["key_added"], pooling=params["pooling"], layer=params["layer"],
+            batch_size=params["batch_size"], device=params["device"], library_size_key=params["library_size_key"],
+            gene_id_key=params["gene_id_key"], progress=report)
     _write_h5ad(adata, target)
 
 
@@ -428,13 +498,15 @@ def _run_umap(params: dict, target: Path, report) -> None:
 
 
 def _run_screen(params: dict, target: Path, report) -> None:
-    """A knockout screen (``python -m sccore screen``) of the ``where`` cells, written as a CSV."""
+    """A knockout screen (``python -m sccore screen``) of the ``where`` cells (at most ``max_cells`` of them), scored
+    against the ``goal`` cells when it names some (the start: the screened cells, or every ``where`` cell with
+    ``goal_start="population"``), written as a CSV."""
     import numpy as np
 
     from .device import resolve_device
     from .embed import PCAParams, pca
     from .models import load_model
-    from .perturb import choose_cells, screen
+    from .perturb import choose_cells, goal_for, screen
     from .pp import default_params, preprocess
 
     raw = _open_counts(params)
@@ -443,13 +515,18 @@ def _run_screen(params: dict, target: Path, report) -> None:
                                                      if params["library_size_key"] else {}))
     report(0.0, "quality control, normalisation and PCA")
     adata = preprocess(raw, preprocess_params)
-    pca(adata, PCAParams())
+    pca(adata, PCAParams(n_comps=params["n_comps"]))
     method = params["model"] if params["model"] in ("pca", "linear") else "encoder"
     model = load_model(params["model"], resolve_device(params["device"])) if method == "encoder" else None
-    cells = choose_cells(adata, params["where"])
+    population = cells = choose_cells(adata, params["where"])
     if params["max_cells"] and len(cells) > params["max_cells"]:
         cells = np.sort(np.random.default_rng(params["seed"]).choice(cells, params["max_cells"], replace=False))
-    table = screen(adata, cells, method, model=model, top=params["top"], seed=params["seed"],
+    if params["goal_start"] not in ("cells", "population"):
+        raise InputError(f"goal_start is cells (the screened cells, as `python -m sccore screen --goal`) or population "
+                         f"(every cell of where, as the Knockout page), not '{params['goal_start']}'.")
+    start = cells if params["goal_start"] == "cells" else population
+    goal = goal_for(adata, method, model, start, params["goal"], preprocess_params.library_size_key)
+    table = screen(adata, cells, method, model=model, top=params["top"], goal=goal, seed=params["seed"],
                    library_size_key=preprocess_params.library_size_key, estimate=params["estimate"],
                    exact_top=params["exact_top"], progress=report)
     atomic_write(target, lambda tmp: table.to_csv(tmp, index=False), suffix=".csv")

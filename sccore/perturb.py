@@ -271,6 +271,31 @@ def goal_from_groups(embedding: np.ndarray, start: np.ndarray, goal: np.ndarray)
     return Goal(embedding[start].mean(0), embedding[goal].mean(0))
 
 
+def method_embedding(adata: ad.AnnData, method: str, model=None, library_size_key: str | None = None,
+                     cells: np.ndarray | None = None) -> np.ndarray:
+    """The cells' embedding in ``method``'s space: ``obsm['X_pca']`` for the baselines, the encoder's for
+    ``"encoder"`` (computed for ``cells`` only); float64."""
+    from .encode import embed_cells
+
+    if method != "encoder":
+        embedding = np.asarray(adata.obsm["X_pca"], dtype=np.float64)
+        return embedding if cells is None else embedding[cells]
+    subset = adata if cells is None else adata[cells]
+    return embed_cells(subset, model, library_size_key=library_size_key).astype(np.float64)
+
+
+def goal_for(adata: ad.AnnData, method: str, model, start: np.ndarray, goal_where: dict[str, str] | None,
+             library_size_key: str | None = None) -> "Goal | None":
+    """The goal state from the ``start`` cells to the cells matching ``goal_where`` in ``method``'s space (what
+    ``python -m sccore screen --goal`` scores against); None without ``goal_where``."""
+    if not goal_where:
+        return None
+    goal_cells = choose_cells(adata, goal_where)
+    needed = np.union1d(start, goal_cells)
+    embedding = method_embedding(adata, method, model, library_size_key, needed)
+    return goal_from_groups(embedding, np.searchsorted(needed, start), np.searchsorted(needed, goal_cells))
+
+
 def goal_scores(original: np.ndarray, perturbed: np.ndarray, goal: Goal) -> dict:
     """``goal_alignment``: cosine of the mean shift with the start->goal direction;
     ``goal_cosine_gain``: mean rise in cosine similarity to the goal's mean embedding."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 
 import anndata as ad
@@ -141,12 +140,37 @@ def highly_variable(adata: ad.AnnData, n_top_genes: int) -> np.ndarray:
     """
     if adata.n_vars <= n_top_genes:
         return np.ones(adata.n_vars, dtype=bool)
-    import scanpy as sc
+    normalised = adata.X.expm1() if sp.issparse(adata.X) else np.expm1(np.asarray(adata.X, dtype=np.float64))
+    mean = np.asarray(normalised.mean(axis=0), dtype=np.float64).ravel()
+    mean_of_squares = np.asarray(normalised.multiply(normalised).mean(axis=0) if sp.issparse(normalised)
+                                 else (normalised ** 2).mean(axis=0), dtype=np.float64).ravel()
+    return highly_variable_from_moments(mean, mean_of_squares, adata.n_obs, n_top_genes)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat", inplace=False)
-    return table["highly_variable"].to_numpy(dtype=bool)
+
+def highly_variable_from_moments(mean: np.ndarray, mean_of_squares: np.ndarray, n_cells: int,
+                                 n_top_genes: int) -> np.ndarray:
+    """The Seurat-flavour selection of :func:`highly_variable` from each gene's mean and mean square of
+    library-normalised (not logged) expression, so a dataset read in chunks gets the same genes as scanpy's
+    ``highly_variable_genes(flavor="seurat")``: log dispersion z-scored within 20 bins of log mean."""
+    n_genes = len(mean)
+    if n_genes <= n_top_genes:
+        return np.ones(n_genes, dtype=bool)
+    variance = (mean_of_squares - mean ** 2) * n_cells / max(n_cells - 1, 1)
+    mean = np.where(mean == 0, 1e-12, mean)
+    dispersion = variance / mean
+    dispersion[dispersion == 0] = np.nan
+    table = pd.DataFrame({"dispersion": np.log(dispersion)})
+    table["bin"] = pd.cut(np.log1p(mean), bins=20)
+    stats = table.groupby("bin", observed=True)["dispersion"].agg(avg="mean", dev="std")
+    alone = stats["dev"].isnull()  # a gene alone in its bin gets a normalised dispersion of 1, as in scanpy
+    stats.loc[alone, "dev"] = stats.loc[alone, "avg"]
+    stats.loc[alone, "avg"] = 0
+    per_gene = stats.loc[table["bin"]]
+    normalised_dispersion = ((table["dispersion"].to_numpy() - per_gene["avg"].to_numpy())
+                             / per_gene["dev"].to_numpy())
+    ranked = np.sort(normalised_dispersion[~np.isnan(normalised_dispersion)])[::-1]
+    cut_off = ranked[min(n_top_genes, len(ranked)) - 1]
+    return np.nan_to_num(normalised_dispersion, nan=-np.inf) >= cut_off
 
 
 def steps_table(adata: ad.AnnData) -> pd.DataFrame:

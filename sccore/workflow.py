@@ -54,18 +54,23 @@ class Analysis:
     indexes: dict[str, faiss.Index] = field(default_factory=dict)
     neighbors: dict[str, Neighbors] = field(default_factory=dict)
     umap_models: dict[str, UMAPModel] = field(default_factory=dict)
+    expression_reader: Callable[[int], np.ndarray] | None = field(default=None, repr=False)  # gene position ->
+    # values; for data whose expression is not in adata.X (an atlas's gene-major store on disk)
     _by_gene: object = field(default=None, repr=False)
 
     def expression(self, gene: str) -> np.ndarray:
-        """Log-normalised expression of ``gene`` in every cell (read from a gene-major copy, built once)."""
+        """Log-normalised expression of ``gene`` in every cell (read from a gene-major copy, built once, or from
+        ``expression_reader``)."""
         from .errors import InputError
 
         if gene not in self.adata.var_names:
             raise InputError(f"Gene '{gene}' is not in this dataset ({self.adata.n_vars} genes after filtering).")
+        position = self.adata.var_names.get_loc(gene)
+        if self.expression_reader is not None:
+            return self.expression_reader(position)
         if self._by_gene is None:
             self._by_gene = sp.csc_matrix(self.adata.X)
-        column = self._by_gene[:, self.adata.var_names.get_loc(gene)]
-        return np.asarray(column.toarray()).ravel()
+        return np.asarray(self._by_gene[:, position].toarray()).ravel()
 
     def layouts(self) -> dict[str, np.ndarray]:
         """Every 2-D view of the cells: UMAPs, the first two PCs, and 2-D embeddings the file brought."""

@@ -43,6 +43,13 @@ def test_encoder_speed_benchmark_runs_quick():
     assert "speed-up" in result.stdout
 
 
+def test_partitioned_embed_benchmark_runs_quick(shared_data):
+    result = run_quick("bench_partitioned_embed.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| 1 | 600 | 6 |" in result.stdout and "| 2 | 600 | 6 |" in result.stdout
+    assert "2 workers / 1 worker" in result.stdout and "A million cells on 2 local workers" in result.stdout
+
+
 def test_encoder_quality_benchmark_runs_quick(shared_data):
     result = run_quick("bench_encoder_quality.py")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -72,3 +79,11 @@ def test_concurrent_users_benchmark_runs_quick():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| search a cell's neighbours |" in result.stdout, result.stdout[-3000:]
     assert "- errors: **0**" in result.stdout, result.stdout[-3000:]
+
+
+def test_atlas_benchmark_runs_quick(shared_data, tmp_path):
+    result = subprocess.run([sys.executable, "benchmarks/bench_atlas.py", "--quick", "--data-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "load to first frame" in result.stdout and "recall@15" in result.stdout
+    assert "time ratio" in result.stdout and "| 5,000 |" in result.stdout

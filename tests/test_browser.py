@@ -1,11 +1,11 @@
 """End-to-end checks in a real browser: the app starts, Explore draws a coloured UMAP, no error shows (also in
-presentation mode on a 1280x720 screen); and the HTML report opens from a file with the network blocked, every
-figure showing.
+presentation mode on a 1280x720 screen); the guided tour walks every step from the home page, each step's figures
+and tables rendering; and the HTML report opens from a file with the network blocked, every figure showing.
 
 Runs ``streamlit run app.py`` on a free local port, drives Debian's Chromium through Playwright
 (no browser download) and inspects the rendered page. Marked ``browser``; skipped when Chromium
 or Playwright is missing. Set ``SCCORE_SCREENSHOT_DIR`` to keep the screenshots (``explore.png``,
-``presentation.png``).
+``presentation.png``, and from the tour ``tour.png``, ``search.png``, ``knockout.png``, ``screen.png``).
 """
 
 from __future__ import annotations
@@ -168,6 +168,113 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image, presentati
         fail(f"the UMAP image looks blank: {len(opaque)} non-transparent pixels of {size} ({image.size})")
     if len(colours) < 5:
         fail(f"the UMAP image has only {len(colours)} distinct colours; cells should be coloured by cell type")
+
+
+TOUR_STEP_MS = 300_000  # the first step computes the analysis; the screen deletes 25 genes in 30 cells on a CPU
+# What each step of the guided tour must show once its page has run: (CSS selector, how many at least).
+TOUR_FIGURES = [
+    [('[data-testid="stPlotlyChart"] image', 1)],  # the UMAP coloured by cell type
+    [('[data-testid="stPlotlyChart"] image', 2)],  # PCA's UMAP and the encoder's
+    [('[data-testid="stDataFrame"]', 4), (".st-key-search_plot .js-plotly-plot", 1)],  # neighbours, their make-up
+    [('h3:has-text("Delete FCGR3A in cell_type = CD14+ Monocyte")', 1), ('[data-testid="stDataFrame"]', 1),
+     ('[class*="st-key-ko_umap_"] .js-plotly-plot', 3)],  # the methods' table, arrows in each method's UMAP
+    [('h3:has-text("Screen of cell_type = CD14+ Monocyte")', 1), ('[data-testid="stTab"]', 3),
+     ('[data-testid="stDataFrame"]', 3)],  # the knockout's table, a ranked table per method, their agreement
+]
+# Screenshots kept from the tour (SCCORE_SCREENSHOT_DIR): step -> (file, the heading it starts at, None for the top
+# of the page, and the elements it ends under).
+TOUR_SHOTS = {1: ("tour.png", None, '[data-testid="stPlotlyChart"]'),
+              2: ("search.png", "Similar cells", ".st-key-search_plot"),
+              3: ("knockout.png", "Knock out one gene", '[class*="st-key-ko_umap_"]'),
+              4: ("screen.png", "Screen: which knockouts move cells most, or toward a goal state",
+                  '[data-testid="stAlert"]')}  # down to the caveat under the methods' agreement
+
+
+def test_guided_tour_in_browser(tmp_path):
+    """The guided tour from the home page: Next through every step, each step's figures and tables render with no
+    error, Back once, then Leave tour keeps the page as it is."""
+    Image = pytest.importorskip("PIL.Image")
+
+    def check(page, base: str, log: Path) -> None:
+        def fail(message: str) -> None:
+            page.screenshot(path=str(tmp_path / "failure.png"))
+            pytest.fail(f"{message}\nscreenshot: {tmp_path / 'failure.png'}\n--- server log ---\n{log_tail(log)}")
+
+        page.goto(f"{base}/", wait_until="domcontentloaded")
+        start = page.get_by_role("button", name="Take the guided tour", exact=True)
+        try:
+            start.wait_for(state="visible", timeout=120_000)
+        except Exception as error:  # noqa: BLE001
+            fail(f"no 'Take the guided tour' button on the home page: {error}")
+        start.click()
+        for index, figures in enumerate(TOUR_FIGURES):
+            if index:
+                page.get_by_role("button", name="Next", exact=True).click()
+            _wait_for_tour_step(page, index, figures, fail)
+            if index in TOUR_SHOTS and os.environ.get("SCCORE_SCREENSHOT_DIR"):
+                _keep_screenshot(page, *TOUR_SHOTS[index], Image)
+        assert page.locator(".st-key-tour_next").count() == 0  # the last step has no Next
+
+        page.get_by_role("button", name="Back", exact=True).click()
+        _wait_for_tour_step(page, 3, TOUR_FIGURES[3], fail)
+        page.get_by_role("button", name="Leave tour", exact=True).click()
+        try:
+            page.locator(".st-key-tour_panel").wait_for(state="detached", timeout=60_000)
+        except Exception as error:  # noqa: BLE001
+            fail(f"Leave tour did not hide the tour's panel: {error}")
+        _wait_for_figures(page, TOUR_FIGURES[3], fail, "after leaving the tour")
+        assert page.get_by_role("heading", name="In-silico knockout").count() == 1  # still the same page
+
+    _in_browser(tmp_path, {"width": 1280, "height": 4000}, check)
+
+
+def _wait_for_tour_step(page, index: int, figures: list, fail) -> None:
+    """Wait until the tour's panel shows step ``index`` and its page's ``figures``, with no error shown."""
+    label = f"step {index + 1} of {len(TOUR_FIGURES)}"
+    try:
+        page.locator(".st-key-tour_panel", has_text=label).wait_for(timeout=TOUR_STEP_MS)
+    except Exception as error:  # noqa: BLE001
+        fail(f"the tour's panel never showed {label}: {error}")
+    _wait_for_figures(page, figures, fail, f"at {label}")
+
+
+def _wait_for_figures(page, figures: list, fail, where: str) -> None:
+    """Wait until every (selector, count) of ``figures`` is on the page and the run has finished; fail on an error."""
+    deadline = time.monotonic() + TOUR_STEP_MS / 1000
+    missing = figures
+    while time.monotonic() < deadline:
+        if _shown_errors(page):
+            break
+        missing = [(selector, n) for selector, n in figures if page.locator(selector).count() < n]
+        if not missing:
+            break
+        page.wait_for_timeout(500)
+    try:
+        page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                               timeout=TOUR_STEP_MS)
+    except Exception:  # noqa: BLE001 - the status widget may linger; errors are checked below anyway
+        pass
+    errors = _shown_errors(page)
+    if errors:
+        fail(f"the page shows an error {where}:\n" + "\n---\n".join(errors))
+    if missing:
+        fail(f"these never showed {where}: {missing}")
+
+
+def _keep_screenshot(page, name: str, heading: str | None, last: str, Image) -> None:
+    """Save the main area from ``heading`` (or the top) down to the last element matching ``last`` as
+    ``SCCORE_SCREENSHOT_DIR/name``, in at most 256 colours to keep the committed file small."""
+    main = page.locator('[data-testid="stMain"]').bounding_box()
+    top = page.get_by_role("heading", name=heading).first.bounding_box()["y"] - 16 if heading else 0
+    ends = page.locator(last)
+    boxes = [ends.nth(i).bounding_box() for i in range(ends.count())]
+    bottom = max(box["y"] + box["height"] for box in boxes if box)  # hidden elements have no box
+    left = 0 if heading is None else main["x"]
+    clip = {"x": left, "y": top, "width": main["x"] + main["width"] - left, "height": bottom + 16 - top}
+    folder = Path(os.environ["SCCORE_SCREENSHOT_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB")
+    image.quantize(256, dither=Image.Dither.NONE).save(folder / name, optimize=True)
 
 
 def _shown_errors(page) -> list[str]:

@@ -1,5 +1,5 @@
 """Background jobs on a local Dask cluster of one worker process: results, the cache, cancelling, a killed
-worker, users kept apart, and `python -m sccore submit --wait`."""
+worker, heartbeats, users kept apart, `python -m sccore submit --wait`, and the subcommands with --scheduler."""
 
 import os
 import signal
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sccore import jobs
+from sccore import cli, jobs
 from sccore.embed import pca
 from sccore.errors import InputError
 from sccore.perturb import screen
@@ -164,3 +164,107 @@ def test_train_embed_umap_and_metrics_jobs_chain(client, tmp_path):
     table = pd.read_csv(run("metrics", input=laid_out, label_key="cell_type", batch_key="batch",
                             embeddings=["X_encoder"], unintegrated_key="X_encoder").result)
     assert list(table["embedding"]) == ["X_encoder"] and 0 <= table["total"].iloc[0] <= 1
+
+
+def test_a_running_job_whose_heartbeat_stopped_is_marked_failed(tmp_path, monkeypatch):
+    store = jobs.JobStore(tmp_path)
+    now = time.time()
+    for job_id, status, heartbeat in [("old", "running", now - 120), ("fresh", "running", now - 5),
+                                      ("waiting", "queued", None)]:
+        store.write(jobs.JobRecord(id=job_id, user="alice", kind="screen", params={}, status=status,
+                                   submitted=now - 600, started=now - 600 if heartbeat else None, heartbeat=heartbeat))
+    listed = {record.id: record for record in jobs.list_jobs(store, "alice")}
+    assert listed["old"].status == "failed" and listed["old"].finished is not None
+    assert "worker running this job stopped (no heartbeat for 120 s)" in listed["old"].error
+    assert "Submit it again" in listed["old"].error and store.read("alice", "old").status == "failed"
+    assert listed["fresh"].status == "running" and listed["waiting"].status == "queued"  # a queue may be long
+    monkeypatch.setattr(jobs, "STALE_AFTER_S", 1.0)
+    assert jobs.status(store, "alice", "fresh").status == "failed"
+
+
+def test_the_heartbeat_thread_beats_while_the_job_runs_and_then_stops(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs, "HEARTBEAT_INTERVAL_S", 0.05)
+    store = jobs.JobStore(tmp_path)
+    store.write(jobs.JobRecord(id="j", user="alice", kind="umap", params={}, status="running", heartbeat=0.0))
+    with jobs._heartbeat(store, "alice", "j", jobs.threading.Lock()):
+        time.sleep(0.5)
+        beat = store.read("alice", "j").heartbeat
+        assert time.time() - beat < 0.3
+    after = store.read("alice", "j").heartbeat
+    time.sleep(0.3)
+    assert store.read("alice", "j").heartbeat == after
+
+
+def test_a_real_job_keeps_its_heartbeat_fresh(client, big_file, tmp_path):
+    client.run(lambda: setattr(__import__("sccore.jobs").jobs, "HEARTBEAT_INTERVAL_S", 0.2))
+    try:
+        store = jobs.JobStore(tmp_path / "cache")
+        job_id = jobs.submit(client, store, "alice", "screen", {"input": str(big_file), "min_genes": 0})
+        first = wait_until_screening(store, "alice", job_id)
+        time.sleep(1.0)
+        record = jobs.status(store, "alice", job_id)
+        assert record.status == "running" and record.heartbeat > first.heartbeat
+        assert time.time() - record.heartbeat < 1.0
+        jobs.cancel(store, "alice", job_id)
+        assert jobs.wait(store, "alice", job_id, timeout_s=30).status == "cancelled"
+    finally:
+        client.run(lambda: setattr(__import__("sccore.jobs").jobs, "HEARTBEAT_INTERVAL_S", 10.0))
+
+
+@pytest.fixture
+def cli_cache(tmp_path, monkeypatch):
+    """The CLI's settings: a cache folder of the test's own, no settings file."""
+    monkeypatch.setenv("SCCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCCORE_SETTINGS", os.devnull)
+
+
+def test_cli_screen_with_a_scheduler_writes_what_the_in_process_screen_writes(client, tmp_path, cli_cache, capsys):
+    make_counts().write_h5ad(tmp_path / "counts.h5ad")
+    command = ["screen", str(tmp_path / "counts.h5ad"), "--model", "pca", "--min-genes", "0", "--where",
+               "cell_type=type_0", "--goal", "cell_type=type_1", "--top", "15", "--max-cells", "40"]
+    assert cli.main([*command, "-o", str(tmp_path / "here.csv")]) == 0
+    capsys.readouterr()
+    assert cli.main([*command, "-o", str(tmp_path / "there.csv"), "--scheduler", client.scheduler.address]) == 0
+    printed = capsys.readouterr()
+    assert "Submitted screen job" in printed.err and "Screened 15 genes; wrote" in printed.out
+    here, there = pd.read_csv(tmp_path / "here.csv"), pd.read_csv(tmp_path / "there.csv")
+    assert "goal_alignment" in there.columns
+    pd.testing.assert_frame_equal(here, there)
+    listed = jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local")
+    assert [(record.kind, record.status) for record in listed] == [("screen", "finished")]
+
+
+def test_cli_train_embed_umap_and_metrics_with_a_scheduler(client, tmp_path, cli_cache, capsys):
+    make_counts(n_cells=200, n_genes=120).write_h5ad(tmp_path / "counts.h5ad")
+    counts, scheduler = str(tmp_path / "counts.h5ad"), ["--scheduler", client.scheduler.address]
+    model = str(tmp_path / "model")
+    assert cli.main(["train", counts, "--out", model, "--epochs", "1", "--device", "cpu", *scheduler]) == 0
+    assert f"Wrote the model to {model} (validation loss" in capsys.readouterr().out
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+
+    def both(command: list[str], output: str) -> tuple:
+        assert cli.main([*command, "-o", str(tmp_path / f"here-{output}")]) == 0
+        assert cli.main([*command, "-o", str(tmp_path / f"there-{output}"), *scheduler]) == 0
+        return tmp_path / f"here-{output}", tmp_path / f"there-{output}"
+
+    here, there = both(["embed", counts, "--method", "encoder", "--model", model, "--device", "cpu"], "embedded.h5ad")
+    embedded = ad.read_h5ad(there)
+    assert embedded.uns["X_encoder"]["genes_matched"] > 0
+    np.testing.assert_allclose(embedded.obsm["X_encoder"], ad.read_h5ad(here).obsm["X_encoder"], atol=1e-4)
+    capsys.readouterr()
+    assert cli.main(["umap", str(there), "--use-rep", "X_encoder", "-o", str(tmp_path / "umap.h5ad"), *scheduler]) == 0
+    assert "Wrote obsm['X_umap'] (200 cells)" in capsys.readouterr().out
+    assert ad.read_h5ad(tmp_path / "umap.h5ad").obsm["X_umap"].shape == (200, 2)
+    here, there = both(["metrics", str(here), "--label-key", "cell_type", "--batch-key", "batch", "--embeddings",
+                        "X_encoder", "--unintegrated-key", "X_encoder"], "metrics.csv")
+    assert "Wrote 1 row(s) to" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(here), pd.read_csv(there))
+
+
+def test_cli_refuses_what_a_job_cannot_do_with_the_fix(tmp_path, cli_cache, capsys):
+    make_counts(n_cells=50).write_h5ad(tmp_path / "counts.h5ad")
+    counts = str(tmp_path / "counts.h5ad")
+    assert cli.main(["train", counts, "--out", str(tmp_path / "m"), "--no-resume", "--scheduler", "tcp://x:1"]) == 2
+    assert "delete that folder or choose another --out" in capsys.readouterr().err
+    assert cli.main(["embed", counts, "-o", str(tmp_path / "e.h5ad"), "--scheduler", "tcp://x:1"]) == 2
+    assert "drop --scheduler" in capsys.readouterr().err

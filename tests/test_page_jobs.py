@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ def test_jobs_page_lists_the_users_jobs_and_cancels_a_running_one(tmp_path):
     store.write(jobs.JobRecord(id="20260101-000000-aaaaaa", user="local", kind="screen", params={},
                                status="finished", started=1.0, finished=3.5, progress=1.0, result="/x/screen.csv"))
     store.write(jobs.JobRecord(id="20260101-000001-bbbbbb", user="local", kind="train", params={},
-                               status="running", started=2.0, progress=0.4, message="step 4/10"))
+                               status="running", started=2.0, progress=0.4, message="step 4/10",
+                               heartbeat=time.time()))  # alive: not marked failed for a stale heartbeat
     store.write(jobs.JobRecord(id="20260101-000002-cccccc", user="someone", kind="umap", params={}))
     app = page().run()
     assert not app.exception
@@ -52,4 +54,15 @@ def test_jobs_page_refuses_a_model_outside_the_model_folders(tmp_path):
     app.button(key="jobs_submit").click().run()
     assert not app.exception
     assert "outside the folders" in app.error[0].value
+    assert jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local") == []
+
+
+def test_jobs_page_trains_only_into_the_users_model_folder(tmp_path):
+    make_counts(n_cells=50).write_h5ad(Path(os.environ["SCCORE_DATA_DIRS"]) / "small.h5ad")
+    app = page().run()
+    app.selectbox(key="jobs_kind").set_value("train").run()
+    app.text_area(key="jobs_params_train").set_value(json.dumps({"out": str(tmp_path / "elsewhere")})).run()
+    app.button(key="jobs_submit").click().run()
+    assert not app.exception
+    assert "is not a model name" in app.error[0].value
     assert jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local") == []

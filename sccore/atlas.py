@@ -1,0 +1,462 @@
+"""Atlases of millions of cells: :func:`sccore.workflow.analyse`'s analysis, read from disk in chunks of cells.
+
+:func:`build_atlas` never holds the count matrix in memory. It reads the ``.h5ad``'s CSR ``X`` a chunk of rows at
+a time, in two passes:
+
+1. quality control per cell, and per gene the detection count and the mean and mean square of library-normalised
+   expression over the kept cells, from which the Seurat-flavour highly variable genes are picked exactly as
+   :func:`sccore.pp.highly_variable` picks them;
+2. log-normalised expression of the kept cells and genes, written to a gene-major store on disk (one CSC block
+   per chunk, so colouring by a gene reads one column per block), and ``X^T X`` of the highly variable genes;
+
+then PCA from that Gram matrix (exact; nothing is densified beyond a block of rows), each stored block projected;
+a FAISS index of the PCA embedding whose recall@k is measured against exact search on sampled cells and whose
+search breadth is raised until it reaches the target; UMAP fitted on a subsample with every other cell placed by
+:func:`sccore.umap.transform`; and a first frame. Each stage's result is written atomically into the atlas folder
+and recorded in ``manifest.json``; a rerun with the same input and parameters resumes after the last finished
+stage. The small part (annotations, QC, PCA, layout) is ``atlas.h5ad``, an AnnData whose ``X`` is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import anndata as ad
+import faiss
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .cache import atomic_write, make_key
+from .embed import PCAParams, gram_and_sum, pca_from_gram
+from .errors import InputError
+from .io import check_h5ad_layout, classify_matrix, printable
+from .neighbors import IndexParams, build_index, load_index, save_index, search
+from .pp import PreprocessParams, default_params, highly_variable_from_moments, qc_metrics
+from .render import category_colors, fit_view, png_bytes, render_categories
+from .umap import UMAPParams, fit_umap
+from .workflow import Analysis, PipelineParams
+
+Progress = Callable[[float, str], None]
+STAGES = ("genes", "store", "pca", "index", "umap", "frame")
+EF_SEARCH_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+LABEL_COLUMNS = ("cell_type", "celltype", "cell_types", "louvain", "leiden")
+FORMAT_VERSION = 1
+
+
+def _quiet(fraction: float, message: str) -> None:
+    """A progress callback that reports nothing."""
+
+
+@dataclass(frozen=True)
+class AtlasParams:
+    """Every parameter of :func:`build_atlas`; preprocessing, PCA and index defaults are
+    :func:`sccore.workflow.analyse`'s, and UMAP is fitted on 100,000 cells above 200,000. ``preprocess=None``
+    takes :func:`sccore.pp.default_params` for the file (its whole-transcriptome ``obs`` columns, if any)."""
+
+    preprocess: PreprocessParams | None = None
+    pca: PCAParams = PCAParams()
+    index: IndexParams = IndexParams()
+    umap: UMAPParams = UMAPParams()
+    chunk_cells: int = 50_000
+    k: int = 15
+    target_recall: float = 0.95
+    recall_queries: int = 1_000
+
+
+@dataclass
+class Atlas:
+    """A built atlas: ``adata`` (annotations and QC in ``obs``, ``obsm['X_pca']``, ``obsm['X_umap']``, an empty
+    ``X``), the FAISS index of the PCA embedding, the manifest, and the folder holding the gene-major store."""
+
+    folder: Path
+    adata: ad.AnnData
+    index: faiss.Index
+    manifest: dict
+    _blocks: list = field(default_factory=list, repr=False)
+
+    def expression(self, gene: str) -> np.ndarray:
+        """Log-normalised expression of ``gene`` in every cell, read from the gene-major store."""
+        if gene not in self.adata.var_names:
+            raise InputError(f"Gene '{gene}' is not in this atlas ({self.adata.n_vars:,} genes after filtering).")
+        return self.gene_column(self.adata.var_names.get_loc(gene))
+
+    def gene_column(self, position: int) -> np.ndarray:
+        """Log-normalised expression of the gene at ``position`` in every cell (memory-mapped blocks: one column
+        of each is read)."""
+        if not self._blocks:
+            self._blocks = [_open_block(self.folder, number) for number in range(len(self.manifest["block_cells"]))]
+        values = np.zeros(self.adata.n_obs, dtype=np.float32)
+        offsets = np.concatenate([[0], np.cumsum(self.manifest["block_cells"])])
+        for offset, (data, indices, indptr) in zip(offsets, self._blocks):
+            start, stop = indptr[position], indptr[position + 1]
+            values[offset + indices[start:stop]] = data[start:stop]
+        return values
+
+    def analysis(self) -> Analysis:
+        """The atlas as the :class:`sccore.workflow.Analysis` the dashboard's pages take: annotations, PCA, the
+        layout and the index, with expression read from the store."""
+        params = self.manifest["params"]
+        pipeline = PipelineParams(preprocess=PreprocessParams(**params["preprocess"]),
+                                  pca=PCAParams(**params["pca"]), index=IndexParams(**params["index"]),
+                                  n_neighbors=int(params["k"]), umap=UMAPParams(**params["umap"]))
+        key = make_key("atlas", self.manifest["input"], self.manifest["params"])
+        return Analysis(adata=self.adata, key=key, params=pipeline, indexes={"X_pca": self.index},
+                        expression_reader=self.gene_column)
+
+
+def _block_paths(folder: Path, number: int) -> tuple[Path, Path, Path]:
+    """The three arrays of gene-major block ``number``: values, cell positions within the block, column starts."""
+    stem = folder / "store" / f"block-{number:05d}"
+    return Path(f"{stem}-data.npy"), Path(f"{stem}-indices.npy"), Path(f"{stem}-indptr.npy")
+
+
+def _open_block(folder: Path, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block ``number`` of the gene-major store, memory-mapped."""
+    return tuple(np.load(path, mmap_mode="r") for path in _block_paths(folder, number))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda tmp: np.save(tmp, array), suffix=".npy")
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def peak_memory_gib() -> float:
+    """The most memory this process has held so far (its peak resident set), in GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class _CountsFile:
+    """An ``.h5ad`` whose CSR ``X`` is read a chunk of rows at a time; ``obs`` and ``var`` are read whole."""
+
+    def __init__(self, path: Path):
+        import h5py
+        from anndata.io import read_elem, sparse_dataset
+
+        check_h5ad_layout(path, check_memory=False)  # the counts are never read whole
+        self.path = path
+        self.handle = h5py.File(path, "r")
+        node = self.handle.get("X")
+        encoding = node.attrs.get("encoding-type", "") if node is not None else ""
+        if encoding != "csr_matrix":
+            self.handle.close()
+            kind = {"csc_matrix": "column-major (CSC)", "array": "dense", "": "missing"}.get(encoding, str(encoding))
+            raise InputError(f"{printable(path.name)}: X is {kind}; an atlas is read a chunk of cells at a time and "
+                             "needs X as a row-major sparse matrix. Write it with adata.X = scipy.sparse.csr_matrix("
+                             "adata.X); adata.write_h5ad(...), or open a smaller file in memory instead.")
+        self.matrix = sparse_dataset(node)
+        self.obs = read_elem(self.handle["obs"])
+        self.var = read_elem(self.handle["var"])
+        self.uns = read_elem(self.handle["uns"]) if "uns" in self.handle else {}
+        self.n_obs, self.n_vars = self.matrix.shape
+
+    def chunks(self, chunk_cells: int):
+        """``(start, stop, counts)`` for consecutive chunks of rows."""
+        for start in range(0, self.n_obs, chunk_cells):
+            stop = min(start + chunk_cells, self.n_obs)
+            yield start, stop, sp.csr_matrix(self.matrix[start:stop])
+
+    def close(self) -> None:
+        """Close the file."""
+        self.handle.close()
+
+
+def file_preprocess_params(path: str | os.PathLike, **overrides) -> PreprocessParams:
+    """:func:`sccore.pp.default_params` for the ``.h5ad`` at ``path`` with ``overrides``, read from its ``obs``
+    alone (the counts are not read)."""
+    source = _CountsFile(Path(path))
+    try:
+        return default_params(ad.AnnData(obs=source.obs), **overrides)
+    finally:
+        source.close()
+
+
+def _input_identity(path: Path) -> dict:
+    """What identifies the input without hashing gigabytes: its resolved path, size and modification time."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _start_manifest(folder: Path, path: Path, params: AtlasParams, overwrite: bool) -> dict:
+    """The folder's manifest when it belongs to this input and these parameters; a fresh one otherwise (clearing
+    the folder when ``overwrite``, refusing when not)."""
+    wanted = {"format": FORMAT_VERSION, "input": _input_identity(path),
+              "params": json.loads(json.dumps(asdict(params), default=str))}
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if all(manifest.get(key) == value for key, value in wanted.items()):
+            return manifest
+        if not overwrite:
+            raise InputError(f"{printable(str(folder))} holds an atlas of another input or other parameters. Choose "
+                             "a new output folder, or pass overwrite=True (--overwrite) to replace it.")
+        shutil.rmtree(folder)
+    elif folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise InputError(f"{printable(str(folder))} is not empty and holds no atlas. Choose a new or empty folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    return {**wanted, "stages": {}}
+
+
+def _finish_stage(folder: Path, manifest: dict, stage: str, started: float, **facts) -> None:
+    """Record ``stage`` as done (its seconds, the peak memory so far and ``facts``) in ``manifest.json``."""
+    manifest["stages"][stage] = {"seconds": round(time.perf_counter() - started, 2),
+                                 "peak_memory_gib": round(peak_memory_gib(), 3), **facts}
+    text = json.dumps(manifest, indent=1)
+    atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _scan_genes(source: _CountsFile, params: AtlasParams, progress: Progress) -> dict[str, np.ndarray]:
+    """Pass 1: per-cell QC and the cells kept; per-gene detection, mean and mean square of normalised expression
+    over the kept cells; the genes kept and the highly variable ones among them."""
+    pre = params.preprocess
+    var = pd.DataFrame(index=source.var.index.astype(str))
+    columns = {name: [] for name in ("total_counts", "n_genes", "pct_mito", "keep")}
+    detected = np.zeros(source.n_vars, dtype=np.int64)
+    sums, squares = np.zeros(source.n_vars), np.zeros(source.n_vars)
+    for start, stop, counts in source.chunks(params.chunk_cells):
+        if start == 0 and classify_matrix(counts) != "counts":
+            raise InputError(f"{printable(source.path.name)}: X does not hold raw counts (it looks "
+                             f"{classify_matrix(counts)}). An atlas is built from raw integer counts.")
+        qc = qc_metrics(ad.AnnData(X=counts, obs=source.obs.iloc[start:stop], var=var), pre)
+        keep = ((qc["n_genes"] >= pre.min_genes) & (qc["pct_mito"] <= pre.max_pct_mito)).to_numpy()
+        for name in ("total_counts", "n_genes", "pct_mito"):
+            columns[name].append(qc[name].to_numpy(dtype=np.float32))
+        columns["keep"].append(keep)
+        kept = counts[keep]
+        library = qc["total_counts"].to_numpy()[keep]
+        if np.any(~(library > 0)):
+            raise InputError("Some kept cells have no counts or no library size; raise the minimum detected genes "
+                             "or fix the library-size column.")
+        normalised = sp.diags(pre.target_sum / library) @ kept.astype(np.float64)
+        detected += np.diff(sp.csc_matrix(kept).indptr)
+        sums += np.asarray(normalised.sum(axis=0)).ravel()
+        squares += np.asarray(normalised.multiply(normalised).sum(axis=0)).ravel()
+        progress(0.25 * stop / source.n_obs, f"Quality control: {stop:,} of {source.n_obs:,} cells read")
+    scan = {name: np.concatenate(parts) for name, parts in columns.items()}
+    n_kept = int(scan["keep"].sum())
+    if n_kept < 2:
+        raise InputError(f"Quality control left {n_kept} cells (median detected genes "
+                         f"{np.median(scan['n_genes']):.0f}). Lower the minimum detected genes (now {pre.min_genes}).")
+    keep_genes = detected >= pre.min_cells
+    if not keep_genes.any():
+        raise InputError(f"No gene is detected in {pre.min_cells} or more cells. Lower the minimum cells per gene.")
+    mean, mean_of_squares = sums / n_kept, squares / n_kept
+    scan.update(keep_genes=keep_genes, detected=detected, mean=mean, mean_of_squares=mean_of_squares,
+                highly_variable=highly_variable_from_moments(mean[keep_genes], mean_of_squares[keep_genes], n_kept,
+                                                             pre.n_top_genes))
+    return scan
+
+
+def _write_store(source: _CountsFile, folder: Path, scan: dict, params: AtlasParams,
+                 progress: Progress) -> dict[str, object]:
+    """Pass 2: log-normalised expression of the kept cells and genes as gene-major blocks, and ``X^T X`` and
+    column sums of the highly variable genes."""
+    pre = params.preprocess
+    genes, variable = np.flatnonzero(scan["keep_genes"]), np.flatnonzero(scan["highly_variable"])
+    gram, column_sum = np.zeros((len(variable), len(variable))), np.zeros(len(variable))
+    block_cells, number = [], 0
+    for start, stop, counts in source.chunks(params.chunk_cells):
+        keep = scan["keep"][start:stop]
+        kept = counts[keep][:, genes].astype(np.float32)
+        normalised = sp.csr_matrix(sp.diags((pre.target_sum / scan["total_counts"][start:stop][keep])
+                                            .astype(np.float32)) @ kept, dtype=np.float32)
+        np.log1p(normalised.data, out=normalised.data)
+        block_gram, block_sum = gram_and_sum(normalised[:, variable])
+        gram += block_gram
+        column_sum += block_sum
+        by_gene = normalised.tocsc()
+        by_gene.sort_indices()
+        for path, array in zip(_block_paths(folder, number), (by_gene.data, by_gene.indices.astype(np.int32),
+                                                               by_gene.indptr.astype(np.int64))):
+            _save_npy(path, array)
+        block_cells.append(int(keep.sum()))
+        number += 1
+        progress(0.25 + 0.3 * stop / source.n_obs, f"Normalising: {stop:,} of {source.n_obs:,} cells written")
+    _save_npz(folder / "gram.npz", gram=gram, column_sum=column_sum)
+    return {"block_cells": block_cells}
+
+
+def _project_store(folder: Path, scan: dict, fit: dict, block_cells: list[int]) -> np.ndarray:
+    """Every kept cell's PCA coordinates, projected block by block from the gene-major store."""
+    variable = np.flatnonzero(scan["highly_variable"])
+    n_genes = int(scan["keep_genes"].sum())
+    parts, shift = [], fit["mean"] @ fit["components"]
+    for number, n_cells in enumerate(block_cells):
+        data, indices, indptr = _open_block(folder, number)
+        block = sp.csc_matrix((data, indices, indptr), shape=(n_cells, n_genes))
+        parts.append((np.asarray(block[:, variable] @ fit["components"]) - shift).astype(np.float32))
+    return np.concatenate(parts)
+
+
+def tune_search(index: faiss.Index, embedding: np.ndarray, k: int = 15, target_recall: float = 0.95,
+                n_queries: int = 1_000, seed: int = 0) -> dict[str, object]:
+    """Measure recall@k of ``index`` on ``n_queries`` random indexed cells (the mean fraction of each one's exact
+    ``k`` nearest cells, by brute force, that the index returns) and, for HNSW, raise ``efSearch`` step by step
+    until it reaches ``target_recall``. Returns the recall kept and every breadth tried."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(embedding), size=min(n_queries, len(embedding)), replace=False))
+    queries = np.ascontiguousarray(embedding[rows], dtype=np.float32)
+    _, exact = faiss.knn(queries, np.ascontiguousarray(embedding, dtype=np.float32), k)
+
+    def recall() -> float:
+        found = search(index, queries, k).indices
+        return float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(found, exact)]) / k)
+
+    if not isinstance(index, faiss.IndexHNSW):
+        return {"kind": "flat", "recall": round(recall(), 4), "queries": len(rows), "tried": []}
+    tried = []
+    for breadth in EF_SEARCH_STEPS:
+        index.hnsw.efSearch = max(breadth, k)
+        tried.append({"ef_search": index.hnsw.efSearch, "recall": round(recall(), 4)})
+        if tried[-1]["recall"] >= target_recall:
+            break
+    return {"kind": "hnsw", "recall": tried[-1]["recall"], "ef_search": index.hnsw.efSearch, "queries": len(rows),
+            "tried": tried}
+
+
+def _first_label(obs: pd.DataFrame) -> str | None:
+    """The annotation to colour the first frame by: a cell-type column if there is one, else the first category."""
+    for name in LABEL_COLUMNS:
+        if name in obs.columns:
+            return name
+    categorical = [name for name in obs.columns if isinstance(obs[name].dtype, pd.CategoricalDtype)]
+    return categorical[0] if categorical else None
+
+
+def render_atlas_frame(adata: ad.AnnData, column: str | None, width: int = 800, height: int = 600) -> np.ndarray:
+    """The layout coloured by ``column`` (a category), as an RGBA image; all cells one colour without one."""
+    coords = np.asarray(adata.obsm["X_umap"])
+    if column is None:
+        codes, colors = np.zeros(adata.n_obs, dtype=np.int32), ["#3b6ea8"]
+    else:
+        values = adata.obs[column].astype("category")
+        codes = values.cat.codes.to_numpy().astype(np.int32)
+        colors = category_colors(len(values.cat.categories))
+    return render_categories(coords, codes, colors, fit_view(coords, width, height))
+
+
+def build_atlas(path: str | os.PathLike, folder: str | os.PathLike, params: AtlasParams = AtlasParams(),
+                progress: Progress = _quiet, overwrite: bool = False) -> Atlas:
+    """Build (or finish building) the atlas of the raw-count ``.h5ad`` at ``path`` in ``folder`` and open it.
+
+    Memory stays bounded by a chunk of ``params.chunk_cells`` cells plus the per-cell results (PCA, layout);
+    see the module docstring for the stages. Finished stages found in ``folder`` for the same input and
+    parameters are not redone.
+    """
+    path, folder = Path(path), Path(folder)
+    if not path.is_file():
+        raise InputError(f"No file at {printable(str(path))}: give the path of an .h5ad of raw counts.")
+    source = _CountsFile(path)
+    try:
+        if params.preprocess is None:
+            params = replace(params, preprocess=default_params(ad.AnnData(obs=source.obs)))
+        manifest = _start_manifest(folder, path, params, overwrite)
+        done = manifest["stages"]
+        manifest.update(n_obs=source.n_obs, n_vars=source.n_vars)
+        if "genes" not in done:
+            started = time.perf_counter()
+            scan = _scan_genes(source, params, progress)
+            _save_npz(folder / "genes.npz", **scan)
+            _finish_stage(folder, manifest, "genes", started, cells_kept=int(scan["keep"].sum()),
+                          genes_kept=int(scan["keep_genes"].sum()), highly_variable=int(scan["highly_variable"].sum()))
+        scan = _load_npz(folder / "genes.npz")
+        if "store" not in done:
+            started = time.perf_counter()
+            manifest.update(_write_store(source, folder, scan, params, progress))
+            _finish_stage(folder, manifest, "store", started)
+        if "pca" not in done:
+            started = time.perf_counter()
+            progress(0.6, "PCA")
+            stored = _load_npz(folder / "gram.npz")
+            fit = pca_from_gram(stored["gram"], stored["column_sum"], int(scan["keep"].sum()), params.pca.n_comps)
+            _save_npz(folder / "pca.npz", **fit)
+            _save_npy(folder / "X_pca.npy", _project_store(folder, scan, fit, manifest["block_cells"]))
+            _finish_stage(folder, manifest, "pca", started)
+        embedding = np.load(folder / "X_pca.npy")
+        if "index" not in done:
+            started = time.perf_counter()
+            progress(0.65, f"FAISS index of {len(embedding):,} cells ({params.index.resolved_kind(len(embedding))})")
+            index = build_index(embedding, params.index)
+            progress(0.72, f"Measuring the index's recall@{params.k} against exact search")
+            tuned = tune_search(index, embedding, params.k, params.target_recall, params.recall_queries)
+            save_index(index, folder / "pca.faiss")
+            _finish_stage(folder, manifest, "index", started, **tuned)
+        if "umap" not in done:
+            started = time.perf_counter()
+            subsample = len(embedding) > params.umap.subsample_threshold
+            progress(0.75, f"UMAP on {params.umap.subsample_size if subsample else len(embedding):,} cells"
+                           + (", then placing the others" if subsample else ""))
+            model, coords = fit_umap(embedding, params=params.umap, index_params=params.index)
+            _save_npz(folder / "umap.npz", coords=coords, **model.to_arrays())
+            _finish_stage(folder, manifest, "umap", started, fitted_on=int(len(model.train_cells)))
+        if "frame" not in done:
+            started = time.perf_counter()
+            progress(0.95, "First frame")
+            adata = _atlas_adata(source, scan, embedding, _load_npz(folder / "umap.npz")["coords"], manifest)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                atomic_write(folder / "atlas.h5ad", adata.write_h5ad, suffix=".h5ad")
+            image = render_atlas_frame(adata, _first_label(adata.obs))
+            atomic_write(folder / "first_frame.png", lambda tmp: Path(tmp).write_bytes(png_bytes(image)))
+            _finish_stage(folder, manifest, "frame", started)
+    finally:
+        source.close()
+    progress(1.0, "Done")
+    return open_atlas(folder)
+
+
+def _atlas_adata(source: _CountsFile, scan: dict, embedding: np.ndarray, coords: np.ndarray,
+                 manifest: dict) -> ad.AnnData:
+    """The small part of the atlas: kept cells' annotations and QC, kept genes with their statistics, PCA and
+    layout; ``X`` is an empty sparse matrix of the right shape."""
+    keep, genes = scan["keep"], scan["keep_genes"]
+    obs = source.obs.loc[keep].copy()
+    for name in ("total_counts", "n_genes", "pct_mito"):
+        obs[f"qc_{name}"] = scan[name][keep]
+    var = source.var.loc[genes].copy()
+    var.index = var.index.astype(str)
+    var["highly_variable"] = scan["highly_variable"]
+    var["n_cells"] = scan["detected"][genes]
+    var["mean_normalised"] = scan["mean"][genes]
+    adata = ad.AnnData(X=sp.csr_matrix((int(keep.sum()), int(genes.sum())), dtype=np.float32), obs=obs, var=var,
+                       obsm={"X_pca": embedding, "X_umap": coords})
+    adata.uns["dataset"] = source.uns.get("dataset", {"name": source.path.stem, "description": ""})
+    adata.uns["atlas"] = {"source": manifest["input"]["path"], "n_input_cells": int(source.n_obs),
+                          "n_input_genes": int(source.n_vars)}
+    return adata
+
+
+def open_atlas(folder: str | os.PathLike) -> Atlas:
+    """Open an atlas :func:`build_atlas` finished in ``folder``."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{printable(str(folder))} holds no atlas: build one with `python -m sccore atlas IN.h5ad "
+                         "-o FOLDER`.")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    missing = [stage for stage in STAGES if stage not in manifest.get("stages", {})]
+    if missing:
+        raise InputError(f"The atlas in {printable(str(folder))} is unfinished (missing: {', '.join(missing)}). Run "
+                         "the same build again: it resumes where it stopped.")
+    adata = ad.read_h5ad(folder / "atlas.h5ad")
+    index = load_index(folder / "pca.faiss")
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = int(manifest["stages"]["index"]["ef_search"])
+    return Atlas(folder=folder, adata=adata, index=index, manifest=manifest)
+
