@@ -35,7 +35,7 @@ RANDOM_HALF, BY_VALUES = "A random half of the cells", "Cells with chosen values
 st.title("Search & transfer")
 st.caption("Find the cells most similar to a cell or a group, and label cells from reference cells by a "
            "similarity-weighted vote of their nearest neighbours (FAISS), in the PCA or the encoder embedding.")
-analysis = state.open_or_stop()
+analysis = state.open_or_stop(atlas_ok=True)  # an atlas: search and transfer within it, not mapping
 adata = analysis.adata
 reps = [rep for rep in REP_LABEL if rep in adata.obsm]
 annotations = state.color_options(analysis)
@@ -271,6 +271,10 @@ else:
 # --- Another dataset -----------------------------------------------------------------------------------------------
 
 st.header("Label transfer with another dataset")
+if state.is_atlas(state.current_source()[0]):
+    st.info("This dataset is an atlas: its counts stay on disk, so mapping another dataset onto it (or it onto "
+            "another) is not available here. Use `python -m sccore transfer` with the file itself.")
+    st.stop()
 st.caption("The query's raw counts are embedded into the reference's space without refitting: PCA with the "
            "reference's genes, normalisation and loadings (genes the query lacks count as zero), or the same encoder. "
            "Each query cell then gets the reference's labels by the vote above (same k and threshold).")

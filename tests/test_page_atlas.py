@@ -64,6 +64,17 @@ def test_explore_colours_an_atlas_by_annotation_and_gene(data_dir_with_atlas):
     assert len(app.get("plotly_chart")) == 1
 
 
+def test_search_finds_similar_cells_in_an_atlas(data_dir_with_atlas):
+    app = page("pages/search.py")
+    app.session_state["source"] = data_dir_with_atlas
+    app.run()
+    assert_clean(app)
+    assert any("15 nearest cells" in markdown.value for markdown in app.markdown)
+    assert any("is an atlas" in info.value and "sccore transfer" in info.value for info in app.info)
+    app.button(key="tr_run").click().run()
+    assert_clean(app)
+
+
 @pytest.mark.parametrize("name", ["pages/knockout.py", "pages/data.py", "pages/metrics.py"])
 def test_pages_that_need_counts_say_so_for_an_atlas(data_dir_with_atlas, name):
     app = page(name)
