@@ -93,14 +93,18 @@ def available_files() -> dict[str, str]:
 
 
 def available_atlases() -> dict[str, str]:
-    """Atlas folders (built by ``python -m sccore atlas``) in the configured data folders: label -> path."""
-    current_user()
+    """Atlases the user may open: folders built by ``python -m sccore atlas`` in the configured data folders, and
+    the user's own finished ``atlas`` jobs; label -> path."""
+    user = current_user()
     atlases = {}
     for folder in settings().data_dirs:
         if folder.is_dir():
             for manifest in sorted(folder.glob("*/manifest.json")):
                 if (manifest.parent / "atlas.h5ad").is_file():
                     atlases[printable(f"{folder.name}/{manifest.parent.name}")] = str(manifest.parent)
+    for record in jobs.list_jobs(job_store(), user):
+        if record.kind == "atlas" and record.status == "finished" and Path(record.result, "atlas.h5ad").is_file():
+            atlases.setdefault(printable(f"job {record.id}: {Path(record.params['input']).name}"), record.result)
     return atlases
 
 
@@ -122,10 +126,11 @@ def save_upload(name: str, content: bytes) -> str:
 
 
 def checked_source(source: str) -> str:
-    """``source`` when it is the demo or a file inside the data folders or the user's upload folder; else
-    :class:`InputError` (``..``, absolute paths and symlinks that lead elsewhere are refused, and so are file names
-    that are not valid UTF-8, which Streamlit's caches cannot hash)."""
-    if source != DEMO:
+    """``source`` when it is the demo, a file inside the data folders or the user's upload folder, or one of
+    :func:`available_atlases` (the user's own atlas jobs' folders included); else :class:`InputError` (``..``,
+    absolute paths and symlinks that lead elsewhere are refused, and so are file names that are not valid UTF-8,
+    which Streamlit's caches cannot hash)."""
+    if source != DEMO and not (is_atlas(source) and source in available_atlases().values()):
         if printable(source) != source:
             raise InputError(f"The file name '{printable(Path(source).name)}' is not valid UTF-8 text. Rename the file "
                              "(letters, digits, '-' and '_' are safe) and open it again.")

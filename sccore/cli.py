@@ -648,8 +648,16 @@ def _cmd_embed_partitions(args: argparse.Namespace) -> int:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
-    from .atlas import AtlasParams, build_atlas, file_preprocess_params
+    from .atlas import AtlasParams, build_atlas, file_preprocess_params, open_atlas
 
+    if args.scheduler:
+        if args.overwrite:
+            raise InputError("--overwrite is not offered with --scheduler: delete the folder or choose another -o.")
+        params = {"input": args.input, "chunk_cells": args.chunk_cells, "min_genes": args.min_genes,
+                  "n_top_genes": args.n_top_genes, "recall": args.recall, "out": args.output}
+        atlas = open_atlas(_submit_job("atlas", params, args.scheduler).result)
+        print(f"Wrote the atlas of {atlas.adata.n_obs:,} cells x {atlas.adata.n_vars:,} genes to {atlas.folder}")
+        return 0
     overrides = {key: value for key, value in (("min_genes", args.min_genes), ("n_top_genes", args.n_top_genes))
                  if value is not None}
     params = AtlasParams(chunk_cells=args.chunk_cells, target_recall=args.recall,
@@ -933,6 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--n-top-genes", type=int, help="highly variable genes for PCA (default 2000)")
     atlas.add_argument("--recall", type=float, default=0.95, help="recall@15 the index must reach (default 0.95)")
     atlas.add_argument("--overwrite", action="store_true", help="replace an atlas of another input or parameters")
+    _add_scheduler_argument(atlas)
     atlas.set_defaults(run=_cmd_atlas)
     return parser
 

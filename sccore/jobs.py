@@ -45,7 +45,7 @@ from .cache import atomic_write, make_key
 from .errors import InputError
 from .settings import user_folder_name
 
-KINDS = ("train", "embed", "umap", "screen", "metrics")
+KINDS = ("train", "embed", "umap", "screen", "metrics", "atlas")
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 DONE = ("finished", "failed", "cancelled")
 _QC_DEFAULTS = {"min_genes": 200, "max_pct_mito": 10.0, "min_cells": 3, "n_top_genes": 2000, "library_size_key": None}
@@ -63,9 +63,11 @@ PARAMETERS = {
                "estimate": "exact", "exact_top": 50, "device": "auto", "n_comps": 50, **_QC_DEFAULTS},
     "metrics": {"label_key": REQUIRED, "batch_key": REQUIRED, "embeddings": ["X_pca"], "unintegrated_key": "X_pca",
                 "max_silhouette_cells": 10_000, "seed": 0, "index": "auto"},
+    "atlas": {"chunk_cells": 50_000, "min_genes": None, "n_top_genes": None, "recall": 0.95,  # None: the file's
+              "out": ""},  # defaults (sccore.pp.default_params); out: the atlas folder ("": the cache)
 }
 RESULT_NAMES = {"train": "model", "embed": "embedded.h5ad", "umap": "umap.h5ad", "screen": "screen.csv",
-                "metrics": "metrics.csv"}
+                "metrics": "metrics.csv", "atlas": "atlas"}
 _PROGRESS_INTERVAL_S = 0.5
 HEARTBEAT_INTERVAL_S = 10.0  # a running job rewrites its record's heartbeat this often (seconds)
 STALE_AFTER_S = 60.0  # a running job whose heartbeat is older than this lost its worker
@@ -222,8 +224,8 @@ def job_key(kind: str, params: dict) -> str:
 
 def result_path(kind: str, params: dict, results_dir: str | os.PathLike) -> Path:
     """Where the result of a job with these parameters is written: ``results_dir/<key>/<name>``, or the model
-    folder a training job names in ``out``."""
-    if kind == "train" and params.get("out"):
+    folder a training job (the atlas folder an atlas job) names in ``out``."""
+    if kind in ("train", "atlas") and params.get("out"):
         return Path(params["out"])
     return Path(results_dir) / job_key(kind, params) / RESULT_NAMES[kind]
 
@@ -403,7 +405,7 @@ def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
         target = result_path(record.kind, record.params, results_dir)
         cached = _is_finished(record.kind, record.params, target)
         if not cached:
-            _remove_stale_temporaries(target if record.kind == "train" else target.parent)
+            _remove_stale_temporaries(target if record.kind in ("train", "atlas") else target.parent)
             with _heartbeat(store, user, job_id, lock):
                 _RUNNERS[record.kind](record.params, target, _Reporter(store, user, job_id, lock))
         store.update(user, job_id, status="finished", finished=time.time(), progress=1.0, result=str(target),
@@ -420,6 +422,8 @@ def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
 def _is_finished(kind: str, params: dict, target: Path) -> bool:
     """Whether the result at ``target`` is complete: a file, or a model folder in the cache whose training reached
     its end (a folder named in ``out`` is always resumed, as `train --out` does, so that more epochs continue it)."""
+    if kind == "atlas":  # a folder named in out is always handed to build_atlas, which checks what it holds
+        return not params.get("out") and (target / "atlas.h5ad").is_file()
     if kind != "train":
         return target.is_file()
     if params.get("out"):
@@ -432,9 +436,9 @@ def _is_finished(kind: str, params: dict, target: Path) -> bool:
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporary files a killed job left in ``folder`` (``atomic_write``'s ``.<name>.*.tmp*``): the
-    result's folder, or a training job's model folder."""
-    for path in folder.glob(".*.tmp*") if folder.is_dir() else []:
+    """Delete the temporary files a killed job left in ``folder`` and below (``atomic_write``'s ``.<name>.*.tmp*``):
+    the result's folder, or a training job's model folder or an atlas."""
+    for path in folder.rglob(".*.tmp*") if folder.is_dir() else []:
         path.unlink(missing_ok=True)
 
 
@@ -546,5 +550,16 @@ def _run_metrics(params: dict, target: Path, report) -> None:
     atomic_write(target, lambda tmp: table.reset_index().to_csv(tmp, index=False), suffix=".csv")
 
 
+def _run_atlas(params: dict, target: Path, report) -> None:
+    """The atlas of a file too large for memory (``python -m sccore atlas``) in the folder ``target``; a job
+    killed midway resumes after the atlas's last finished stage."""
+    from .atlas import AtlasParams, build_atlas, file_preprocess_params
+
+    overrides = {key: params[key] for key in ("min_genes", "n_top_genes") if params[key] is not None}
+    build_atlas(params["input"], target, AtlasParams(
+        chunk_cells=params["chunk_cells"], target_recall=params["recall"],
+        preprocess=file_preprocess_params(params["input"], **overrides) if overrides else None), progress=report)
+
+
 _RUNNERS = {"train": _run_train, "embed": _run_embed, "umap": _run_umap, "screen": _run_screen,
-            "metrics": _run_metrics}
+            "metrics": _run_metrics, "atlas": _run_atlas}

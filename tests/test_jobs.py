@@ -268,3 +268,25 @@ def test_cli_refuses_what_a_job_cannot_do_with_the_fix(tmp_path, cli_cache, caps
     assert "delete that folder or choose another --out" in capsys.readouterr().err
     assert cli.main(["embed", counts, "-o", str(tmp_path / "e.h5ad"), "--scheduler", "tcp://x:1"]) == 2
     assert "drop --scheduler" in capsys.readouterr().err
+
+
+def test_an_atlas_job_builds_what_the_atlas_command_builds_and_resubmits_from_the_cache(client, tmp_path, cli_cache,
+                                                                                        capsys):
+    from sccore.atlas import open_atlas
+
+    make_counts(n_cells=400, n_genes=150).write_h5ad(tmp_path / "counts.h5ad")
+    counts = str(tmp_path / "counts.h5ad")
+    assert cli.main(["atlas", counts, "-o", str(tmp_path / "here"), "--min-genes", "0", "--chunk-cells", "150"]) == 0
+    assert cli.main(["atlas", counts, "-o", str(tmp_path / "there"), "--min-genes", "0", "--chunk-cells", "150",
+                     "--scheduler", client.scheduler.address]) == 0
+    assert "Submitted atlas job" in capsys.readouterr().err
+    here, there = open_atlas(tmp_path / "here"), open_atlas(tmp_path / "there")
+    np.testing.assert_allclose(there.adata.obsm["X_pca"], here.adata.obsm["X_pca"], rtol=1e-5, atol=1e-5)
+    gene = here.adata.var_names[0]
+    np.testing.assert_array_equal(there.expression(gene), here.expression(gene))
+    store = jobs.JobStore(tmp_path / "jobs-cache")
+    params = {"input": counts, "min_genes": 0, "chunk_cells": 150}
+    first = jobs.wait(store, "ana", jobs.submit(client, store, "ana", "atlas", params))
+    again = jobs.wait(store, "ana", jobs.submit(client, store, "ana", "atlas", params))
+    assert first.status == again.status == "finished" and not first.cached and again.cached
+    assert open_atlas(first.result).adata.n_obs == here.adata.n_obs

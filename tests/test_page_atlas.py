@@ -1,13 +1,16 @@
 """An atlas (a dataset too large for memory, built by `python -m sccore atlas`) opens from Home, is explored on the
 Explore page, and the pages that need counts in memory say so and stay up."""
 
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from sccore import jobs
 from sccore.atlas import AtlasParams, build_atlas
+from sccore.settings import LOCAL_USER
 from sccore.umap import UMAPParams
 from tests.conftest import ROOT
 
@@ -91,3 +94,20 @@ def test_an_atlas_outside_the_data_folders_is_refused(atlas_folder, monkeypatch,
     app.run()
     assert not app.exception
     assert app.error and "data folder" in app.error[0].value
+
+
+def test_an_atlas_built_by_the_user_s_job_is_offered_and_opens(atlas_folder, tmp_path, monkeypatch):
+    """A finished ``atlas`` job's folder (in the cache, outside the data folders) is offered on Home to its user,
+    and to no one else."""
+    monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path))
+    store = jobs.JobStore(os.environ["SCCORE_CACHE_DIR"])
+    store.write(jobs.JobRecord(id="20261121-000000-abcdef", user=LOCAL_USER, kind="atlas",
+                               params={"input": "/data/big.h5ad"}, status="finished", result=str(atlas_folder)))
+    store.write(jobs.JobRecord(id="20261121-000000-fedcba", user="someone-else", kind="atlas",
+                               params={"input": "/data/theirs.h5ad"}, status="finished", result=str(atlas_folder)))
+    app = page("pages/home.py").run()
+    app.radio(key="home_choice").set_value("An atlas (large data)").run()
+    assert app.selectbox[0].options == ["job 20261121-000000-abcdef: big.h5ad"]
+    next(button for button in app.button if button.label == "Open atlas").click().run()
+    assert_clean(app)
+    assert any("An atlas: 700 cells" in info.value for info in app.info)
