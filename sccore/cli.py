@@ -861,7 +861,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .jobs import KINDS
     from .settings import LOCAL_USER
 
-    submitter = commands.add_parser("submit", help="run training, embedding, UMAP, a screen or metrics as a Dask job",
+    submitter = commands.add_parser("submit",
+                                    help="run training, embedding, UMAP, a screen, metrics or an atlas as a Dask job",
                                     description="Submit a background job to a Dask cluster (--scheduler, else "
                                                 "scheduler_address in the settings, else a local cluster) and print "
                                                 "its id; the result goes to the cache folder, under a key made from "
