@@ -929,6 +929,7 @@ def build_parser() -> argparse.ArgumentParser:
     partitioner.add_argument("--overwrite", action="store_true",
                              help="discard what OUT_DIR holds from a run with other inputs or options")
     partitioner.set_defaults(run=_cmd_embed_partitions)
+
     atlas = commands.add_parser(
         "atlas", help="QC, PCA, FAISS index, UMAP and a first frame of a large file, read in chunks, resumable",
         description="Build the atlas of IN.h5ad (raw counts, X stored by cells) in OUT_DIR without loading the counts: "
