@@ -52,7 +52,7 @@ def child_atlas(path: str, folder: str) -> dict:
     """In this (fresh) process: build the atlas, then time re-colours and kNN queries on the opened atlas."""
     import numpy as np
 
-    from sccore.atlas import AtlasParams, build_atlas, open_atlas, render_atlas_frame
+    from sccore.atlas import AtlasParams, build_atlas, open_atlas, peak_memory_gib, render_atlas_frame
     from sccore.neighbors import search
     from sccore.render import fit_view, png_bytes, render_values
 
@@ -96,7 +96,6 @@ def child_atlas(path: str, folder: str) -> dict:
         t = time.perf_counter()
         search(atlas.index, embedding[row:row + 1], 15)
         single.append((time.perf_counter() - t) * 1e3)
-    from sccore.atlas import peak_memory_gib
 
     stages = atlas.manifest["stages"]
     return {"cells": int(atlas.manifest["n_obs"]), "cells_kept": int(adata.n_obs), "first_frame_s": first_frame_s,

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from .cache import atomic_write, make_key
 from .embed import PCAParams, gram_and_sum, pca_from_gram
 from .errors import InputError
-from .io import check_h5ad_layout, classify_matrix, printable
+from .io import check_h5ad_layout, classify_matrix, printable, read_rows, read_var, row_readable_counts
 from .neighbors import IndexParams, build_index, load_index, save_index, search
 from .pp import PreprocessParams, default_params, highly_variable_from_moments, qc_metrics
 from .render import category_colors, fit_view, png_bytes, render_categories
@@ -143,48 +143,51 @@ def peak_memory_gib() -> float:
 
 
 class _CountsFile:
-    """An ``.h5ad`` whose CSR ``X`` is read a chunk of rows at a time; ``obs`` and ``var`` are read whole."""
+    """An ``.h5ad`` whose raw counts (``layers['counts']`` or ``X``, by cells or dense) are read a chunk of rows at
+    a time; ``obs``, ``var`` (gene names made unique) and ``uns`` are read whole."""
 
     def __init__(self, path: Path):
         import h5py
-        from anndata.io import read_elem, sparse_dataset
+        from anndata.io import read_elem
 
         check_h5ad_layout(path, check_memory=False)  # the counts are never read whole
         self.path = path
         self.handle = h5py.File(path, "r")
-        node = self.handle.get("X")
-        encoding = node.attrs.get("encoding-type", "") if node is not None else ""
-        if encoding != "csr_matrix":
+        try:
+            self.node = self.handle[row_readable_counts(self.handle, printable(path.name))]
+            self.obs = read_elem(self.handle["obs"])
+            self.var = read_var(self.handle)
+            self.uns = read_elem(self.handle["uns"]) if "uns" in self.handle else {}
+        except BaseException:
             self.handle.close()
-            kind = {"csc_matrix": "column-major (CSC)", "array": "dense", "": "missing"}.get(encoding, str(encoding))
-            raise InputError(f"{printable(path.name)}: X is {kind}; an atlas is read a chunk of cells at a time and "
-                             "needs X as a row-major sparse matrix. Write it with adata.X = scipy.sparse.csr_matrix("
-                             "adata.X); adata.write_h5ad(...), or open a smaller file in memory instead.")
-        self.matrix = sparse_dataset(node)
-        self.obs = read_elem(self.handle["obs"])
-        self.var = read_elem(self.handle["var"])
-        self.uns = read_elem(self.handle["uns"]) if "uns" in self.handle else {}
-        self.n_obs, self.n_vars = self.matrix.shape
+            raise
+        self.n_obs, self.n_vars = len(self.obs), len(self.var)
 
     def chunks(self, chunk_cells: int):
         """``(start, stop, counts)`` for consecutive chunks of rows."""
         for start in range(0, self.n_obs, chunk_cells):
             stop = min(start + chunk_cells, self.n_obs)
-            yield start, stop, sp.csr_matrix(self.matrix[start:stop])
+            yield start, stop, read_rows(self.node, start, stop)
 
     def close(self) -> None:
         """Close the file."""
         self.handle.close()
 
 
-def file_preprocess_params(path: str | os.PathLike, **overrides) -> PreprocessParams:
-    """:func:`sccore.pp.default_params` for the ``.h5ad`` at ``path`` with ``overrides``, read from its ``obs``
-    alone (the counts are not read)."""
-    source = _CountsFile(Path(path))
-    try:
-        return default_params(ad.AnnData(obs=source.obs), **overrides)
-    finally:
-        source.close()
+def atlas_params(path: str | os.PathLike, chunk_cells: int = 50_000, target_recall: float = 0.95,
+                 **preprocess_overrides) -> AtlasParams:
+    """:class:`AtlasParams` for the ``.h5ad`` at ``path``: its default preprocessing
+    (:func:`sccore.pp.default_params`, read from its ``obs`` alone) with the ``preprocess_overrides`` that are not
+    None, as the CLI's flags and the ``atlas`` job's parameters give them."""
+    overrides = {key: value for key, value in preprocess_overrides.items() if value is not None}
+    preprocess = None
+    if overrides:
+        source = _CountsFile(Path(path))
+        try:
+            preprocess = default_params(ad.AnnData(obs=source.obs), **overrides)
+        finally:
+            source.close()
+    return AtlasParams(preprocess=preprocess, chunk_cells=chunk_cells, target_recall=target_recall)
 
 
 def _input_identity(path: Path) -> dict:

@@ -627,7 +627,6 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 def _cmd_embed_partitions(args: argparse.Namespace) -> int:
     from .jobs import close, connect
     from .partitions import embed_partitions
-
     from .settings import load_settings
 
     scheduler = args.scheduler if args.scheduler is not None else load_settings().scheduler_address
@@ -648,7 +647,7 @@ def _cmd_embed_partitions(args: argparse.Namespace) -> int:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
-    from .atlas import AtlasParams, build_atlas, file_preprocess_params, open_atlas
+    from .atlas import atlas_params, build_atlas, open_atlas
 
     if args.scheduler:
         if args.overwrite:
@@ -658,10 +657,8 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
         atlas = open_atlas(_submit_job("atlas", params, args.scheduler).result)
         print(f"Wrote the atlas of {atlas.adata.n_obs:,} cells x {atlas.adata.n_vars:,} genes to {atlas.folder}")
         return 0
-    overrides = {key: value for key, value in (("min_genes", args.min_genes), ("n_top_genes", args.n_top_genes))
-                 if value is not None}
-    params = AtlasParams(chunk_cells=args.chunk_cells, target_recall=args.recall,
-                         preprocess=file_preprocess_params(args.input, **overrides) if overrides else None)
+    params = atlas_params(args.input, args.chunk_cells, args.recall, min_genes=args.min_genes,
+                          n_top_genes=args.n_top_genes)
     bar, progress = _progress_bar("atlas")
     try:
         atlas = build_atlas(args.input, args.output, params, progress=progress, overwrite=args.overwrite)

@@ -107,6 +107,44 @@ def check_h5ad_layout(path: str | os.PathLike, check_memory: bool = True) -> Non
         ) from error
 
 
+def row_readable_counts(file, name: str) -> str:
+    """Where an ``.h5ad`` open in h5py keeps raw counts that can be read a block of cells at a time:
+    ``layers/counts`` when it has them, else ``X``, stored by cells (CSR) or dense; refuses a missing or a
+    column-major (CSC) matrix, which would be read whole for every block, with the fix."""
+    import h5py
+
+    location = "layers/counts" if "layers/counts" in file else "X"
+    if location not in file:
+        raise InputError(f"{name} holds no matrix in X or layers['counts']. Write the raw counts into X.")
+    node = file[location]
+    encoding = node.attrs.get("encoding-type", "array")
+    if isinstance(node, h5py.Group) and encoding != "csr_matrix":
+        stored = "column-major (csc_matrix)" if encoding == "csc_matrix" else str(encoding)
+        raise InputError(f"{location} in {name} is stored {stored}, so reading a block of cells reads the whole "
+                         "matrix. Write it by cells (CSR): `adata.X = scipy.sparse.csr_matrix(adata.X); "
+                         "adata.write_h5ad(...)`.")
+    return location
+
+
+def read_rows(node, start: int, stop: int) -> sp.csr_matrix:
+    """Rows ``start:stop`` of a matrix that :func:`row_readable_counts` located (CSR group or dense dataset)."""
+    import h5py
+    from anndata.io import sparse_dataset
+
+    return sp.csr_matrix(node[start:stop]) if isinstance(node, h5py.Dataset) else sparse_dataset(node)[start:stop]
+
+
+def read_var(file) -> pd.DataFrame:
+    """The ``var`` table of an ``.h5ad`` open in h5py, gene names made unique (``-1``, ``-2``... appended) as
+    :func:`standardise` makes them."""
+    from anndata.io import read_elem
+    from anndata.utils import make_index_unique
+
+    var = read_elem(file["var"])
+    var.index = make_index_unique(var.index.astype(str))
+    return var
+
+
 def _check_links(file, name: str) -> None:
     """Refuse soft and external links, virtual datasets and external storage: AnnData writes none, and they
     can make a file read other files on the server."""

@@ -553,12 +553,11 @@ def _run_metrics(params: dict, target: Path, report) -> None:
 def _run_atlas(params: dict, target: Path, report) -> None:
     """The atlas of a file too large for memory (``python -m sccore atlas``) in the folder ``target``; a job
     killed midway resumes after the atlas's last finished stage."""
-    from .atlas import AtlasParams, build_atlas, file_preprocess_params
+    from .atlas import atlas_params, build_atlas
 
-    overrides = {key: params[key] for key in ("min_genes", "n_top_genes") if params[key] is not None}
-    build_atlas(params["input"], target, AtlasParams(
-        chunk_cells=params["chunk_cells"], target_recall=params["recall"],
-        preprocess=file_preprocess_params(params["input"], **overrides) if overrides else None), progress=report)
+    build_atlas(params["input"], target, atlas_params(params["input"], params["chunk_cells"], params["recall"],
+                                                      min_genes=params["min_genes"],
+                                                      n_top_genes=params["n_top_genes"]), progress=report)
 
 
 _RUNNERS = {"train": _run_train, "embed": _run_embed, "umap": _run_umap, "screen": _run_screen,

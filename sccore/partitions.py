@@ -127,7 +127,7 @@ def _inspect(path: Path, library_size_key: str | None):
     (names made unique as :func:`sccore.io.standardise` does) and the library sizes from ``obs`` (or None)."""
     import h5py
 
-    from .io import HDF5_SIGNATURE, check_h5ad_layout
+    from .io import HDF5_SIGNATURE, check_h5ad_layout, read_var, row_readable_counts
 
     name = printable(path.name)
     if not path.is_file():
@@ -139,16 +139,10 @@ def _inspect(path: Path, library_size_key: str | None):
     check_h5ad_layout(path, check_memory=False)  # links and shapes; the matrix is never read whole
     try:
         with h5py.File(path, "r", locking=False) as file:
-            counts_from = "layers/counts" if "layers/counts" in file else "X"
-            if counts_from not in file:
-                raise InputError(f"{name} holds no matrix in X or layers['counts']. Write the raw counts into X.")
+            counts_from = row_readable_counts(file, name)
             node = file[counts_from]
-            encoding = node.attrs.get("encoding-type", "array")
-            if isinstance(node, h5py.Group) and encoding != "csr_matrix":
-                raise InputError(f"{counts_from} in {name} is stored as {encoding}, so reading a cell reads the whole "
-                                 "matrix. Write it by cells (CSR): `adata.X = adata.X.tocsr(); adata.write_h5ad(...)`.")
             n_cells = int(node.attrs["shape"][0] if isinstance(node, h5py.Group) else node.shape[0])
-            var = _read_var(file)
+            var = read_var(file)
             sizes = _library_sizes(file, library_size_key, name) if library_size_key else None
     except InputError:
         raise
@@ -158,16 +152,6 @@ def _inspect(path: Path, library_size_key: str | None):
     if n_cells == 0:
         raise InputError(f"{name} holds no cells.")
     return counts_from, n_cells, var, sizes
-
-
-def _read_var(file):
-    """The file's ``var`` table with unique gene names (``-1``, ``-2``... appended, as AnnData does)."""
-    from anndata.io import read_elem
-    from anndata.utils import make_index_unique
-
-    var = read_elem(file["var"])
-    var.index = make_index_unique(var.index.astype(str))
-    return var
 
 
 def _library_sizes(file, key: str, name: str) -> np.ndarray:
@@ -243,19 +227,16 @@ def _embed_partition(path: str, counts_from: str, start: int, stop: int, sizes: 
     import anndata as ad
     import h5py
     import pandas as pd
-    import scipy.sparse as sp
     import torch
-    from anndata.io import sparse_dataset
 
     from .encode import embed_cells
-    from .io import classify_matrix
+    from .io import classify_matrix, read_rows, read_var
 
     torch.set_num_threads(torch_threads)
     model = _worker_model(model_folder, fingerprint, device)
     with h5py.File(path, "r", locking=False) as file:  # no lock: read-only, and locks fail on some cluster file systems
-        node = file[counts_from]
-        counts = sp.csr_matrix(node[start:stop]) if isinstance(node, h5py.Dataset) else sparse_dataset(node)[start:stop]
-        var = _read_var(file)
+        counts = read_rows(file[counts_from], start, stop)
+        var = read_var(file)
     kind = classify_matrix(counts)
     if kind != "counts":
         raise InputError(f"Cells {start:,} to {stop:,} of {printable(Path(path).name)}: {counts_from} holds {kind} "
