@@ -167,6 +167,17 @@ def choose_cells(adata: ad.AnnData, where: dict[str, str] | None) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def sample_cells(cells: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray:
+    """``cells``, or a fixed random sample of ``max_cells`` of them (sorted) when there are more (0: no limit).
+
+    The one sampling rule of knockouts and screens: the same ``seed`` always gives the same cells.
+    """
+    cells = np.asarray(cells)
+    if max_cells and len(cells) > max_cells:
+        return np.sort(np.random.default_rng(seed).choice(cells, int(max_cells), replace=False))
+    return cells
+
+
 def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = None, method: str = "pca",
              model=None, mode: str = "delete", reference: np.ndarray | None = None, batch_size: int = 64,
              library_size_key: str | None = None, progress: Progress = _quiet) -> KnockoutResult:
