@@ -93,6 +93,11 @@ KMEANS_SEEDS = 10
 DEFAULTS = dict(config="small", epochs=12.0, learning_rate=3e-3, dropout=0.0, n_bins=51, max_length=512,
                 batch_size=32, warmup_fraction=0.05)
 
+# Objective weights of sccore.models.EncoderConfig a run may override (None: the preset's), and their short
+# names in the variant's name.
+OBJECTIVE_ARGS = {"mlm_weight": "mlm", "gep_weight": "gep", "gepc_weight": "gepc", "likelihood": "",
+                  "contrastive_weight": "con"}
+
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
 
 
@@ -244,6 +249,9 @@ def pca_baselines(adata, is_test: np.ndarray, n_hvg: int) -> dict[str, tuple[np.
 def encoder_config(args):
     from sccore.models import preset
     overrides = {"n_bins": args.n_bins, "max_length": args.max_length}
+    for name in OBJECTIVE_ARGS:
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     if args.dropout is not None:
         overrides["dropout"] = args.dropout
     return preset(args.config, vocab_size=3, **overrides)
@@ -275,7 +283,7 @@ def train_encoder(adata_train, model_dir: Path, args) -> dict:
     load = OtherLoad()
     t0 = now()
     history = train(adata_train, model_dir, config, tc, library_size_key=None, n_bins=args.n_bins, resume=False,
-                    progress=progress)
+                    progress=progress, batch_key=args.batch_key or None)
     train_s = now() - t0
     return {"train_s": train_s, "other_load": load.stop(), "history": history,
             "steps": history["step"][-1] if history["step"] else 0}
@@ -332,8 +340,11 @@ def variant_name(args) -> str:
     if args.epochs <= 0:
         return f"{args.config}-untrained"
     dropout = "preset" if args.dropout is None else f"{args.dropout:g}"
+    objective = "".join(f"-{OBJECTIVE_ARGS[name]}{getattr(args, name):g}" if isinstance(getattr(args, name), float)
+                        else f"-{getattr(args, name)}" for name in OBJECTIVE_ARGS if getattr(args, name) is not None)
+    batch = f"-batch{args.batch_key}" if args.batch_key else ""
     return (f"{args.config}-drop{dropout}-lr{args.learning_rate:g}-bins{args.n_bins}-len{args.max_length}"
-            f"-bs{args.batch_size}-ep{args.epochs:g}")
+            f"-bs{args.batch_size}-ep{args.epochs:g}{objective}{batch}")
 
 
 def f3(x: float) -> str:
@@ -577,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--warmup-fraction", type=float, default=DEFAULTS["warmup_fraction"])
     parser.add_argument("--eval-every", type=int, default=100)
+    for name in OBJECTIVE_ARGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=str if name == "likelihood" else float, default=None,
+                            help="objective setting of the model config (default: the preset's)")
+    parser.add_argument("--batch-key", default="", help="condition the decoder on this obs column (e.g. batch)")
     parser.add_argument("--n-hvg", type=int, default=N_HVG)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch, BLAS and OpenMP threads (0 = the libraries' defaults). Default 1: on this shared "
@@ -675,8 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         f"NMI {headline['nmi']:.3f}, embed {headline['embed_s']:.0f} s")
 
     wall_s = now() - wall0
-    hist_json = history if history is None else {k: [(int(v) if k.endswith("step") else float(v)) for v in vals]
-                                                 for k, vals in history.items()}
+    hist_json = history if history is None else json.loads(json.dumps(history, default=float))
     rec = {
         "variant": variant, "quick": bool(args.quick), "date": date, "command": command_line(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -684,7 +698,10 @@ def main(argv: list[str] | None = None) -> int:
         "split": split, "encoder_config": ", ".join(f"{k}={v}" for k, v in {
             "n_layers": loaded.config.n_layers, "d_model": loaded.config.d_model, "n_heads": loaded.config.n_heads,
             "d_ff": loaded.config.d_ff, "max_length": loaded.config.max_length, "dropout": loaded.config.dropout,
-            "n_bins": loaded.config.n_bins}.items()),
+            "n_bins": loaded.config.n_bins, "mlm_weight": loaded.config.mlm_weight,
+            "gep_weight": loaded.config.gep_weight, "gepc_weight": loaded.config.gepc_weight,
+            "likelihood": loaded.config.likelihood, "contrastive_weight": loaded.config.contrastive_weight,
+            "batch_key": loaded.config.batch_key}.items()),
         "train": {"train_s": trained["train_s"], "other_load": trained["other_load"], "steps": trained["steps"],
                   "history": hist_json,
                   "val_loss_last": (history["val_loss"][-1] if history and history["val_loss"] else None)},

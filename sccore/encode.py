@@ -15,6 +15,7 @@ import torch
 from .device import describe, resolve_device
 from .errors import InputError
 from .io import counts_matrix
+from .models.encoder import mean_pool
 from .models.store import LoadedModel, load_model
 from .models.train import pad_batch
 from .tokenize import PAD_ID, TokenizedCell, library_sizes, match_genes, tokenize
@@ -44,8 +45,54 @@ def pool(states: list[torch.Tensor] | torch.Tensor, attention: torch.Tensor, poo
     weights = attention.clone()
     if cls:
         weights[:, 0] = False
-    weights = weights.to(states.dtype)[..., None]
-    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return mean_pool(states, weights)
+
+
+NO_DECODER = ("This model has no expression decoder ({why}): it gives embedding shifts only. For predicted "
+              "expression changes train a model with `python -m sccore train` (its default objective has one).")
+
+
+def decoder_batch(model: LoadedModel, batch: str | None = None) -> tuple[int | None, str]:
+    """The decoder's batch for ``batch``, and a sentence saying which batch was assumed.
+
+    A model trained without a batch key needs none. For a batch-aware model, a known category is used
+    as it is; ``None`` or a batch the model never saw is decoded as the average of the training batches.
+    """
+    categories = model.config.batch_categories
+    if not categories:
+        return None, "the model is not batch-aware"
+    if batch is not None and str(batch) in categories:
+        return categories.index(str(batch)), f"batch '{batch}'"
+    unseen = f"'{batch}' is not one of the model's batches, so " if batch is not None else ""
+    return None, f"{unseen}the average of the model's {len(categories)} training batches"
+
+
+def decode_expression(model: LoadedModel, embeddings: np.ndarray, batch: str | None = None,
+                      chunk: int = 4096) -> np.ndarray:
+    """Expected expression (counts per 10,000 counts of the vocabulary's genes) of every vocabulary gene, for
+    each cell embedding (cells x d_model, mean-pooled last layer): cells x genes, in vocabulary order.
+
+    Raises :class:`InputError` for a model without a decoder (e.g. a Geneformer checkpoint).
+    """
+    decoder = getattr(model.model, "decoder", None)
+    if decoder is None:
+        why = "a Geneformer checkpoint" if model.kind == "geneformer" else "it was trained without GEPC"
+        raise InputError(NO_DECODER.format(why=why))
+    index, _ = decoder_batch(model, batch)
+    device = next(model.model.parameters()).device
+    genes = model.model.encoder.gene_embeddings.weight
+    out = np.zeros((len(embeddings), len(model.vocabulary.genes)), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(embeddings), chunk):
+            cells = torch.as_tensor(embeddings[start:start + chunk], dtype=torch.float32, device=device)
+            if index is None and decoder.batch_embeddings is not None:  # the average of the training batches
+                shares = torch.stack([decoder(cells, genes, torch.full((len(cells),), b, device=device)).exp()
+                                      for b in range(decoder.batch_embeddings.num_embeddings)]).mean(0)
+            else:
+                batch_index = None if index is None else torch.full((len(cells),), index, device=device)
+                shares = decoder(cells, genes, batch_index).exp()
+            out[start:start + len(cells)] = (shares * 1e4).cpu().numpy()
+    return out
 
 
 def check_options(model: LoadedModel, pooling: str, layer: int) -> None:
@@ -184,3 +231,34 @@ def encoder(adata: ad.AnnData, model: str | LoadedModel, key_added: str = "X_enc
                             "device": describe(torch_device), "genes_matched": report["matched"],
                             "genes_in_dataset": report["dataset_genes"],
                             "library_size_key": library_size_key or ""}
+    if loaded.config.batch_key:  # the encoder never reads the batch; its decoder does
+        seen = set(loaded.config.batch_categories)
+        present = (sorted(set(adata.obs[loaded.config.batch_key].astype(str)))
+                   if loaded.config.batch_key in adata.obs.columns else [])
+        adata.uns[key_added].update(batch_key=loaded.config.batch_key,
+                                    unseen_batches=[b for b in present if b not in seen],
+                                    decoder_batch_for_unseen=decoder_batch(loaded, None)[1])
+
+
+def classify(adata: ad.AnnData, model: LoadedModel, library_size_key: str | None = None,
+             gene_id_key: str | None = None, progress: Callable[[float, str], None] = lambda f, m: None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's label by a fine-tuned model's classifier (``sccore.models.finetune``) and its probability.
+
+    Raises :class:`InputError` for a model without a classifier or a dataset that lacks the model's genes.
+    """
+    classifier = getattr(model.model, "classifier", None)
+    if classifier is None:
+        raise InputError(f"The model {model.path.name} has no classifier: fine-tune it first with "
+                         "`python -m sccore finetune IN.h5ad --model DIR --label-key KEY --out DIR2`.")
+    embedding = embed_cells(adata, model, library_size_key=library_size_key, gene_id_key=gene_id_key,
+                            progress=progress)
+    with torch.inference_mode():
+        weight = classifier.weight.detach().float().cpu().numpy()
+        bias = classifier.bias.detach().float().cpu().numpy()
+    logits = embedding @ weight.T + bias
+    logits -= logits.max(1, keepdims=True)
+    probabilities = np.exp(logits)
+    probabilities /= probabilities.sum(1, keepdims=True)
+    best = probabilities.argmax(1)
+    return np.asarray(model.config.labels, dtype=object)[best], probabilities[np.arange(len(best)), best]

@@ -7,7 +7,10 @@
   cells), then project: a linear co-expression model.
 
 All three report, per cell, the original and perturbed embeddings, their cosine similarity and the
-shift. Cells that do not express a gene are reported, never counted as unaffected. A screen deletes
+shift, and on request the predicted change of every gene's log-normalised expression: the encoder
+through its expression decoder (:func:`sccore.encode.decode_expression`), PCA by reconstructing the
+expression from the perturbed components, the linear model by its regressions. Cells that do not
+express a gene are reported, never counted as unaffected. A screen deletes
 every expressed gene and tests each gene's shifts against those of deleting random expressed genes.
 """
 
@@ -64,6 +67,7 @@ class KnockoutResult:
     not_expressed: np.ndarray
     original: np.ndarray
     perturbed: np.ndarray
+    expression_change: pd.Series | None = None  # mean predicted change of log1p(expression) per gene
 
     @property
     def shift(self) -> np.ndarray:
@@ -74,6 +78,14 @@ class KnockoutResult:
     def cosine(self) -> np.ndarray:
         """Cosine similarity of each cell's perturbed and original embeddings."""
         return cosine(self.original, self.perturbed)
+
+    def expression_table(self) -> pd.DataFrame:
+        """``gene, knocked_out, method, predicted_log_change`` for every gene (largest changes first)."""
+        if self.expression_change is None:
+            raise InputError("This knockout was run without expression changes; ask for them (expression=True).")
+        change = self.expression_change.reindex(self.expression_change.abs().sort_values(ascending=False).index)
+        return pd.DataFrame({"gene": change.index.astype(str), "knocked_out": ",".join(self.genes),
+                             "method": self.method, "predicted_log_change": change.to_numpy(dtype=float)})
 
     def summary(self) -> dict:
         """One row: gene, method, n_cells, n_not_expressed, mean_cosine, mean_shift (1 - cosine), mean_shift_norm."""
@@ -112,22 +124,35 @@ class LinearPerturber:
         """Log-normalised expression of a gene (dataset column) in every cell."""
         return np.asarray(self.matrix[:, gene].toarray()).ravel()
 
-    def direction(self, gene: int) -> np.ndarray:
-        """The embedding shift per unit of the gene's expression removed (``w_g @ loadings``)."""
+    def gene_direction(self, gene: int) -> np.ndarray:
+        """``w_g``: every gene's change of expression per unit of the gene's expression removed (the unit vector
+        of g for ``pca``; g's regression slopes for ``linear``)."""
         if gene not in self._directions:
-            if self.method == "pca":
-                self._directions[gene] = self.loadings[gene]
-            else:
+            slopes = np.zeros(self.loadings.shape[0])
+            if self.method == "linear":
                 x = self.expression(gene)[self.reference]
                 used = self.matrix[self.reference][:, self.genes_used]
                 centred_x = x - x.mean()
                 variance = float(centred_x @ centred_x)
-                slopes = np.zeros(self.loadings.shape[0])
                 if variance > 0:
                     slopes[self.genes_used] = (used.T @ centred_x) / variance
-                slopes[gene] = 1.0
-                self._directions[gene] = slopes @ self.loadings
+            slopes[gene] = 1.0
+            self._directions[gene] = slopes
         return self._directions[gene]
+
+    def direction(self, gene: int) -> np.ndarray:
+        """The embedding shift per unit of the gene's expression removed (``w_g @ loadings``)."""
+        return self.gene_direction(gene) @ self.loadings
+
+    def expression_change(self, genes: list[int], cells: np.ndarray) -> np.ndarray:
+        """The mean predicted change of every gene's log-normalised expression in ``cells`` after zeroing ``genes``:
+        PCA's reconstruction from the perturbed components, or the linear model's regressions themselves."""
+        change = np.zeros(self.loadings.shape[0])
+        for gene in genes:
+            removed = self.expression(gene)[cells].mean()
+            moved = (self.loadings @ self.direction(gene) if self.method == "pca" else self.gene_direction(gene))
+            change -= removed * moved
+        return change
 
     def knockout(self, genes: list[int], cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Original and perturbed embeddings of ``cells`` after zeroing ``genes``."""
@@ -180,12 +205,15 @@ def sample_cells(cells: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray
 
 def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = None, method: str = "pca",
              model=None, mode: str = "delete", reference: np.ndarray | None = None, batch_size: int = 64,
-             library_size_key: str | None = None, progress: Progress = _quiet) -> KnockoutResult:
+             library_size_key: str | None = None, progress: Progress = _quiet, expression: bool = False,
+             batch: str | None = None) -> KnockoutResult:
     """Knock out ``genes`` together in ``cells`` (all cells by default) and embed the result.
 
     ``adata`` is a processed dataset (``sccore.pp.preprocess`` + PCA for the baselines; raw counts in
     ``layers['counts']`` for the encoder). ``model`` is a loaded model for ``method="encoder"``.
     ``mode`` is ``"delete"`` or, for the encoder, ``"overexpress"`` (move the genes to the front).
+    With ``expression`` the result also holds every gene's predicted change of log-normalised expression
+    (the encoder's needs a model with a decoder; ``batch`` is the batch its decoder assumes).
     """
     if method not in METHODS:
         raise InputError(f"Unknown method '{method}': use {', '.join(METHODS)}.")
@@ -207,13 +235,30 @@ def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = Non
             raise InputError("The encoder method needs a model (a folder from `python -m sccore train`).")
         original, perturbed = _encoder_knockout(adata, model, genes, chosen, mode, batch_size, library_size_key,
                                                 progress)
+        change = decoded_expression_change(model, original, perturbed, batch) if expression else None
     else:
         if mode != "delete":
             raise InputError("The PCA and linear baselines model deletion only; use mode 'delete'.")
         perturber = LinearPerturber(adata, method, reference if reference is not None else np.arange(adata.n_obs))
         original, perturbed = perturber.knockout(positions, chosen)
+        change = (pd.Series(perturber.expression_change(positions, chosen), index=adata.var_names.astype(str))
+                  if expression else None)
     return KnockoutResult(list(genes), method, chosen, silent, original.astype(np.float32),
-                          perturbed.astype(np.float32))
+                          perturbed.astype(np.float32), change)
+
+
+def decoded_expression_change(model, original: np.ndarray, perturbed: np.ndarray, batch: str | None = None,
+                              chunk: int = 2048) -> pd.Series:
+    """The mean change of ``log1p`` of the decoder's expected expression (per 10,000 counts) between the
+    ``original`` and ``perturbed`` embeddings of the same cells, per vocabulary gene."""
+    from .encode import decode_expression
+
+    total = np.zeros(len(model.vocabulary.genes))
+    for start in range(0, len(original), chunk):
+        before = decode_expression(model, original[start:start + chunk], batch)
+        after = decode_expression(model, perturbed[start:start + chunk], batch)
+        total += (np.log1p(after) - np.log1p(before)).sum(0)
+    return pd.Series(total / max(1, len(original)), index=list(model.vocabulary.genes))
 
 
 def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size_key, progress):
@@ -560,16 +605,9 @@ def screen(adata: ad.AnnData, cells: np.ndarray, method: str = "pca", model=None
     return table
 
 
-def validate_knockouts(adata: ad.AnnData, method: str, embedding: np.ndarray, perturbation_key: str, control: str,
-                       model=None, min_cells: int = 10, library_size_key: str | None = None,
-                       progress: Progress = _quiet) -> pd.DataFrame:
-    """Compare in-silico knockouts in control cells with a real CRISPR screen, in the method's own embedding.
-
-    For each target (a value of ``obs[perturbation_key]`` that is a measured gene, with at least
-    ``min_cells`` cells): predicted = mean shift of knocking it out in the control cells that express
-    it; observed = mean embedding of the real knockout cells minus that of the controls. One row per
-    target: target, method, n_cells (real knockout cells), cosine, predicted_norm, observed_norm.
-    """
+def _screen_targets(adata: ad.AnnData, perturbation_key: str, control: str,
+                    min_cells: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Each cell's perturbation label, the control cells and the measured targets with >= ``min_cells`` cells."""
     if perturbation_key not in adata.obs.columns:
         raise InputError(f"obs has no column '{perturbation_key}'; columns: {', '.join(map(str, adata.obs.columns))}.")
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
@@ -580,20 +618,80 @@ def validate_knockouts(adata: ad.AnnData, method: str, embedding: np.ndarray, pe
     targets = [str(t) for t, n in zip(names, sizes) if t in adata.var_names and n >= min_cells]
     if not targets:
         raise InputError(f"No knocked-out target is among the measured genes with >= {min_cells} cells.")
+    return labels, controls, targets
+
+
+def observed_expression_changes(adata: ad.AnnData, labels: np.ndarray, control: str,
+                                targets: list[str]) -> pd.DataFrame:
+    """Mean log-normalised expression (``adata.X``) of each target's knockout cells minus that of the controls:
+    targets x genes."""
+    matrix = sp.csr_matrix(adata.X, dtype=np.float64)
+    control_mean = np.asarray(matrix[labels == control].mean(0)).ravel()
+    return pd.DataFrame([np.asarray(matrix[labels == t].mean(0)).ravel() - control_mean for t in targets],
+                        index=targets, columns=adata.var_names.astype(str))
+
+
+def delta_agreement(predicted: pd.Series | np.ndarray | None, observed: pd.Series, target: str) -> dict:
+    """``pearson_delta`` (Pearson of predicted vs observed expression change over the genes other than the
+    target; NaN for a constant prediction) and ``rmse_delta`` (root mean squared difference) of one target."""
+    others = observed.drop(index=target, errors="ignore")
+    if predicted is None:
+        return {"pearson_delta": np.nan, "rmse_delta": np.nan}
+    predicted = (predicted.reindex(others.index).fillna(0.0) if isinstance(predicted, pd.Series)
+                 else pd.Series(predicted, index=observed.index).drop(index=target, errors="ignore"))
+    x, y = predicted.to_numpy(float), others.to_numpy(float)
+    pearson = float(np.corrcoef(x, y)[0, 1]) if np.std(x) > 0 and np.std(y) > 0 else np.nan
+    return {"pearson_delta": pearson, "rmse_delta": float(np.sqrt(np.mean((x - y) ** 2)))}
+
+
+def validate_knockouts(adata: ad.AnnData, method: str, embedding: np.ndarray, perturbation_key: str, control: str,
+                       model=None, min_cells: int = 10, library_size_key: str | None = None,
+                       progress: Progress = _quiet) -> pd.DataFrame:
+    """Compare in-silico knockouts in control cells with a real CRISPR screen, in the method's own embedding
+    and in gene space.
+
+    For each target (a value of ``obs[perturbation_key]`` that is a measured gene, with at least
+    ``min_cells`` cells): predicted = mean shift of knocking it out in the control cells that express
+    it; observed = mean embedding of the real knockout cells minus that of the controls. One row per
+    target: target, method, n_cells (real knockout cells), cosine, predicted_norm, observed_norm, and
+    pearson_delta / rmse_delta: the predicted against the observed mean change of the other genes'
+    log-normalised expression (NaN where the method predicts no expression, e.g. a model without decoder).
+    """
+    labels, controls, targets = _screen_targets(adata, perturbation_key, control, min_cells)
+    observed_changes = observed_expression_changes(adata, labels, control, targets)
+    with_expression = method != "encoder" or getattr(getattr(model, "config", None), "has_decoder", False)
     control_mean = embedding[controls].mean(0)
     rows = []
     for i, target in enumerate(targets):
         observed = embedding[labels == target].mean(0) - control_mean
         try:
             result = knockout(adata, [target], controls, method, model=model, reference=controls,
-                              library_size_key=library_size_key)
-            predicted = result.shift.mean(0)
+                              library_size_key=library_size_key, expression=with_expression)
+            predicted, change = result.shift.mean(0), result.expression_change
         except InputError:  # not expressed in any control cell, or not in the model's vocabulary
-            predicted = np.full_like(observed, np.nan)
+            predicted, change = np.full_like(observed, np.nan), None
         rows.append({"target": target, "method": method, "n_cells": int((labels == target).sum()),
                      "cosine": float(cosine(predicted[None], observed[None])[0]),
-                     "predicted_norm": float(np.linalg.norm(predicted)), "observed_norm": float(np.linalg.norm(observed))})
+                     "predicted_norm": float(np.linalg.norm(predicted)), "observed_norm": float(np.linalg.norm(observed)),
+                     **delta_agreement(change, observed_changes.loc[target], target)})
         progress((i + 1) / len(targets), f"validated {target}")
+    return pd.DataFrame(rows)
+
+
+def expression_baselines(adata: ad.AnnData, perturbation_key: str, control: str,
+                         min_cells: int = 10) -> pd.DataFrame:
+    """The gene-space baselines of Ahlmann-Eltze et al. (2025) for :func:`validate_knockouts`' targets: ``no-change``
+    (predicts no change: Pearson undefined, RMSE = the observed change's size) and ``mean-perturbation`` (predicts
+    the mean observed change of the other targets). Rows: target, method, n_cells, pearson_delta, rmse_delta."""
+    labels, _, targets = _screen_targets(adata, perturbation_key, control, min_cells)
+    observed = observed_expression_changes(adata, labels, control, targets)
+    rows = []
+    for target in targets:
+        others = observed.drop(index=target)
+        for method, predicted in (("no-change", np.zeros(observed.shape[1])),
+                                  ("mean-perturbation", others.mean(0).to_numpy() if len(others) else None)):
+            rows.append({"target": target, "method": method, "n_cells": int((labels == target).sum()),
+                         **delta_agreement(predicted, observed.loc[target], target)})
     return pd.DataFrame(rows)
 
 

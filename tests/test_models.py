@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -129,3 +130,113 @@ def test_mismatched_weights_are_refused(trained, tmp_path):
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="do not fit"):
         load_model(broken)
+
+
+EXPRESSION = EncoderConfig(vocab_size=3, n_layers=2, d_model=32, n_heads=4, d_ff=64, max_length=128, name="tiny-gepc",
+                           gepc_weight=1.0, gep_weight=0.1, contrastive_weight=0.1)
+
+
+@pytest.fixture(scope="module")
+def batch_aware(tmp_path_factory):
+    """A tiny model trained with every objective and a decoder conditioned on obs['batch']."""
+    folder = tmp_path_factory.mktemp("batch-aware")
+    adata = standardise(make_counts(n_cells=240, n_genes=150))
+    history = train(adata, folder, EXPRESSION, TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3, eval_every=20),
+                    batch_key="batch")
+    return adata, folder, history
+
+
+def test_every_objective_is_trained_and_its_losses_recorded(batch_aware):
+    _, folder, history = batch_aware
+    assert set(history["val_losses"]) == {"mlm", "gep", "gepc"}
+    assert set(history["train_losses"]) == {"mlm", "gep", "gepc", "contrastive"}
+    assert history["val_losses"]["gepc"][-1] < history["val_losses"]["gepc"][0]
+    assert history["val_losses"]["gep"][-1] < history["val_losses"]["gep"][0]
+    loaded = load_model(folder)
+    assert loaded.config.batch_key == "batch" and loaded.config.batch_categories == ["b1", "b2"]
+    assert loaded.config.has_decoder and loaded.config.gepc_weight == 1.0
+
+
+def test_the_decoder_gives_expression_of_every_gene_for_known_and_unseen_batches(batch_aware):
+    from sccore.encode import decode_expression, decoder_batch
+
+    adata, folder, _ = batch_aware
+    loaded = load_model(folder)
+    embedding = embed_cells(adata[:20], loaded, precision="fp32")
+    b1 = decode_expression(loaded, embedding, batch="b1")
+    assert b1.shape == (20, len(loaded.vocabulary.genes)) and np.allclose(b1.sum(1), 1e4, rtol=1e-4)
+    assert not np.allclose(b1, decode_expression(loaded, embedding, batch="b2"))
+    average = decode_expression(loaded, embedding, batch="plate-9")
+    both = (decode_expression(loaded, embedding, batch="b1") + decode_expression(loaded, embedding, batch="b2")) / 2
+    np.testing.assert_allclose(average, both, rtol=1e-4)
+    assert "average of the model's 2 training batches" in decoder_batch(loaded, "plate-9")[1]
+    renamed = adata[:20].copy()
+    renamed.obs["batch"] = "plate-9"
+    encoder(renamed, loaded, device="cpu")
+    assert renamed.uns["X_encoder"]["unseen_batches"] == ["plate-9"]
+
+
+def test_a_decoder_learns_the_cell_types_expression(batch_aware):
+    """The decoded expression of each type's cells is higher on that type's marker genes than on the others'."""
+    from sccore.encode import decode_expression
+
+    adata, folder, _ = batch_aware
+    loaded = load_model(folder)
+    decoded = decode_expression(loaded, embed_cells(adata, loaded, precision="fp32"))
+    genes = pd.Index(loaded.vocabulary.genes)
+    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    observed = np.asarray(counts.todense())[:, adata.var_names.get_indexer(genes)]
+    types = adata.obs["cell_type"].to_numpy()
+    mean_by_type = lambda x: np.stack([x[types == t].mean(0) for t in np.unique(types)])
+    observed_types, decoded_types = mean_by_type(observed / observed.sum(1, keepdims=True)), mean_by_type(decoded)
+    contrast = lambda x: (x - x.mean(0)).ravel()
+    assert np.corrcoef(contrast(observed_types), contrast(decoded_types))[0, 1] > 0.5
+
+
+def test_batch_and_decoder_inputs_are_refused_with_the_fix(tmp_path):
+    adata = standardise(make_counts(n_cells=60, n_genes=80))
+    with pytest.raises(InputError, match="no column 'donor'"):
+        train(adata, tmp_path / "a", EXPRESSION, TrainConfig(epochs=1), batch_key="donor")
+    adata.obs["plate"] = "p1"
+    with pytest.raises(InputError, match="single batch"):
+        train(adata, tmp_path / "b", EXPRESSION, TrainConfig(epochs=1), batch_key="plate")
+    with pytest.raises(InputError, match="gepc_weight"):
+        train(adata, tmp_path / "c", TINY, TrainConfig(epochs=1), batch_key="batch")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_model_without_decoder_says_it_gives_shifts_only(trained):
+    from sccore.encode import decode_expression
+
+    _, folder, _ = trained
+    with pytest.raises(InputError, match="no expression decoder"):
+        decode_expression(load_model(folder), np.zeros((2, 32), dtype=np.float32))
+
+
+def test_finetuning_adds_a_classifier_and_never_overwrites_a_model(batch_aware, tmp_path):
+    from sccore.encode import classify
+    from sccore.models import FinetuneConfig, finetune
+
+    adata, folder, _ = batch_aware
+    before = (folder / "model.safetensors").read_bytes()
+    history = finetune(adata, folder, "cell_type", tmp_path / "tuned", FinetuneConfig(epochs=4, batch_size=16))
+    assert (folder / "model.safetensors").read_bytes() == before
+    tuned = load_model(tmp_path / "tuned")
+    assert tuned.config.labels == ["type_0", "type_1", "type_2"] and tuned.config.label_key == "cell_type"
+    labels, confidence = classify(adata, tuned)
+    accuracy = np.mean(labels == adata.obs["cell_type"].astype(str).to_numpy())
+    assert accuracy > 0.6 and np.all((confidence > 1 / 3 - 1e-6) & (confidence <= 1))  # chance is about 1/3
+    assert np.mean(history["loss"][-5:]) < np.mean(history["loss"][:5])
+    with pytest.raises(InputError, match="already holds a model"):
+        finetune(adata, folder, "cell_type", tmp_path / "tuned")
+    with pytest.raises(InputError, match="already holds a model"):
+        finetune(adata, folder, "cell_type", folder)
+    with pytest.raises(InputError, match="no column 'label'"):
+        finetune(adata, folder, "label", tmp_path / "other")
+    lonely = adata.copy()
+    lonely.obs["cell_type"] = lonely.obs["cell_type"].astype(str)
+    lonely.obs.iloc[0, lonely.obs.columns.get_loc("cell_type")] = "platelet"
+    with pytest.raises(InputError, match="single cell .*platelet"):
+        finetune(lonely, folder, "cell_type", tmp_path / "other")
+    with pytest.raises(InputError, match="has no classifier"):
+        classify(adata, load_model(folder))

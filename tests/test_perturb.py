@@ -6,7 +6,8 @@ from sccore import InputError
 from sccore.embed import PCAParams, pca
 from sccore.io import open_dataset, standardise
 from sccore.perturb import (benjamini_hochberg, choose_cells, cosine, goal_from_groups, goal_scores, knockout,
-                            screen, spearman, suggest_gene, validate_knockouts)
+                            expression_baselines, observed_expression_changes, screen, spearman, suggest_gene,
+                            validate_knockouts)
 from sccore.pp import PreprocessParams, default_params, preprocess
 from tests.conftest import ROOT, make_counts
 
@@ -97,10 +98,22 @@ def test_validation_on_the_real_crispr_screen(shared_data):
     table = validate_knockouts(processed, "pca", processed.obsm["X_pca"], "perturbation", "control")
     assert set(table["target"]) == {"CMTM6", "IFNGR2", "JAK2", "NFKBIA", "STAT1", "STAT2", "STAT3", "TNFRSF14",
                                     "UBE2L6"}
-    assert list(table.columns) == ["target", "method", "n_cells", "cosine", "predicted_norm", "observed_norm"]
+    assert list(table.columns) == ["target", "method", "n_cells", "cosine", "predicted_norm", "observed_norm",
+                                   "pearson_delta", "rmse_delta"]
     # the issue quotes about 0.6 mean direction cosine and about 0.5 Spearman for this baseline
     assert 0.45 < table["cosine"].mean() < 0.75 and spearman(table) > 0.3
     assert pd.api.types.is_integer_dtype(table["n_cells"])
+    # gene space: the regressions carry the interferon programme (STAT1, IFNGR2, JAK2 knockouts lower it)
+    linear = validate_knockouts(processed, "linear", processed.obsm["X_pca"], "perturbation", "control")
+    strong = linear.set_index("target").loc[["STAT1", "IFNGR2", "JAK2"], "pearson_delta"]
+    assert (strong > 0.2).all() and np.isfinite(table["pearson_delta"]).all()
+    baselines = expression_baselines(processed, "perturbation", "control")
+    assert set(baselines["method"]) == {"no-change", "mean-perturbation"}
+    assert baselines.query("method == 'no-change'")["pearson_delta"].isna().all()
+    no_change = baselines.query("method == 'no-change'").set_index("target")["rmse_delta"]
+    observed = observed_expression_changes(processed, processed.obs["perturbation"].astype(str).to_numpy(), "control",
+                                           ["STAT1"]).loc["STAT1"].drop("STAT1")
+    assert no_change["STAT1"] == pytest.approx(np.sqrt(np.mean(observed ** 2)))
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,27 @@
-"""A BERT-style encoder over gene tokens (Geneformer's layout), with optional expression-bin embeddings.
+"""A BERT-style encoder over gene tokens (Geneformer's layout), with optional expression-bin embeddings,
+and the heads of its pretraining objectives.
 
 The module layout follows Hugging Face's ``BertForMaskedLM`` (post-layer-norm blocks, learned
 position embeddings, a tied masked-LM head) so that Geneformer checkpoints load into it by renaming.
 Attention uses ``torch.nn.functional.scaled_dot_product_attention``; ``attention="eager"`` keeps
 the textbook path as a baseline for benchmarks.
+
+Besides Geneformer's masked-gene objective, a model can learn (weights in :class:`EncoderConfig`):
+
+* GEP (scGPT): the log-normalised expression of each masked gene, from its hidden state;
+* GEPC / MVC (scGPT), with scVI's count likelihood: every vocabulary gene's counts from the cell
+  embedding alone (the mean of the last layer over the cell's genes), through an
+  :class:`ExpressionDecoder` whose per-gene queries come from the gene token embeddings, with a
+  negative binomial (or Poisson) likelihood that knows the cell's library size, optionally
+  conditioned on the cell's batch (so that the embedding need not carry what only the batch explains);
+* a contrastive term (InfoNCE) between the embeddings of two binomially down-sampled views of a cell.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -36,10 +47,36 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-12
     attention: str = "sdpa"  # or "eager"
     name: str = "custom"
+    # pretraining objectives: loss weights, 0 = off (see the module docstring)
+    mlm_weight: float = 1.0  # Geneformer: the identity of masked gene tokens
+    gep_weight: float = 0.0  # scGPT GEP: masked genes' log-normalised expression
+    gepc_weight: float = 0.0  # scGPT GEPC/MVC: every gene's counts from the cell embedding (adds a decoder)
+    likelihood: str = "nb"  # of the counts under GEPC: "nb" (negative binomial) or "poisson"
+    contrastive_weight: float = 0.0  # InfoNCE between two down-sampled views of each cell
+    contrastive_temperature: float = 0.1
+    batch_key: str = ""  # obs column the decoder is conditioned on ("" = none)
+    batch_categories: list[str] = field(default_factory=list)
+    # fine-tuned for annotation (``sccore.models.finetune``): a classification head over these labels
+    label_key: str = ""
+    labels: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
             raise InputError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
+        if self.likelihood not in ("nb", "poisson"):
+            raise InputError(f"Unknown likelihood '{self.likelihood}': use nb or poisson.")
+        weights = (self.mlm_weight, self.gep_weight, self.gepc_weight, self.contrastive_weight)
+        if min(weights) < 0 or not any(weights):
+            raise InputError("The objective weights must be >= 0 and at least one > 0 (mlm, gep, gepc, contrastive).")
+        if self.batch_key and not self.gepc_weight:
+            raise InputError("A batch key conditions the expression decoder: set gepc_weight > 0 to use it.")
+        self.batch_categories = [str(c) for c in self.batch_categories]
+        self.labels = [str(label) for label in self.labels]
+
+    @property
+    def has_decoder(self) -> bool:
+        """Whether the model maps cell embeddings to expected expression (trained with GEPC)."""
+        return self.gepc_weight > 0
 
     def to_json(self, path: str | Path) -> None:
         """Write ``config.json``."""
@@ -155,8 +192,69 @@ class CellEncoder(nn.Module):
         return states if all_layers else hidden
 
 
+N_SPECIAL = 3  # pad, mask, cls: gene tokens start here
+
+
+def mean_pool(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The cell embedding: the mean of ``hidden`` (batch x length x d) over the tokens ``weights`` selects."""
+    weights = weights.to(hidden.dtype)[..., None]
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class ExpressionDecoder(nn.Module):
+    """Expected expression of every vocabulary gene from a cell embedding (scGPT's MVC, scVI's likelihood).
+
+    Gene ``g``'s logit is ``query(gene_embedding_g) · (W z + batch_b) + bias_g``; a softmax over genes
+    gives each gene's share ``rho`` of the cell's counts, whose mean is ``library * rho``; the negative
+    binomial has one inverse dispersion per gene.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        d = config.d_model
+        n_genes = config.vocab_size - N_SPECIAL
+        self.gene_query = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        # cells' mean-pooled states differ by little beside what they share: standardise each dimension (over
+        # the batch in training, with running statistics after) so that the decoder, and its gradient, see them
+        self.standardise = nn.BatchNorm1d(d, affine=False)
+        self.cell_projection = nn.Linear(d, d)
+        self.batch_embeddings = nn.Embedding(len(config.batch_categories), d) if config.batch_categories else None
+        self.gene_bias = nn.Parameter(torch.zeros(n_genes))
+        self.log_inverse_dispersion = nn.Parameter(torch.zeros(n_genes))
+
+    def forward(self, cell_embedding: torch.Tensor, gene_embeddings: torch.Tensor,
+                batch_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Log of each gene's share of the counts (cells x vocabulary genes); rows sum to 1 after ``exp``."""
+        cell_embedding = cell_embedding.float()
+        if self.training and len(cell_embedding) < 2:  # one cell has no spread: use the running statistics
+            standardised = F.batch_norm(cell_embedding, self.standardise.running_mean, self.standardise.running_var,
+                                        training=False, eps=self.standardise.eps)
+        else:
+            standardised = self.standardise(cell_embedding)
+        cell = self.cell_projection(standardised)
+        if self.batch_embeddings is not None and batch_index is not None:
+            cell = cell + self.batch_embeddings(batch_index)
+        queries = self.gene_query(gene_embeddings[N_SPECIAL:].float())
+        return torch.log_softmax(cell @ queries.T + self.gene_bias, dim=-1)
+
+    def negative_log_likelihood(self, log_share: torch.Tensor, counts: torch.Tensor, library: torch.Tensor,
+                                likelihood: str) -> torch.Tensor:
+        """Mean over cells of the counts' negative log-likelihood, divided by the number of genes."""
+        log_mean = log_share + library.clamp(min=1).log()[:, None]
+        if likelihood == "poisson":
+            log_prob = counts * log_mean - log_mean.exp() - torch.lgamma(counts + 1)
+        else:
+            log_theta = self.log_inverse_dispersion.clamp(-8, 8)
+            theta = log_theta.exp()
+            log_theta_mu = torch.logaddexp(log_theta, log_mean)
+            log_prob = (torch.lgamma(counts + theta) - torch.lgamma(theta) - torch.lgamma(counts + 1)
+                        + theta * (log_theta - log_theta_mu) + counts * (log_mean - log_theta_mu))
+        return -log_prob.mean()
+
+
 class MaskedGeneModel(nn.Module):
-    """The encoder with a masked-gene prediction head whose decoder is tied to the gene embeddings."""
+    """The encoder with a masked-gene prediction head tied to the gene embeddings, and the optional heads of
+    the other objectives (see :class:`EncoderConfig`)."""
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -165,6 +263,9 @@ class MaskedGeneModel(nn.Module):
         self.head_transform = nn.Linear(config.d_model, config.d_model)
         self.head_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.head_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.expression_head = nn.Linear(config.d_model, 1) if config.gep_weight else None
+        self.decoder = ExpressionDecoder(config) if config.has_decoder else None
+        self.classifier = nn.Linear(config.d_model, len(config.labels)) if config.labels else None
         self.apply(self._init_weights)
 
     @staticmethod
@@ -177,11 +278,48 @@ class MaskedGeneModel(nn.Module):
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor, bins: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
+    def masked_gene_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The mean cross-entropy of predicting ``labels`` (``-100`` = not masked) at the masked positions."""
-        hidden = self.encoder(tokens, attention_mask, bins)
         selected = labels != -100
         transformed = self.head_norm(F.gelu(self.head_transform(hidden[selected])))
         logits = transformed @ self.encoder.gene_embeddings.weight.T + self.head_bias
         return F.cross_entropy(logits.float(), labels[selected])
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor, bins: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The masked-gene loss alone (Geneformer's objective); :meth:`losses` gives every objective's."""
+        return self.masked_gene_loss(self.encoder(tokens, attention_mask, bins), labels)
+
+    def cell_embedding(self, hidden: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The mean of ``hidden`` over the cell's gene tokens (pad and cls excluded), as :mod:`sccore.encode` pools."""
+        weights = attention_mask & (tokens != 0)
+        if self.config.add_cls:
+            weights = weights.clone()
+            weights[:, 0] = False
+        return mean_pool(hidden, weights)
+
+    def losses(self, tokens: torch.Tensor, attention_mask: torch.Tensor, bins: torch.Tensor | None,
+               labels: torch.Tensor, values: torch.Tensor | None = None, counts: torch.Tensor | None = None,
+               library: torch.Tensor | None = None, batch_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Each active objective's loss on one batch (unweighted), plus ``total`` (weighted sum).
+
+        ``labels``: masked gene ids (``-100`` elsewhere); ``values``: every position's log-normalised
+        expression (for GEP); ``counts`` (cells x vocabulary genes) and ``library`` (cells): the raw counts
+        the decoder reconstructs (GEPC); ``batch_index``: each cell's batch code.
+        """
+        config = self.config
+        hidden = self.encoder(tokens, attention_mask, bins)
+        out: dict[str, torch.Tensor] = {}
+        selected = labels != -100
+        if config.mlm_weight and selected.any():
+            out["mlm"] = self.masked_gene_loss(hidden, labels)
+        if self.expression_head is not None and values is not None and selected.any():
+            predicted = self.expression_head(hidden[selected]).squeeze(-1).float()
+            out["gep"] = F.mse_loss(predicted, values[selected].float())
+        if self.decoder is not None and counts is not None:
+            log_share = self.decoder(self.cell_embedding(hidden, tokens, attention_mask),
+                                     self.encoder.gene_embeddings.weight, batch_index)
+            out["gepc"] = self.decoder.negative_log_likelihood(log_share, counts, library, config.likelihood)
+        weights = {"mlm": config.mlm_weight, "gep": config.gep_weight, "gepc": config.gepc_weight}
+        out["total"] = sum(weights[name] * loss for name, loss in out.items())
+        return out
