@@ -89,3 +89,10 @@ def guess_batch_column(obs: pd.DataFrame, columns: list[str]) -> str | None:
         return guessed
     counts = {column: obs[column].nunique() for column in columns}
     return min(columns, key=lambda column: (counts[column] < 2, counts[column]))
+
+
+def label_candidates(adata: ad.AnnData) -> list[str]:
+    """Columns whose labels may be transferred: the annotations (most useful first), then every other ``obs`` column
+    (``sccore.transfer.reference_labels`` refuses a bad one with the reason)."""
+    annotations = annotation_columns(adata)
+    return annotations + [column for column in map(str, adata.obs.columns) if column not in annotations]

@@ -103,6 +103,17 @@ def similar_cells(embedding: np.ndarray, query_cells: np.ndarray, k: int = 15, m
                          "cosine_similarity": cosine.astype(np.float32)})
 
 
+def neighbour_table(neighbours: pd.DataFrame, obs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """:func:`similar_cells`' table for people: each neighbour's cell id after its rank and its value of each ``obs``
+    column in ``columns`` at the end, instead of its position."""
+    positions = neighbours["position"].to_numpy()
+    table = neighbours.copy()
+    table.insert(1, "cell", obs.index[positions].astype(str))
+    for column in columns:
+        table[column] = obs[column].astype(str).to_numpy()[positions]
+    return table.drop(columns="position")
+
+
 def compositions(obs: pd.DataFrame, cells: np.ndarray, columns: list[str]) -> dict[str, pd.DataFrame]:
     """How ``cells`` split over each annotation in ``columns`` (count and percentage, largest first)."""
     return {column: composition(obs, cells, column) for column in columns}
@@ -422,6 +433,12 @@ def score(true: np.ndarray, predicted: np.ndarray) -> dict:
             "types_never_predicted": [t for t in types if t not in set(predicted)]}
 
 
+def score_labelled(true: pd.Series, predicted: np.ndarray) -> dict:
+    """:func:`score` over the cells that have a true label (missing values in ``true`` left out)."""
+    known = true.notna().to_numpy()
+    return score(true.astype(str).to_numpy()[known], np.asarray(predicted)[known])
+
+
 def confusion_table(true: np.ndarray, predicted: np.ndarray, order: list[str] | None = None) -> pd.DataFrame:
     """Cell counts: one row per true type, one column per predicted label, both in :func:`type_order`."""
     true, predicted = np.asarray(true).astype(str), np.asarray(predicted).astype(str)
@@ -479,15 +496,16 @@ def reference_split(obs: pd.DataFrame, column: str | None = None, values: list[s
     return ReferenceSplit(np.flatnonzero(reference), np.flatnonzero(~reference), description)
 
 
-def transfer_within(adata: ad.AnnData, label_key: str, use_rep: str, split: ReferenceSplit, k: int = 15,
-                    params: IndexParams = IndexParams()) -> TransferResult:
-    """:func:`transfer` of ``obs[label_key]`` from the split's reference cells to its query cells, in
-    ``obsm[use_rep]``, with no threshold (apply one with :meth:`TransferResult.assigned`)."""
-    if len(split.reference) == 0 or len(split.query) == 0:
+def transfer_within(adata: ad.AnnData, label_key: str, use_rep: str, reference_cells: np.ndarray,
+                    query_cells: np.ndarray, k: int = 15, params: IndexParams = IndexParams()) -> TransferResult:
+    """:func:`transfer` of ``obs[label_key]`` from the cells at ``reference_cells`` to those at ``query_cells`` (e.g.
+    a :class:`ReferenceSplit`'s), in ``obsm[use_rep]``, with no threshold (apply one with
+    :meth:`TransferResult.assigned`)."""
+    if len(reference_cells) == 0 or len(query_cells) == 0:
         raise InputError("The reference and the query both need cells: choose some, but not all, values.")
     embedding = np.asarray(adata.obsm[use_rep])
-    reference = ad.AnnData(obs=adata.obs.iloc[split.reference], obsm={use_rep: embedding[split.reference]})
-    query = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[split.query]), obsm={use_rep: embedding[split.query]})
+    reference = ad.AnnData(obs=adata.obs.iloc[reference_cells], obsm={use_rep: embedding[reference_cells]})
+    query = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[query_cells]), obsm={use_rep: embedding[query_cells]})
     return transfer(reference, query, label_key, use_rep, k=k, threshold=0.0, params=params)
 
 
