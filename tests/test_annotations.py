@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from sccore.annotations import (annotation_columns, annotation_order, batch_candidates, guess_batch_column,
-                                guess_column, looks_like)
+                                guess_column, label_candidates, looks_like)
 from tests.conftest import make_counts
 
 
@@ -40,3 +40,10 @@ def test_batch_candidates_add_single_valued_text_columns_and_the_guess_falls_bac
     assert guess_batch_column(adata.obs, ["cluster", "phase", "run"]) == "run"  # a batch-like name wins
     assert guess_batch_column(adata.obs, ["cluster", "phase"]) == "phase"  # else the fewest values, at least two
     assert guess_batch_column(adata.obs, []) is None
+
+
+def test_label_candidates_are_the_annotations_then_every_other_column():
+    adata = make_counts(n_cells=30)
+    adata.obs["n_counts"] = 1.0
+    adata.obs["louvain"] = pd.Categorical([str(i % 3) for i in range(adata.n_obs)])
+    assert label_candidates(adata) == ["cell_type", "louvain", "batch", "n_counts"]

@@ -10,7 +10,7 @@ from sccore.io import standardise
 from sccore.neighbors import IndexParams
 from sccore.pp import PreprocessParams, preprocess
 from sccore.transfer import (counts_query, default_reference_values, knn_transfer, mapped_transfer,
-                             prepared_reference, reference_split, transfer_within)
+                             neighbour_table, prepared_reference, reference_split, score_labelled, transfer_within)
 from tests.conftest import make_counts
 
 
@@ -38,7 +38,7 @@ def test_the_split_by_values_and_the_random_half(processed):
 
 def test_transfer_within_votes_from_the_reference_cells_only(processed):
     split = reference_split(processed.obs, "donor", ["d0", "d1"])
-    result = transfer_within(processed, "cell_type", "X_pca", split, k=10)
+    result = transfer_within(processed, "cell_type", "X_pca", split.reference, split.query, k=10)
     embedding = processed.obsm["X_pca"]
     labels = processed.obs["cell_type"].astype(str).to_numpy()
     expected = knn_transfer(embedding[split.reference], labels[split.reference], embedding[split.query], 10)
@@ -46,7 +46,8 @@ def test_transfer_within_votes_from_the_reference_cells_only(processed):
     np.testing.assert_allclose(result.confidence, expected.confidence)
     assert (result.labels == labels[split.query]).mean() > 0.9
     with pytest.raises(InputError, match="both need cells"):
-        transfer_within(processed, "cell_type", "X_pca", reference_split(processed.obs, "donor", []))
+        empty = reference_split(processed.obs, "donor", [])
+        transfer_within(processed, "cell_type", "X_pca", empty.reference, empty.query)
 
 
 def test_mapped_transfer_labels_another_datasets_cells_in_the_references_pca(processed):
@@ -64,3 +65,15 @@ def test_mapped_transfer_labels_another_datasets_cells_in_the_references_pca(pro
     assert (mapped.result.labels == processed.obs["cell_type"].astype(str).to_numpy()).mean() > 0.8
     with pytest.raises(InputError, match="needs the encoder's model"):
         prepared_reference(other, "X_encoder")
+
+
+def test_the_neighbour_table_names_the_cells_and_scores_leave_out_cells_without_a_label(processed):
+    neighbours = pd.DataFrame({"rank": [1, 2], "position": [4, 0], "euclidean_distance": [0.1, 0.2],
+                               "cosine_similarity": [0.9, 0.8]})
+    table = neighbour_table(neighbours, processed.obs, ["cell_type"])
+    assert list(table.columns) == ["rank", "cell", "euclidean_distance", "cosine_similarity", "cell_type"]
+    assert list(table["cell"]) == [processed.obs_names[4], processed.obs_names[0]]
+    assert list(table["cell_type"]) == list(processed.obs["cell_type"].astype(str).iloc[[4, 0]])
+    true = pd.Series(["a", None, "b", "b"])
+    scores = score_labelled(true, np.array(["a", "a", "b", "a"]))
+    assert scores["n_cells"] == 3 and scores["accuracy"] == pytest.approx(2 / 3)
