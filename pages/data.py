@@ -3,7 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from dashboard import state
+from dashboard import cached, state
 from dashboard.explain import column_help
 from sccore.glossary import HELP
 from sccore.plots import qc_histograms
@@ -18,7 +18,7 @@ st.caption(
     "Cells are kept when they have enough detected genes and few mitochondrial counts; genes when enough cells "
     "express them. Counts are then scaled to 10,000 per cell, log-transformed, and the most variable genes feed PCA."
 )
-qc = state.raw_qc_table(source, key, params)
+qc = cached.raw_qc_table(source, key, params)
 st.plotly_chart(qc_histograms(qc, params.min_genes, params.max_pct_mito), width="stretch")
 whole = [name for name, column in (("library size", params.library_size_key), ("detected genes", params.n_genes_key),
                                    ("mitochondrial %", params.pct_mito_key)) if column]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import background, state
 from sccore import InputError
 from sccore.device import describe, resolve_device
 from sccore.glossary import HELP
@@ -78,7 +78,7 @@ with st.form("train"):
     learning_rate = right.number_input("Learning rate", 1e-5, 1e-2, 1e-3, format="%.5f", key="train_lr")
     stem = safe_file_name(Path(source).stem) if source != state.DEMO else "demo"
     name = st.text_input("Model name", value=f"{stem}-{preset_name}", key="train_name")
-    background = st.toggle("Run in the background", key="train_background",
+    in_background = st.toggle("Run in the background", key="train_background",
                            help="Train as a job on the Dask cluster (see the Jobs page): the page stays free, and "
                                 "training goes on when you leave or refresh it.")
     submitted = st.form_submit_button("Train", type="primary")
@@ -87,13 +87,13 @@ try:
 except InputError as error:
     st.error(str(error))
     out = None
-if out is not None and background:
+if out is not None and in_background:
     if any(not record.done and record.params.get("out") == str(out.resolve())
-           for record in state.source_jobs("train", source)):
+           for record in background.source_jobs("train", source)):
         st.error(f"A background training into {out.name} is under way: wait for it, or cancel it first.")
     else:
         try:
-            state.submit_job("train", source, state.job_params("train", source, {
+            background.submit_job("train", source, background.job_params("train", source, {
                 "config": preset_name, "epochs": float(epochs), "learning_rate": float(learning_rate),
                 "device": choice, "library_size_key": analysis.params.preprocess.library_size_key, "out": str(out)}))
         except InputError as error:
@@ -124,10 +124,10 @@ if out is not None:
         st.session_state.pop("model_choice", None)  # the selectbox then shows the new model
         st.rerun()
 
-trainings = state.source_jobs("train", source)  # from the job records: also after a browser refresh
+trainings = background.source_jobs("train", source)  # from the job records: also after a browser refresh
 running = tuple(record.id for record in trainings if not record.done)
 if running:
-    state.follow_jobs(running, "Training", "train_job_cancel",
+    background.follow_jobs(running, "Training", "train_job_cancel",
                       "The model appears in the Model list above when it has finished.")
 elif trainings and trainings[0].status == "finished":
     st.success(f"The last background training on this dataset finished in {trainings[0].duration:.0f} s and saved "

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from dashboard import state
+from dashboard import cached, state
 from sccore.glossary import HELP, baseline_note
 from sccore.plots import layout_figure
 from sccore.render import png_bytes
@@ -46,11 +46,11 @@ def draw(layout: str, slot: str) -> np.ndarray:
     coords = layouts[layout]
     view = st.session_state.get(f"view_{layout}") or state.default_view(analysis, layout)
     if mode == "Annotation":
-        image, legend = state.category_image(analysis.key, layout, column, view, analysis)
+        image, legend = cached.category_image(analysis.key, layout, column, view, analysis)
         figure = layout_figure(image, view, legend=legend, coords=coords, title=f"{layout} · {column}",
                                height=680 if compare else 560, legend_below=compare)
     else:
-        image, span = state.gene_image(analysis.key, layout, gene, view, analysis)
+        image, span = cached.gene_image(analysis.key, layout, gene, view, analysis)
         figure = layout_figure(image, view, color_span=span, color_title=f"{gene}<br>log1p", coords=coords,
                                title=f"{layout} · {gene}")
     event = st.plotly_chart(figure, key=f"plot_{slot}", on_select="rerun", selection_mode=("box", "lasso"),
@@ -86,7 +86,7 @@ else:
                "places are more opaque.")
 shown_reps = {rep for rep in ("X_pca", "X_encoder") if layout_key(rep) in (first, second)}
 if mode == "Annotation" and {"X_encoder", "X_pca"} <= shown_reps:
-    scores = state.neighbour_agreement_scores(analysis.key, column, analysis)
+    scores = cached.neighbour_agreement_scores(analysis.key, column, analysis)
     st.info(baseline_note(f"neighbour agreement by {column}", scores["X_encoder"], {"PCA baseline": scores["X_pca"]})
             + " " + HELP["knn_agreement"])
 
@@ -105,6 +105,6 @@ else:
 
 st.subheader("Export")
 st.download_button("Embedding table (CSV): annotations, layouts and PCs",
-                   lambda: state.embedding_csv(analysis.key, analysis), file_name="embedding.csv", mime="text/csv")
-st.download_button("Processed dataset (h5ad)", lambda: state.processed_h5ad(analysis.key, analysis),
+                   lambda: cached.embedding_csv(analysis.key, analysis), file_name="embedding.csv", mime="text/csv")
+st.download_button("Processed dataset (h5ad)", lambda: cached.processed_h5ad(analysis.key, analysis),
                    file_name="processed.h5ad", mime="application/octet-stream")

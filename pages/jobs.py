@@ -1,7 +1,7 @@
 """Jobs: the user's background jobs on Dask (status, duration, progress, result or error), cancel, and submit.
 
 Everything shown is read from the job records (``sccore.jobs.JobStore``), so the list survives a browser
-refresh and a server restart; the Dask client (``dashboard.state.dask_client``, one for the server, shared with
+refresh and a server restart; the Dask client (``dashboard.background.dask_client``, one for the server, shared with
 the Knockout and Encoder pages' background runs) is started only when a job is submitted.
 """
 
@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
+from dashboard import background, state
 from dashboard.access import current_user
 from sccore import InputError, jobs
 
@@ -80,7 +80,7 @@ if st.button("Submit", key="jobs_submit", type="primary"):
         if kind == "train" and params.get("out"):
             params["out"] = str(state.new_model_folder(str(params["out"])))  # a name in the user's model folder
         params = jobs.checked_params(kind, {**params, "input": files[dataset]})  # before a cluster is started
-        job_id = jobs.submit(state.dask_client(settings.scheduler_address), store, user, kind, params,
+        job_id = jobs.submit(background.dask_client(settings.scheduler_address), store, user, kind, params,
                              results_dir=settings.results_dir(files[dataset]))
         st.success(f"Submitted {kind} job `{job_id}`; press Refresh to follow it.")
     except json.JSONDecodeError as error:

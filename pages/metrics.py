@@ -7,15 +7,14 @@ a bar chart and a CSV.
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import cached, session, state
+from dashboard.session import MetricsRequest
 from sccore import InputError
+from sccore.annotations import batch_candidates, guess_batch_column, guess_column, looks_like
 from sccore.glossary import help_for
 from sccore.metrics import AGGREGATES, BATCH_METRICS, BIO_METRICS
 from sccore.plots import metrics_figure
 from sccore.report import metrics_note
-
-LABEL_LIKE = ("cell_type", "celltype", "cell_types", "label", "labels", "annotation")
-BATCH_LIKE = ("batch", "sample", "donor_id", "donor", "individual", "patient", "library", "run", "condition")
 
 st.title("Integration metrics")
 st.caption("How well each embedding keeps cell types apart (bio conservation) while mixing batches (batch "
@@ -24,7 +23,7 @@ st.caption("How well each embedding keeps cell types apart (bio conservation) wh
 analysis = state.open_or_stop()
 adata = analysis.adata
 columns = state.color_options(analysis)
-candidate_batches = state.batch_options(analysis)
+candidate_batches = batch_candidates(adata)
 embeddings = state.metric_embeddings(analysis)
 if not columns or len(candidate_batches) < 2 or not embeddings:
     st.info("Integration metrics need two categorical annotations (cell-type labels and batches) and an embedding "
@@ -42,22 +41,15 @@ def drop_stale(key: str, options: list[str], explain: bool = True) -> None:
         del st.session_state[key]
 
 
-def default_index(options: list[str], preferred: tuple[str, ...], fallback: int = 0) -> int:
-    """The position of the first preferred name among ``options`` (case-insensitive), else ``fallback``."""
-    lowered = [option.lower() for option in options]
-    return next((lowered.index(name) for name in preferred if name in lowered), fallback)
-
-
 drop_stale("mt_label", columns)
 left, right = st.columns(2)
-label_key = left.selectbox("Cell-type labels (label key)", columns, index=default_index(columns, LABEL_LIKE),
-                           key="mt_label")
+label_key = left.selectbox("Cell-type labels (label key)", columns, key="mt_label",
+                           index=columns.index(guess_column(columns, "label") or columns[0]))
 batch_options = [column for column in candidate_batches if column != label_key]
 drop_stale("mt_batch", batch_options, explain=st.session_state.get("mt_batch") != label_key)
 n_values = {column: adata.obs[column].nunique() for column in batch_options}
-fewest = min(batch_options, key=lambda column: (n_values[column] < 2, n_values[column]))  # batches are usually few
-batch_key = right.selectbox("Batches (batch key)", batch_options,
-                            index=default_index(batch_options, BATCH_LIKE, batch_options.index(fewest)), key="mt_batch",
+batch_key = right.selectbox("Batches (batch key)", batch_options, key="mt_batch",
+                            index=batch_options.index(guess_batch_column(adata.obs, batch_options)),
                             help="The column whose values should mix: batch, sample, donor, run…")
 remembered = st.session_state.get("mt_embeddings", embeddings)
 st.session_state["mt_embeddings"] = [key for key in remembered if key in embeddings]
@@ -68,7 +60,7 @@ n_batches = n_values[batch_key]
 if n_batches < 2:
     st.warning(f"'{batch_key}' has a single value in every cell, so there are no batches to mix and batch correction "
                "cannot be scored. Choose a column that names batches (sample, donor, sequencing run…).")
-elif not any(batch_key.lower() == name or batch_key.lower().startswith(name) for name in BATCH_LIKE):
+elif not looks_like(batch_key, "batch"):
     demo = state.current_source()[0] == state.DEMO
     st.info(f"'{batch_key}' does not look like a batch column. With it, the batch-correction scores measure how well "
             f"its {n_batches} values are mixed, which is integration only if they are technical batches"
@@ -76,16 +68,16 @@ elif not any(batch_key.lower() == name or batch_key.lower().startswith(name) for
                else "."))
 
 run = st.button("Compute metrics", type="primary", key="mt_run", disabled=n_batches < 2 or not chosen)
-request = (analysis.key, label_key, batch_key, tuple(chosen))
+request = MetricsRequest(analysis.key, label_key, batch_key, tuple(chosen))
 if run:
-    st.session_state["mt_request"] = request
-if st.session_state.get("mt_request") != request:
+    st.session_state[session.METRICS] = request
+if st.session_state.get(session.METRICS) != request:
     st.caption("Choose the columns and embeddings, then press **Compute metrics** (about 35 seconds per embedding "
                "of 100,000 cells on 2 cores; results are kept for the same choices).")
     st.stop()
 
 try:
-    table = state.integration_metrics(*request, analysis)
+    table = cached.integration_metrics(analysis.key, label_key, batch_key, tuple(chosen), analysis)
 except InputError as error:
     st.error(str(error))
     st.stop()

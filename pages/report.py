@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import cached, session, state
 from sccore import InputError
 from sccore.report import SECTIONS
 from sccore.settings import safe_file_name
@@ -16,11 +16,14 @@ analysis = state.open_or_stop()
 adata = analysis.adata
 source, library_size_key = state.current_source()
 
-knockouts = state.session_knockouts(analysis.key)
-screens = state.session_screens(analysis.key)
+knockouts = session.session_knockouts(analysis.key)
+screens = session.session_screens(analysis.key)
+asked = session.metrics_request(analysis.key)  # the Metrics page's last request
 try:
-    metrics = state.session_metrics(analysis)
-    transfer = state.session_transfer(analysis)
+    metrics = None if asked is None else (
+        cached.integration_metrics(analysis.key, asked.label_key, asked.batch_key, asked.embeddings, analysis),
+        f"{asked.label_key} as labels, {asked.batch_key} as batches.")
+    transfer = session.session_transfer(analysis)
 except InputError as error:
     st.error(str(error))
     metrics = transfer = None
@@ -56,11 +59,11 @@ if not chosen:
     st.info("Choose at least one section.")
     st.stop()
 try:
-    document = state.report_html(
+    document = cached.report_html(
         analysis.key, tuple(chosen), color_by, knockouts if "knockouts" in chosen or "baselines" in chosen else None,
         tuple(screens) if "screens" in chosen or "baselines" in chosen else (),
         metrics[0] if metrics is not None else None, metrics[1] if metrics is not None else "",
-        transfer, analysis, state.raw_qc_table(source, library_size_key, analysis.params.preprocess),
+        transfer, analysis, cached.raw_qc_table(source, library_size_key, analysis.params.preprocess),
         list(screens.values()) if "screens" in chosen or "baselines" in chosen else [])
 except InputError as error:
     st.error(str(error))

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .annotations import guess_column
 from .cache import atomic_write, make_key
 from .embed import PCAParams, gram_and_sum, pca_from_gram
 from .errors import InputError
@@ -48,7 +49,6 @@ from .workflow import Analysis, PipelineParams
 Progress = Callable[[float, str], None]
 STAGES = ("genes", "store", "pca", "index", "umap", "frame")
 EF_SEARCH_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-LABEL_COLUMNS = ("cell_type", "celltype", "cell_types", "louvain", "leiden")
 FORMAT_VERSION = 1
 
 
@@ -335,9 +335,9 @@ def tune_search(index: faiss.Index, embedding: np.ndarray, k: int = 15, target_r
 
 def _first_label(obs: pd.DataFrame) -> str | None:
     """The annotation to colour the first frame by: a cell-type column if there is one, else the first category."""
-    for name in LABEL_COLUMNS:
-        if name in obs.columns:
-            return name
+    label = guess_column(map(str, obs.columns), "label")
+    if label is not None:
+        return label
     categorical = [name for name in obs.columns if isinstance(obs[name].dtype, pd.CategoricalDtype)]
     return categorical[0] if categorical else None
 

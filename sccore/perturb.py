@@ -699,3 +699,13 @@ def spearman(table: pd.DataFrame, a: str = "predicted_norm", b: str = "observed_
     """Spearman correlation of two columns across rows (NaN rows dropped)."""
     finite = table[[a, b]].dropna()
     return float(stats.spearmanr(finite[a], finite[b]).statistic) if len(finite) >= 3 else float("nan")
+
+
+def default_gene(adata: ad.AnnData) -> str:
+    """The gene a knockout starts with: the highly variable gene detected in the most cells (among every gene when
+    ``var`` marks none as highly variable). ``adata`` holds raw counts in ``layers['counts']`` or ``X``."""
+    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    n_detected = np.asarray((counts > 0).sum(0)).ravel()
+    if "highly_variable" in adata.var and adata.var["highly_variable"].any():
+        n_detected = np.where(adata.var["highly_variable"].to_numpy(), n_detected, -1)
+    return str(adata.var_names[int(np.argmax(n_detected))])

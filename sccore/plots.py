@@ -119,3 +119,39 @@ def metrics_figure(table: pd.DataFrame, groups: dict[str, tuple[str, ...]]) -> g
                          yaxis={"range": [0, 1.12], "title": "score (higher is better)"},
                          legend={"title": {"text": "embedding"}})
     return figure
+
+
+def add_arrows(figure: go.Figure, start: np.ndarray, end: np.ndarray, hover: list[str], name: str = "perturbed") -> None:
+    """Draw an arrow from each row of ``start`` to the same row of ``end`` (data units) on ``figure``, with a marker
+    at each end that shows ``hover`` (e.g. ``sccore.shifts.umap_arrows``'s)."""
+    figure.update_layout(annotations=[
+        {"x": float(x1), "y": float(y1), "ax": float(x0), "ay": float(y0), "xref": "x", "yref": "y", "axref": "x",
+         "ayref": "y", "showarrow": True, "arrowhead": 2, "arrowsize": 0.8, "arrowwidth": 0.8,
+         "arrowcolor": "rgba(20,20,20,0.55)", "text": ""} for (x0, y0), (x1, y1) in zip(start, end)])
+    figure.add_trace(go.Scatter(x=end[:, 0], y=end[:, 1], mode="markers", name=name, showlegend=False,
+                                marker={"size": 3, "color": "rgba(20,20,20,0.6)"}, text=hover,
+                                hovertemplate="%{text}<extra>" + name + "</extra>"))
+    figure.update_layout(dragmode="zoom", margin={"l": 10, "r": 10, "t": 40, "b": 10})
+
+
+def group_shift_figure(table: pd.DataFrame, colors: dict[str, str], title: str) -> go.Figure:
+    """Bars of the mean shift (1 - cosine) per group with its standard error (``sccore.shifts.group_shifts``'s
+    table), each group in its colour from ``colors`` (grey when missing)."""
+    figure = go.Figure(go.Bar(x=table.index, y=table["mean"], error_y={"type": "data", "array": table["sem"].fillna(0)},
+                              customdata=table["count"], marker_color=[colors.get(g, "#888888") for g in table.index],
+                              hovertemplate="%{x}<br>mean shift %{y:.3g}<br>%{customdata} cells<extra></extra>"))
+    figure.update_layout(title=title, height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         yaxis_title="mean shift (1 − cosine)", yaxis_tickformat=".2g")
+    return figure
+
+
+def add_cells(figure: go.Figure, coords: np.ndarray, name: str, marker: dict, hover: list[str] | None = None,
+              hover_label: str = "") -> None:
+    """Mark cells (rows of ``coords``, data units) on ``figure`` as one legend entry ``name``; ``hover`` gives each
+    marker's text, shown beside ``hover_label`` (none: the markers show nothing on hover)."""
+    if hover is None:
+        figure.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker,
+                                      hoverinfo="skip"))
+    else:
+        figure.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker,
+                                      text=hover, hovertemplate="%{text}<extra>" + hover_label + "</extra>"))

@@ -29,7 +29,7 @@ import pandas as pd
 from .cache import atomic_write
 from .errors import InputError
 from .glossary import agreement_note, baseline_note, help_for
-from .io import categorical_columns
+from .annotations import annotation_columns
 from .neighbors import Neighbors, knn
 from .render import category_colors, fit_view, legend_table, png_bytes, render_categories
 from .settings import printable
@@ -40,7 +40,6 @@ SECTIONS = {"dataset": "Dataset and quality control", "parameters": "Parameters"
             "metrics": "Integration metrics", "transfer": "Label transfer", "versions": "Software"}
 METHOD_LABELS = {"encoder": "Encoder", "pca": "PCA baseline", "linear": "Linear baseline"}
 EMBEDDING_LABELS = {"X_encoder": "Encoder", "X_pca": "PCA baseline"}
-PREFERRED_ANNOTATIONS = ("cell_type", "batch", "condition", "donor_id", "perturbation")
 TOP_ROWS = 20
 TOP_OVERLAP = 10  # screens: how many of each method's best genes are compared
 MIN_RANKED = 5  # knockouts: fewer genes give no useful rank correlation
@@ -197,13 +196,6 @@ def software_versions() -> dict[str, str]:
         else:
             versions[name] = "not installed"
     return versions
-
-
-def annotation_columns(adata: ad.AnnData) -> list[str]:
-    """Categorical ``obs`` columns worth colouring by, most useful first (cell type, batch, condition...)."""
-    columns = categorical_columns(adata)
-    order = list(PREFERRED_ANNOTATIONS)
-    return sorted(columns, key=lambda name: (order.index(name) if name in order else len(order), name))
 
 
 def main_annotation(adata: ad.AnnData, color_by: str | None = None) -> str | None:

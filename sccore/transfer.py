@@ -13,6 +13,10 @@
   distances differ by orders of magnitude), and reduces to a plain majority vote when the neighbours are
   equally far. The confidence is the winning label's share of the weight (1 = every neighbour agrees);
   cells below a threshold are labelled ``"unassigned"``.
+* **Within one dataset**: the reference is a random half of the cells or the cells with chosen values of an
+  annotation (e.g. some donors; :func:`reference_split`), the query the other cells.
+* **Between datasets**: either dataset is the reference; the other's raw counts are mapped into its space
+  (:func:`prepared_reference`, :func:`mapped_transfer`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .embed import project_pca
 from .errors import InputError
 from .io import counts_matrix
 from .neighbors import IndexParams, Neighbors, build_index, search
+from .perturb import sample_cells
 from .select import composition
 from .tokenize import library_sizes
 
@@ -96,6 +101,17 @@ def similar_cells(embedding: np.ndarray, query_cells: np.ndarray, k: int = 15, m
     return pd.DataFrame({"rank": np.arange(1, len(positions) + 1), "position": positions,
                          "euclidean_distance": np.linalg.norm(vectors - centre, axis=1).astype(np.float32),
                          "cosine_similarity": cosine.astype(np.float32)})
+
+
+def neighbour_table(neighbours: pd.DataFrame, obs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """:func:`similar_cells`' table for people: each neighbour's cell id after its rank and its value of each ``obs``
+    column in ``columns`` at the end, instead of its position."""
+    positions = neighbours["position"].to_numpy()
+    table = neighbours.copy()
+    table.insert(1, "cell", obs.index[positions].astype(str))
+    for column in columns:
+        table[column] = obs[column].astype(str).to_numpy()[positions]
+    return table.drop(columns="position")
 
 
 def compositions(obs: pd.DataFrame, cells: np.ndarray, columns: list[str]) -> dict[str, pd.DataFrame]:
@@ -417,6 +433,12 @@ def score(true: np.ndarray, predicted: np.ndarray) -> dict:
             "types_never_predicted": [t for t in types if t not in set(predicted)]}
 
 
+def score_labelled(true: pd.Series, predicted: np.ndarray) -> dict:
+    """:func:`score` over the cells that have a true label (missing values in ``true`` left out)."""
+    known = true.notna().to_numpy()
+    return score(true.astype(str).to_numpy()[known], np.asarray(predicted)[known])
+
+
 def confusion_table(true: np.ndarray, predicted: np.ndarray, order: list[str] | None = None) -> pd.DataFrame:
     """Cell counts: one row per true type, one column per predicted label, both in :func:`type_order`."""
     true, predicted = np.asarray(true).astype(str), np.asarray(predicted).astype(str)
@@ -438,3 +460,99 @@ def per_type_scores(true: np.ndarray, predicted: np.ndarray, order: list[str] | 
     unassigned = [int(np.sum((true == t) & (predicted == UNASSIGNED))) for t in types]
     return pd.DataFrame({"type": types, "n_cells": support, "recall": recall, "precision": precision, "f1": f1,
                          "n_unassigned": unassigned})
+
+
+# --- Transfer within one dataset, and between two --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceSplit:
+    """The reference cells (labelled) and the query cells (the others) of a transfer within one dataset, by
+    position, and a description of the reference (e.g. ``"donor in d1, d2"``)."""
+
+    reference: np.ndarray
+    query: np.ndarray
+    description: str
+
+
+def default_reference_values(values: list[str]) -> list[str]:
+    """The values of an annotation offered as the reference at first: the first three quarters (at least one)."""
+    return values[: max(1, (3 * len(values)) // 4)]
+
+
+def reference_split(obs: pd.DataFrame, column: str | None = None, values: list[str] | None = None,
+                    seed: int = 0) -> ReferenceSplit:
+    """The reference: the cells whose ``obs[column]`` is one of ``values``; without a column, a fixed random half of
+    the cells (``sccore.perturb.sample_cells`` with ``seed``). The query is every other cell."""
+    n_cells = len(obs)
+    if column is None:
+        reference = np.zeros(n_cells, dtype=bool)
+        reference[sample_cells(np.arange(n_cells), n_cells // 2, seed)] = True
+        description = "a random half of the cells"
+    else:
+        values = list(values or [])
+        reference = obs[column].astype(str).isin(values).to_numpy()
+        description = f"{column} in {', '.join(values)}" if values else "no cell"
+    return ReferenceSplit(np.flatnonzero(reference), np.flatnonzero(~reference), description)
+
+
+def transfer_within(adata: ad.AnnData, label_key: str, use_rep: str, reference_cells: np.ndarray,
+                    query_cells: np.ndarray, k: int = 15, params: IndexParams = IndexParams()) -> TransferResult:
+    """:func:`transfer` of ``obs[label_key]`` from the cells at ``reference_cells`` to those at ``query_cells`` (e.g.
+    a :class:`ReferenceSplit`'s), in ``obsm[use_rep]``, with no threshold (apply one with
+    :meth:`TransferResult.assigned`)."""
+    if len(reference_cells) == 0 or len(query_cells) == 0:
+        raise InputError("The reference and the query both need cells: choose some, but not all, values.")
+    embedding = np.asarray(adata.obsm[use_rep])
+    reference = ad.AnnData(obs=adata.obs.iloc[reference_cells], obsm={use_rep: embedding[reference_cells]})
+    query = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[query_cells]), obsm={use_rep: embedding[query_cells]})
+    return transfer(reference, query, label_key, use_rep, k=k, threshold=0.0, params=params)
+
+
+def prepared_reference(adata: ad.AnnData, use_rep: str = "X_pca", model=None, device: str = "auto") -> ad.AnnData:
+    """A dataset of raw counts ready to be a reference in ``obsm[use_rep]``: processed with its default parameters
+    and PCA (``X_pca``), or embedded with the loaded ``model`` (any other key)."""
+    from .embed import pca
+    from .encode import encoder
+    from .pp import default_params, preprocess
+
+    if use_rep == "X_pca":
+        processed = preprocess(adata, default_params(adata))
+        pca(processed)
+        return processed
+    if model is None:
+        raise InputError(f"Embedding a reference in {use_rep} needs the encoder's model: choose one on the Encoder "
+                         "page, or use X_pca.")
+    reference = adata.copy()
+    encoder(reference, model, key_added=use_rep, device=device)
+    return reference
+
+
+def counts_query(adata: ad.AnnData) -> ad.AnnData:
+    """A processed dataset as a query to map: its raw counts (``sccore.io.counts_matrix``), ``obs`` and genes."""
+    return ad.AnnData(counts_matrix(adata), obs=adata.obs.copy(), var=pd.DataFrame(index=adata.var_names))
+
+
+@dataclass(frozen=True)
+class MappedTransfer:
+    """A transfer onto another dataset: the query's ``obs`` (before the labels were added), its embedding in the
+    reference's space, the mapping report (:func:`map_query`), the transfer (no threshold) and the reference's
+    labels in their own order."""
+
+    obs: pd.DataFrame
+    embedding: np.ndarray
+    report: dict
+    result: TransferResult
+    order: list[str]
+
+
+def mapped_transfer(reference: ad.AnnData, query: ad.AnnData, label_key: str, use_rep: str = "X_pca", k: int = 15,
+                    model=None, gene_id_key: str | None = None, library_size_key: str | None = None,
+                    params: IndexParams = IndexParams()) -> MappedTransfer:
+    """Map ``query`` (raw counts) into the reference's ``obsm[use_rep]`` (:func:`map_query`, in place), then
+    :func:`transfer` the reference's ``label_key`` to it with no threshold."""
+    report = map_query(reference, query, use_rep, model=model, gene_id_key=gene_id_key or None,
+                       library_size_key=library_size_key)
+    obs = query.obs.copy()
+    result = transfer(reference, query, label_key, use_rep, k=k, threshold=0.0, params=params)
+    return MappedTransfer(obs, np.asarray(query.obsm[use_rep]), report, result, label_order(reference.obs[label_key]))

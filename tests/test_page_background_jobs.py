@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import state
+from dashboard import background, cached
 from sccore import jobs
 from tests.conftest import ROOT, make_counts
 
@@ -21,8 +21,8 @@ def scheduler():
     """A local cluster of one worker process; the settings name its scheduler, as a lab's would be."""
     client = jobs.connect()
     yield client.scheduler.address
-    state.dask_client(client.scheduler.address).close()  # the app's client to it
-    state._dask_client.clear()
+    background.dask_client(client.scheduler.address).close()  # the app's client to it
+    background._dask_client.clear()
     jobs.close(client)
 
 
@@ -32,7 +32,7 @@ def own_folders(app_folders, scheduler, tmp_path, monkeypatch):
     no screen remembered from another test."""
     monkeypatch.setenv("SCCORE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SCCORE_SCHEDULER_ADDRESS", scheduler)
-    state._finished_results.clear()
+    cached._finished_results.clear()
 
 
 def page(name: str) -> AppTest:
@@ -73,7 +73,7 @@ def test_background_screen_shows_progress_then_the_in_process_table_also_after_a
     here.button(key="sc_run").click().run()
     (expected,) = screen_tables(here)
     assert expected["goal_alignment"].notna().all()
-    state._finished_results.clear()  # forget it: the same settings compute again
+    cached._finished_results.clear()  # forget it: the same settings compute again
 
     app = small_screen(background=True)
     app.button(key="sc_run").click().run()
@@ -85,7 +85,7 @@ def test_background_screen_shows_progress_then_the_in_process_table_also_after_a
     (record,) = jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local")
     assert record.kind == "screen" and record.status == "finished" and record.params["top"] == 8
 
-    state._finished_results.clear()
+    cached._finished_results.clear()
     refreshed = small_screen(background=False)  # a new session: the job is found again in the records
     assert not refreshed.error, [e.value for e in refreshed.error]
     pd.testing.assert_frame_equal(screen_tables(refreshed)[0], expected, check_dtype=False, rtol=1e-5)

@@ -41,6 +41,7 @@ def test_report_page_renders_on_the_demo_and_offers_the_download():
 def test_report_page_includes_the_knockouts_and_label_transfer_of_this_session(demo):
     import numpy as np
 
+    from dashboard import session
     from sccore.cache import DiskCache
     from sccore.perturb import choose_cells, knockout
     from sccore.pp import default_params
@@ -53,14 +54,14 @@ def test_report_page_includes_the_knockouts_and_label_transfer_of_this_session(d
     cells = choose_cells(analysis.adata, {"cell_type": "CD14+ Monocyte"})
     results = {method: knockout(analysis.adata, ["LYZ"], cells, method) for method in ("pca", "linear")}
     app = report_page()
-    app.session_state["knockout_results"] = {
-        (analysis.key, model, "LYZ", ("cell_type", "CD14+ Monocyte"), "delete", 1000):
-            {"results": results, "n_population": len(cells), "n_chosen": len(cells)}}
+    app.session_state[session.KNOCKOUTS] = {
+        session.KnockoutRequest(analysis.key, model, "LYZ", ("cell_type", "CD14+ Monocyte"), "delete", 1000):
+            session.KnockoutRecord(results, n_population=len(cells), n_chosen=len(cells))}
     embedding, labels = analysis.adata.obsm["X_pca"], analysis.adata.obs["cell_type"].astype(str).to_numpy()
     reference, query = np.arange(0, 700, 2), np.arange(1, 700, 2)
-    app.session_state["tr_result"] = {
-        "key": (analysis.key, "X_pca", "cell_type", "a random half of the cells", 15), "query": query,
-        "result": knn_transfer(embedding[reference], labels[reference], embedding[query], 15)}
+    app.session_state[session.TRANSFERS] = {
+        session.TransferRequest(analysis.key, "X_pca", "cell_type", "a random half of the cells", 15):
+            session.TransferRecord(knn_transfer(embedding[reference], labels[reference], embedding[query], 15), query)}
     app.run()
     assert_clean(app)
     for key, text in (("rp_knockouts", "1 gene(s)"), ("rp_transfer", "1 label transfer(s)")):
