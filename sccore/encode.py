@@ -67,6 +67,26 @@ def decoder_batch(model: LoadedModel, batch: str | None = None) -> tuple[int | N
     return None, f"{unseen}the average of the model's {len(categories)} training batches"
 
 
+def _decoder(model: LoadedModel):
+    """The model's expression decoder; :class:`InputError` for a model without one."""
+    decoder = getattr(model.model, "decoder", None)
+    if decoder is None:
+        why = "a Geneformer checkpoint" if model.kind == "geneformer" else "it was trained without GEPC"
+        raise InputError(NO_DECODER.format(why=why))
+    return decoder
+
+
+def expected_expression(model: LoadedModel, cells: torch.Tensor, batch_index: int | None) -> torch.Tensor:
+    """Differentiable :func:`decode_expression` of a tensor of cell embeddings (counts per 10,000)."""
+    decoder = _decoder(model)
+    genes = model.model.encoder.gene_embeddings.weight
+    if batch_index is None and decoder.batch_embeddings is not None:  # the average of the training batches
+        return torch.stack([decoder(cells, genes, torch.full((len(cells),), b, device=cells.device)).exp()
+                            for b in range(decoder.batch_embeddings.num_embeddings)]).mean(0) * 1e4
+    index = None if batch_index is None else torch.full((len(cells),), batch_index, device=cells.device)
+    return decoder(cells, genes, index).exp() * 1e4
+
+
 def decode_expression(model: LoadedModel, embeddings: np.ndarray, batch: str | None = None,
                       chunk: int = 4096) -> np.ndarray:
     """Expected expression (counts per 10,000 counts of the vocabulary's genes) of every vocabulary gene, for
@@ -74,25 +94,35 @@ def decode_expression(model: LoadedModel, embeddings: np.ndarray, batch: str | N
 
     Raises :class:`InputError` for a model without a decoder (e.g. a Geneformer checkpoint).
     """
-    decoder = getattr(model.model, "decoder", None)
-    if decoder is None:
-        why = "a Geneformer checkpoint" if model.kind == "geneformer" else "it was trained without GEPC"
-        raise InputError(NO_DECODER.format(why=why))
+    _decoder(model)
     index, _ = decoder_batch(model, batch)
     device = next(model.model.parameters()).device
-    genes = model.model.encoder.gene_embeddings.weight
     out = np.zeros((len(embeddings), len(model.vocabulary.genes)), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(embeddings), chunk):
             cells = torch.as_tensor(embeddings[start:start + chunk], dtype=torch.float32, device=device)
-            if index is None and decoder.batch_embeddings is not None:  # the average of the training batches
-                shares = torch.stack([decoder(cells, genes, torch.full((len(cells),), b, device=device)).exp()
-                                      for b in range(decoder.batch_embeddings.num_embeddings)]).mean(0)
-            else:
-                batch_index = None if index is None else torch.full((len(cells),), index, device=device)
-                shares = decoder(cells, genes, batch_index).exp()
-            out[start:start + len(cells)] = (shares * 1e4).cpu().numpy()
+            out[start:start + len(cells)] = expected_expression(model, cells, index).cpu().numpy()
     return out
+
+
+def silence_in_embedding(model: LoadedModel, embeddings: np.ndarray, token_ids: list[int], batch: str | None = None,
+                         steps: int = 8, rate: float = 0.5) -> np.ndarray:
+    """Move each cell embedding the least distance that makes the decoder predict no expression of the genes
+    ``token_ids`` (vocabulary ids): Gauss-Newton steps on ``sum_g log1p(expected_g)``, each step removing
+    ``rate`` of what is left along its gradient. Co-expressed genes move with them as the decoder ties them in
+    the embedding: the knockout's downstream change as the model learned it from the data."""
+    index, _ = decoder_batch(model, batch)
+    device = next(model.model.parameters()).device
+    columns = torch.as_tensor([t - 3 for t in token_ids], device=device)
+    cells = torch.as_tensor(embeddings, dtype=torch.float32, device=device).clone()
+    for _ in range(steps):
+        cells.requires_grad_(True)
+        with torch.enable_grad():
+            remaining = torch.log1p(expected_expression(model, cells, index)[:, columns]).sum(1)
+            (gradient,) = torch.autograd.grad(remaining.sum(), cells)
+        step = rate * remaining.detach()[:, None] * gradient / (gradient ** 2).sum(1, keepdim=True).clamp(min=1e-12)
+        cells = (cells.detach() - step)
+    return cells.detach().cpu().numpy()
 
 
 def check_options(model: LoadedModel, pooling: str, layer: int) -> None:

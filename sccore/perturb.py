@@ -29,6 +29,7 @@ from scipy import stats
 from .errors import InputError
 
 METHODS = ("encoder", "pca", "linear")
+STRATEGIES = ("tokens", "decoder", "both")
 Progress = Callable[[float, str], None]
 
 
@@ -206,7 +207,7 @@ def sample_cells(cells: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray
 def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = None, method: str = "pca",
              model=None, mode: str = "delete", reference: np.ndarray | None = None, batch_size: int = 64,
              library_size_key: str | None = None, progress: Progress = _quiet, expression: bool = False,
-             batch: str | None = None) -> KnockoutResult:
+             batch: str | None = None, strategy: str = "tokens") -> KnockoutResult:
     """Knock out ``genes`` together in ``cells`` (all cells by default) and embed the result.
 
     ``adata`` is a processed dataset (``sccore.pp.preprocess`` + PCA for the baselines; raw counts in
@@ -214,7 +215,12 @@ def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = Non
     ``mode`` is ``"delete"`` or, for the encoder, ``"overexpress"`` (move the genes to the front).
     With ``expression`` the result also holds every gene's predicted change of log-normalised expression
     (the encoder's needs a model with a decoder; ``batch`` is the batch its decoder assumes).
+    ``strategy`` (encoder deletion): ``"tokens"`` removes the genes' tokens (Geneformer), ``"decoder"`` moves the
+    embedding until the decoder predicts no expression of the genes (:func:`sccore.encode.silence_in_embedding`),
+    ``"both"`` does the first, then the second.
     """
+    if strategy not in STRATEGIES:
+        raise InputError(f"Unknown knockout strategy '{strategy}': use {', '.join(STRATEGIES)}.")
     if method not in METHODS:
         raise InputError(f"Unknown method '{method}': use {', '.join(METHODS)}.")
     if mode not in ("delete", "overexpress"):
@@ -234,7 +240,7 @@ def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = Non
         if model is None:
             raise InputError("The encoder method needs a model (a folder from `python -m sccore train`).")
         original, perturbed = _encoder_knockout(adata, model, genes, chosen, mode, batch_size, library_size_key,
-                                                progress)
+                                                progress, strategy, batch)
         change = decoded_expression_change(model, original, perturbed, batch) if expression else None
     else:
         if mode != "delete":
@@ -261,14 +267,20 @@ def decoded_expression_change(model, original: np.ndarray, perturbed: np.ndarray
     return pd.Series(total / max(1, len(original)), index=list(model.vocabulary.genes))
 
 
-def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size_key, progress):
-    from .encode import DatasetTokenizer, embed_tokens
+def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size_key, progress, strategy="tokens",
+                      batch=None):
+    from .encode import DatasetTokenizer, embed_tokens, silence_in_embedding
     from .tokenize import TokenizedCell
 
     tokenizer = DatasetTokenizer(adata, model, library_size_key)
     token_ids = {model.vocabulary.index.get(gene, -1) for gene in genes}
     if token_ids == {-1}:
         raise InputError(f"{', '.join(genes)} is not in the model's vocabulary; choose another gene or model.")
+    if strategy != "tokens" and mode != "delete":
+        raise InputError("Only deletion can be done through the decoder; use strategy 'tokens' to overexpress.")
+    if strategy == "decoder":
+        original = embed_tokens(model, tokenizer(cells), batch_size=batch_size)
+        return original, silence_in_embedding(model, original, [t for t in token_ids if t >= 0], batch)
     originals, perturbed = [], []
     chunk = 1024
     for start in range(0, len(cells), chunk):
@@ -292,7 +304,10 @@ def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size
         originals.append(both[:len(tokenized)])
         perturbed.append(both[len(tokenized):])
         progress(min(1.0, (start + chunk) / len(cells)), f"knocked out in {min(start + chunk, len(cells)):,} cells")
-    return np.concatenate(originals), np.concatenate(perturbed)
+    original, perturbed = np.concatenate(originals), np.concatenate(perturbed)
+    if strategy == "both":
+        perturbed = silence_in_embedding(model, perturbed, [t for t in token_ids if t >= 0], batch)
+    return original, perturbed
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
@@ -646,9 +661,9 @@ def delta_agreement(predicted: pd.Series | np.ndarray | None, observed: pd.Serie
 
 def validate_knockouts(adata: ad.AnnData, method: str, embedding: np.ndarray, perturbation_key: str, control: str,
                        model=None, min_cells: int = 10, library_size_key: str | None = None,
-                       progress: Progress = _quiet) -> pd.DataFrame:
+                       progress: Progress = _quiet, strategy: str = "tokens") -> pd.DataFrame:
     """Compare in-silico knockouts in control cells with a real CRISPR screen, in the method's own embedding
-    and in gene space.
+    and in gene space (``strategy``: the encoder's, see :func:`knockout`).
 
     For each target (a value of ``obs[perturbation_key]`` that is a measured gene, with at least
     ``min_cells`` cells): predicted = mean shift of knocking it out in the control cells that express
@@ -666,7 +681,7 @@ def validate_knockouts(adata: ad.AnnData, method: str, embedding: np.ndarray, pe
         observed = embedding[labels == target].mean(0) - control_mean
         try:
             result = knockout(adata, [target], controls, method, model=model, reference=controls,
-                              library_size_key=library_size_key, expression=with_expression)
+                              library_size_key=library_size_key, expression=with_expression, strategy=strategy)
             predicted, change = result.shift.mean(0), result.expression_change
         except InputError:  # not expressed in any control cell, or not in the model's vocabulary
             predicted, change = np.full_like(observed, np.nan), None
