@@ -38,6 +38,8 @@ SLOW_UNIT_TESTS = {  # measured (--durations): the slowest of the unit tests, ea
     "tests/test_transfer.py::test_cli_transfer_with_pca_writes_the_issue_keys_and_prints_scores",
     # the real PBMCs of eight donors through the dashboard's analysis
     "tests/test_workflow.py::test_analyse_real_pbmcs_from_eight_donors",
+    # a second training (resumed); the module's first training stays a unit test
+    "tests/test_models.py::test_training_resumes_from_its_checkpoint",
 }
 
 
