@@ -1,13 +1,10 @@
 """The dashboard: `streamlit run app.py` opens on the embedded demo data."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import access, presentation, tour  # noqa: E402
+from dashboard import access, presentation, tour  # `streamlit run app.py` puts this folder on sys.path
 
 # a local icon: a material-icon favicon is fetched from Google's font service, which a lab server may not reach
 st.set_page_config(page_title="sccore · single-cell embeddings",

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_atlas.py                       # 100k, 300k and 1M cells
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_atlas.py --quick               # 5,000 cells, a smoke run
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_atlas.py --write-results       # also update RESULTS.md
+    .venv/bin/python benchmarks/bench_atlas.py                       # 100k, 300k and 1M cells
+    .venv/bin/python benchmarks/bench_atlas.py --quick               # 5,000 cells, a smoke run
+    .venv/bin/python benchmarks/bench_atlas.py --write-results       # also update RESULTS.md
 
 For each size the data set is made once by ``benchmarks/make_large_dataset.py`` (Kang 2018 cells resampled with
 sampling noise; kept in ``--data-dir``). Then a fresh Python process builds the atlas with
@@ -34,10 +34,8 @@ from pathlib import Path
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH=.
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.results import TreeLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
+from results import TreeLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
 
 HEADING = "## A million cells end to end (issue 7)"
 TARGETS = {"peak_memory_gib": 16.0, "first_frame_s": 15 * 60.0, "recolour_s": 0.4, "knn_ms": 1.0, "recall": 0.95}
@@ -121,8 +119,7 @@ def child_in_memory(path: str) -> dict:
 def run_child(*args: str) -> tuple[dict, float]:
     """Run this script with ``args`` in a fresh process; its JSON result and the other processes' load."""
     load = TreeLoad().start()
-    done = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    done = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1]), load.stop()
 
 
@@ -131,7 +128,7 @@ def dataset(n_cells: int, data_dir: Path) -> tuple[Path, float | None]:
     path = data_dir / f"kang_{n_cells // 1000}k.h5ad"
     if path.is_file():
         return path, None
-    from benchmarks.make_large_dataset import make_large_dataset
+    from make_large_dataset import make_large_dataset
 
     started = time.perf_counter()
     make_large_dataset(n_cells, path)

@@ -8,7 +8,7 @@ context each) while ``python -m sccore submit screen ... --wait`` runs an encode
 Each step is timed from the action to the moment its result is visible and the script has stopped running.
 Errors counted: exception blocks, error alerts, timeouts, page crashes and browser console errors.
 
-    PYTHONPATH=. python benchmarks/bench_concurrent_users.py [--users 10] [--quick] [--write-results]
+    python benchmarks/bench_concurrent_users.py [--users 10] [--quick] [--write-results]
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.results import TreeLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
-from benchmarks.serving import (  # noqa: E402
+from results import TreeLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
+from serving import (  # noqa: E402
     CHROMIUM, CHROMIUM_ARGS, SERVER_START_S, free_port, log_tail, start_server, stop_process,
 )
 VIEWPORT = {"width": 1400, "height": 2000}
@@ -284,8 +283,7 @@ def main() -> None:
             (workdir / name).mkdir()
         h5ad, genes, cells = demo_genes_and_cells(args.users + 2, workdir / "data")
         env = dict(os.environ, SCCORE_CACHE_DIR=str(workdir / "cache"), SCCORE_UPLOAD_DIR=str(workdir / "uploads"),
-                   SCCORE_DATA_DIRS=str(workdir / "data"), SCCORE_SETTINGS="/dev/null", PYTHONUNBUFFERED="1",
-                   PYTHONPATH=str(ROOT))
+                   SCCORE_DATA_DIRS=str(workdir / "data"), SCCORE_SETTINGS="/dev/null", PYTHONUNBUFFERED="1")
         port = free_port()
         server_log = workdir / "streamlit.log"
         server = start_server(port, env, server_log)

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_encoder_quality.py                  # default config (~20-25 min, 2 cores)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_encoder_quality.py --quick          # CI smoke run (< 60 s)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_encoder_quality.py --write-results  # also update RESULTS.md
+    .venv/bin/python benchmarks/bench_encoder_quality.py                  # default config (~20-25 min, 2 cores)
+    .venv/bin/python benchmarks/bench_encoder_quality.py --quick          # CI smoke run (< 60 s)
+    .venv/bin/python benchmarks/bench_encoder_quality.py --write-results  # also update RESULTS.md
 
 Data: ``shared/data/kang_se.h5ad`` (Kang et al. 2018, 12,261 control PBMCs x 1,287 genes, raw UMI
 counts, 8 cell types, 8 donors in ``obs['batch']``). No cell or gene is filtered, so every method is
@@ -67,10 +67,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numba_cache")
 import numpy as np  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH=.
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.results import (  # noqa: E402
+from results import (  # noqa: E402
     OtherLoad, command_line, cpu_and_ram, load_average, md_table, replace_section,
 )
 
@@ -480,7 +478,7 @@ def section_markdown(rec: dict, records: list[dict], labels: np.ndarray, is_test
         per_type_table(rows, labels, is_test), "",
         "### What we tried (encoder variants)", "",
         "Each row is one run of this script (same split, seed 0, 1 thread); the runs other than the headline run used "
-        "`PYTHONPATH=. .venv/bin/python benchmarks/bench_encoder_quality.py --no-project-embed --epochs E --lr LR "
+        "`.venv/bin/python benchmarks/bench_encoder_quality.py --no-project-embed --epochs E --lr LR "
         "--batch-size B --dropout D --n-bins N --max-length L` with the row's values (`--dropout preset` keeps the "
         "preset's 0.02; epochs 0 = the untrained reference: random weights, the same tokenizer and medians). Pooling: "
         "L0 = mean over a cell's genes of the input embeddings (gene + position (+ bin), after LayerNorm), L1-L3 = mean "

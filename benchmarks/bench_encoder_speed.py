@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.results import command_line, write_section  # noqa: E402
+from results import command_line, write_section  # noqa: E402
 import torch  # noqa: E402
 
 from sccore.encode import bf16_supported, pool  # noqa: E402

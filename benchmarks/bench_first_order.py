@@ -10,32 +10,28 @@
    depend on the weights): seconds per cell of the first-order pass against exact deletion of every
    token, the latter timed on a sample of deletions and scaled to all 2,048 (one forward pass each).
 
-    PYTHONPATH=. python benchmarks/bench_first_order.py [--quick] [--write-results]
+    python benchmarks/bench_first_order.py [--quick] [--write-results]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from benchmarks.bench_encoder_speed import full_length_cells  # noqa: E402
-from benchmarks.bench_knockout import ISGS, OUT, processed_dataset, trained_model  # noqa: E402
-from benchmarks.results import OtherLoad, command_line, cpu_and_ram, markdown, write_section  # noqa: E402
-from sccore.encode import embed_cells, embed_tokens, presence_gradients  # noqa: E402
-from sccore.models import MaskedGeneModel, preset  # noqa: E402
-from sccore.models.store import LoadedModel  # noqa: E402
-from sccore.perturb import choose_cells, goal_from_groups, rank_exact_first, screen  # noqa: E402
-from sccore.tokenize import TokenizedCell  # noqa: E402
+from bench_encoder_speed import full_length_cells
+from bench_knockout import ISGS, OUT, processed_dataset, trained_model
+from results import OtherLoad, command_line, cpu_and_ram, markdown, write_section
+from sccore.encode import embed_cells, embed_tokens, presence_gradients
+from sccore.models import MaskedGeneModel, preset
+from sccore.models.store import LoadedModel
+from sccore.perturb import choose_cells, goal_from_groups, rank_exact_first, screen
+from sccore.tokenize import TokenizedCell
 
 SECTION = "## First-order knockout screens vs exact deletion (issue 4)"
 

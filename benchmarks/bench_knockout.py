@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.results import markdown, write_section  # noqa: E402
+from results import markdown, write_section  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sccore.embed import pca  # noqa: E402
@@ -173,7 +171,7 @@ def main() -> None:
     speed = screen_speed(args.quick, epochs)
     print(speed)
     if args.write_results and not args.quick:
-        command = f"PYTHONPATH=. .venv/bin/python benchmarks/bench_knockout.py --epochs {args.epochs:g} " \
+        command = f".venv/bin/python benchmarks/bench_knockout.py --epochs {args.epochs:g} " \
                   f"--max-cells {args.max_cells} --write-results"
         text = "\n\n".join([
             f"Command: `{command}`", f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "

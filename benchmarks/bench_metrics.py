@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_metrics.py                  # full size (a few minutes)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_metrics.py --quick          # smoke run, no scib-metrics (< 30 s)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_metrics.py --write-results  # also update RESULTS.md
+    .venv/bin/python benchmarks/bench_metrics.py                  # full size (a few minutes)
+    .venv/bin/python benchmarks/bench_metrics.py --quick          # smoke run, no scib-metrics (< 30 s)
+    .venv/bin/python benchmarks/bench_metrics.py --write-results  # also update RESULTS.md
 
 Part 1 times ``sccore.metrics.benchmark_embeddings`` on a synthetic atlas (``synthetic_atlas`` below:
 100,000 cells, 20 cell types, 4 batches, three embeddings from unintegrated to well integrated)
@@ -35,10 +35,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH=.
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.results import (  # noqa: E402
+from results import (  # noqa: E402
     OtherLoad, command_line, load_average, machine_facts, markdown, md_table, write_section,
 )
 

@@ -9,8 +9,8 @@ torch and anndata and loaded the model (reported apart as start-up); the timed r
 task, reads the partition's rows, tokenizes and embeds them (bf16 autocast where the CPU has it), writes the
 parts and assembles ``embedding.npy``. The million-cell time is the rate extrapolated, start-up excluded.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_partitioned_embed.py [--cells 4000] [--quick] [--write-results]
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_partitioned_embed.py --input .cache/large/kang_1m.h5ad \\
+    .venv/bin/python benchmarks/bench_partitioned_embed.py [--cells 4000] [--quick] [--write-results]
+    .venv/bin/python benchmarks/bench_partitioned_embed.py --input .cache/large/kang_1m.h5ad \\
         --cells 0 --partition-cells 10000     # a whole file, e.g. from benchmarks/make_large_dataset.py
 """
 
@@ -25,12 +25,11 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.results import TreeLoad  # noqa: E402
-from benchmarks.results import command_line, load_average, machine_facts, md_table, write_section  # noqa: E402
+from results import TreeLoad  # noqa: E402
+from results import command_line, load_average, machine_facts, md_table, write_section  # noqa: E402
 from sccore.jobs import close, connect  # noqa: E402
 from sccore.models.store import model_fingerprint  # noqa: E402
 from sccore.partitions import embed_partitions  # noqa: E402

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_render_faiss.py                  # full sizes (~5-15 min)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_render_faiss.py --quick          # smoke run (< 1 min)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_render_faiss.py --write-results  # also update RESULTS.md
+    .venv/bin/python benchmarks/bench_render_faiss.py                  # full sizes (~5-15 min)
+    .venv/bin/python benchmarks/bench_render_faiss.py --quick          # smoke run (< 1 min)
+    .venv/bin/python benchmarks/bench_render_faiss.py --write-results  # also update RESULTS.md
 
 Part 1 renders synthetic UMAP-like layouts (1M and 5M cells, 20 categories) with
 ``sccore.render.render_categories`` and, in the same run, with a matplotlib scatter (Agg, 8x6 in at
@@ -35,10 +35,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numba_cache")
 import numpy as np  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH=.
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.results import (  # noqa: E402
+from results import (  # noqa: E402
     OtherLoad, command_line, load_average, machine_facts, md_table, replace_section,
 )
 

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_transfer.py                  # full run (a few minutes, 2 cores)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_transfer.py --quick          # CI smoke run (< 30 s)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_transfer.py --write-results  # also update RESULTS.md
+    .venv/bin/python benchmarks/bench_transfer.py                  # full run (a few minutes, 2 cores)
+    .venv/bin/python benchmarks/bench_transfer.py --quick          # CI smoke run (< 30 s)
+    .venv/bin/python benchmarks/bench_transfer.py --write-results  # also update RESULTS.md
 
 Data and split: ``shared/data/kang_se.h5ad`` (12,261 control PBMCs x 1,287 genes, 8 cell types, 8 donors
 in ``obs['batch']``), split exactly as ``bench_encoder_quality.py`` does (its ``load_data`` and
@@ -51,13 +51,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # so the script also runs without PYTHONPATH=.
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.bench_encoder_quality import (  # noqa: E402
+from bench_encoder_quality import (  # noqa: E402
     DEFAULT_DATA, DONOR_KEY, LABEL_KEY, OUT_DIR as QUALITY_DIR, load_data, load_records, train_encoder,
 )
-from benchmarks.results import (  # noqa: E402
+from results import (  # noqa: E402
     OtherLoad, command_line, cpu_and_ram, load_average, md_table, write_section,
 )
 

@@ -12,7 +12,7 @@ that drawing around already-sampled counts loses, from the cell type's own profi
 about 90 % of the real cells' (313 vs 348 on Kang) at the same library size. No two cells are the same. The file
 is written in chunks (anndata's appendable CSR on disk), so memory stays bounded at any size:
 
-    PYTHONPATH=. .venv/bin/python benchmarks/make_large_dataset.py --cells 1000000 -o .cache/large/kang_1m.h5ad
+    .venv/bin/python benchmarks/make_large_dataset.py --cells 1000000 -o .cache/large/kang_1m.h5ad
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def machine_facts(packages: list[str]) -> dict:
 
 
 def command_line() -> str:
-    """The running command as typed from the repository root (``PYTHONPATH=. <python> benchmarks/...``)."""
+    """The running command as typed from the repository root (``<python> benchmarks/...``)."""
     exe = Path(sys.executable)
     try:
         exe_text = os.path.relpath(exe, REPO_ROOT)
@@ -147,7 +147,7 @@ def command_line() -> str:
     except ValueError:
         exe_text = "python"
     script = os.path.relpath(Path(sys.argv[0]).resolve(), REPO_ROOT)
-    return " ".join(["PYTHONPATH=.", exe_text, script] + [shlex.quote(a) for a in sys.argv[1:]])
+    return " ".join([exe_text, script] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 def replace_section(section: str, path: Path = RESULTS) -> None:

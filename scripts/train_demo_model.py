@@ -9,18 +9,16 @@ used: masked-gene pretraining only. Seed 0, 30 epochs of 22 steps (batch 32), Ad
 """
 
 import argparse
-import sys
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
+from sccore.io import load_demo
+from sccore.models import TrainConfig, train
+from sccore.models.train import STATE
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from sccore.io import load_demo  # noqa: E402
-from sccore.models import TrainConfig, train  # noqa: E402
-from sccore.models.train import STATE  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -13,9 +12,49 @@ import pytest
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# The tiers (markers registered in pyproject.toml). `pytest -m "not slow"` runs the unit tests of the sccore
+# modules; the tests of every other tier are also `slow`, and `pytest` (.ci/run) runs them all.
+TIERS_BY_MODULE = {
+    "test_browser": ("browser",),
+    "test_benchmarks": ("benchmark",),
+    "test_jobs": ("cluster",),
+    "test_partitions": ("cluster",),
+    "test_installed_cluster": ("cluster",),
+    "test_page_background_jobs": ("apptest", "cluster"),
+    "test_pages": ("apptest",),
+    "test_tour": ("apptest",),
+    "test_hostile_inputs": ("apptest",),
+}  # and every test_page_*.py is an AppTest, as is any test that sets up the dashboard's folders (app_folders)
+SLOW_UNIT_TESTS = {  # measured (--durations): the slowest of the unit tests, each an end-to-end run
+    # the command line in a subprocess, over the whole pipeline (the functions it calls are unit-tested too)
+    "tests/test_cli.py::test_train_then_embed_with_the_encoder",
+    "tests/test_cli.py::test_knockout_and_screen_with_the_baselines",
+    "tests/test_cli.py::test_embed_then_umap",
+    "tests/test_report.py::test_cli_writes_the_report_with_knockouts_and_a_screen",
+    "tests/test_transfer.py::test_cli_transfer_with_a_tiny_encoder",
+    "tests/test_transfer.py::test_cli_transfer_with_pca_writes_the_issue_keys_and_prints_scores",
+    # the real PBMCs of eight donors through the dashboard's analysis
+    "tests/test_workflow.py::test_analyse_real_pbmcs_from_eight_donors",
+    # a second training (resumed); the module's first training stays a unit test
+    "tests/test_models.py::test_training_resumes_from_its_checkpoint",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
+def pytest_collection_modifyitems(items):
+    """Mark each test with its tier (see TIERS_BY_MODULE) and every test outside the unit tier as ``slow``."""
+    for item in items:
+        module = item.path.stem
+        tiers = set(TIERS_BY_MODULE.get(module, ()))
+        if module.startswith("test_page_") or "app_folders" in item.fixturenames:
+            tiers.add("apptest")
+        if tiers or item.nodeid.split("[")[0] in SLOW_UNIT_TESTS:
+            tiers.add("slow")
+        for tier in sorted(tiers):
+            item.add_marker(tier)
 
 
 def make_counts(n_cells: int = 300, n_genes: int = 400, n_types: int = 3, seed: int = 0) -> ad.AnnData:
