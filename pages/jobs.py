@@ -66,7 +66,7 @@ if not files:
     st.stop()
 kind = st.selectbox("Kind", jobs.KINDS, key="jobs_kind")
 dataset = st.selectbox("Dataset", list(files), key="jobs_dataset")
-defaults = {key: ("" if value is jobs.REQUIRED else value) for key, value in jobs.PARAMETERS[kind].items()}
+defaults = jobs.default_parameters(kind)
 text = st.text_area("Parameters (JSON)", json.dumps(defaults, indent=1), height=220, key=f"jobs_params_{kind}",
                     help="Device cuda asks the cluster for a GPU worker (resource GPU=1). A training's out is a model "
                          "name: it trains into your model folder (the Encoder page lists it); empty: the cache.")

@@ -11,10 +11,12 @@ a time, in two passes:
 
 then PCA from that Gram matrix (exact; nothing is densified beyond a block of rows), each stored block projected;
 a FAISS index of the PCA embedding whose recall@k is measured against exact search on sampled cells and whose
-search breadth is raised until it reaches the target; UMAP fitted on a subsample with every other cell placed by
-:func:`sccore.umap.transform`; and a first frame. Each stage's result is written atomically into the atlas folder
+search breadth is raised until it reaches the target; every cell's neighbours on that index, stored as scanpy
+stores them (``obsp``, ``uns['neighbors']``), and UMAP on them (:func:`sccore.workflow.neighbors_and_umap`, the
+chain of the in-memory analysis; above 200,000 cells fitted on a subsample with every other cell placed by
+:func:`sccore.umap.transform`); and a first frame. Each stage's result is written atomically into the atlas folder
 and recorded in ``manifest.json``; a rerun with the same input and parameters resumes after the last finished
-stage. The small part (annotations, QC, PCA, layout) is ``atlas.h5ad``, an AnnData whose ``X`` is empty.
+stage. The small part (annotations, QC, PCA, neighbours, layout) is ``atlas.h5ad``, an AnnData whose ``X`` is empty.
 """
 
 from __future__ import annotations
@@ -42,17 +44,15 @@ from .errors import InputError
 from .io import check_h5ad_layout, classify_matrix, printable, read_rows, read_var, row_readable_counts
 from .neighbors import IndexParams, build_index, load_index, save_index, search
 from .pp import PreprocessParams, default_params, highly_variable_from_moments, qc_metrics
-from .render import category_colors, fit_view, png_bytes, render_categories
-from .umap import UMAPParams, fit_umap
-from .workflow import Analysis, PipelineParams
+from .umap import UMAPModel, UMAPParams
+from .workflow import Analysis, PipelineParams, neighbors_and_umap
 
 Progress = Callable[[float, str], None]
 STAGES = ("genes", "store", "pca", "index", "umap", "frame")
 EF_SEARCH_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-def _quiet(fraction: float, message: str) -> None:
     """A progress callback that reports nothing."""
 
 
@@ -344,6 +344,8 @@ def _first_label(obs: pd.DataFrame) -> str | None:
 
 def render_atlas_frame(adata: ad.AnnData, column: str | None, width: int = 800, height: int = 600) -> np.ndarray:
     """The layout coloured by ``column`` (a category), as an RGBA image; all cells one colour without one."""
+    from .render import category_colors, fit_view, render_categories
+
     coords = np.asarray(adata.obsm["X_umap"])
     if column is None:
         codes, colors = np.zeros(adata.n_obs, dtype=np.int32), ["#3b6ea8"]
@@ -404,18 +406,27 @@ def build_atlas(path: str | os.PathLike, folder: str | os.PathLike, params: Atla
             started = time.perf_counter()
             subsample = len(embedding) > params.umap.subsample_threshold
             progress(0.75, f"UMAP on {params.umap.subsample_size if subsample else len(embedding):,} cells"
-                           + (", then placing the others" if subsample else ""))
-            model, coords = fit_umap(embedding, params=params.umap, index_params=params.index)
-            _save_npz(folder / "umap.npz", coords=coords, **model.to_arrays())
-            _finish_stage(folder, manifest, "umap", started, fitted_on=int(len(model.train_cells)))
+                           + (", then placing the others" if subsample else "")
+                           + f", after every cell's {params.k} nearest neighbours")
+            graph, model = _layout(embedding, params, _tuned_index(folder, manifest), progress)
+            _save_npz(folder / "umap.npz", coords=graph.obsm["X_umap"], **model.to_arrays())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                atomic_write(folder / "neighbors.h5ad", ad.AnnData(obs=graph.obs, obsp=graph.obsp,
+                                                                   uns={"neighbors": graph.uns["neighbors"]}).write_h5ad,
+                             suffix=".h5ad")
+            _finish_stage(folder, manifest, "umap", started, fitted_on=int(graph.uns["X_umap"]["n_fit_cells"]))
         if "frame" not in done:
             started = time.perf_counter()
             progress(0.95, "First frame")
-            adata = _atlas_adata(source, scan, embedding, _load_npz(folder / "umap.npz")["coords"], manifest)
+            adata = _atlas_adata(source, scan, embedding, _load_npz(folder / "umap.npz")["coords"],
+                                 ad.read_h5ad(folder / "neighbors.h5ad"), manifest)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 atomic_write(folder / "atlas.h5ad", adata.write_h5ad, suffix=".h5ad")
             image = render_atlas_frame(adata, _first_label(adata.obs))
+            from .render import png_bytes
+
             atomic_write(folder / "first_frame.png", lambda tmp: Path(tmp).write_bytes(png_bytes(image)))
             _finish_stage(folder, manifest, "frame", started)
     finally:
@@ -424,10 +435,32 @@ def build_atlas(path: str | os.PathLike, folder: str | os.PathLike, params: Atla
     return open_atlas(folder)
 
 
-def _atlas_adata(source: _CountsFile, scan: dict, embedding: np.ndarray, coords: np.ndarray,
+def _tuned_index(folder: Path, manifest: dict) -> faiss.Index:
+    """The atlas's FAISS index with the search breadth its index stage tuned."""
+    index = load_index(folder / "pca.faiss")
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = int(manifest["stages"]["index"]["ef_search"])
+    return index
+
+
+def _layout(embedding: np.ndarray, params: AtlasParams, index: faiss.Index,
+            progress: Progress) -> tuple[ad.AnnData, UMAPModel]:
+    """The cells' neighbours (on the atlas's tuned ``index``) and UMAP by :func:`sccore.workflow.neighbors_and_umap`,
+    the chain of the in-memory analysis, with the same parameters: an AnnData of the PCA with the neighbours in
+    ``obsp``/``uns['neighbors']`` and the layout in ``obsm['X_umap']``, and the UMAP model."""
+    graph = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(len(embedding)).astype(str)), obsm={"X_pca": embedding})
+    pipeline = PipelineParams(preprocess=params.preprocess, pca=params.pca, index=params.index, n_neighbors=params.k,
+                              umap=params.umap)
+    layout = neighbors_and_umap(graph, "X_pca", pipeline, index=index, progress=progress,
+                                progress_range=(0.75, 0.95))
+    return graph, layout.model
+
+
+def _atlas_adata(source: _CountsFile, scan: dict, embedding: np.ndarray, coords: np.ndarray, graph: ad.AnnData,
                  manifest: dict) -> ad.AnnData:
-    """The small part of the atlas: kept cells' annotations and QC, kept genes with their statistics, PCA and
-    layout; ``X`` is an empty sparse matrix of the right shape."""
+    """The small part of the atlas: kept cells' annotations and QC, kept genes with their statistics, PCA, the
+    neighbours (``graph``'s ``obsp`` and ``uns['neighbors']``) and layout; ``X`` is an empty sparse matrix of the
+    right shape."""
     keep, genes = scan["keep"], scan["keep_genes"]
     obs = source.obs.loc[keep].copy()
     for name in ("total_counts", "n_genes", "pct_mito"):
@@ -438,7 +471,8 @@ def _atlas_adata(source: _CountsFile, scan: dict, embedding: np.ndarray, coords:
     var["n_cells"] = scan["detected"][genes]
     var["mean_normalised"] = scan["mean"][genes]
     adata = ad.AnnData(X=sp.csr_matrix((int(keep.sum()), int(genes.sum())), dtype=np.float32), obs=obs, var=var,
-                       obsm={"X_pca": embedding, "X_umap": coords})
+                       obsm={"X_pca": embedding, "X_umap": coords}, obsp=dict(graph.obsp))
+    adata.uns["neighbors"] = graph.uns["neighbors"]
     adata.uns["dataset"] = source.uns.get("dataset", {"name": source.path.stem, "description": ""})
     adata.uns["atlas"] = {"source": manifest["input"]["path"], "n_input_cells": int(source.n_obs),
                           "n_input_genes": int(source.n_vars)}
@@ -458,8 +492,5 @@ def open_atlas(folder: str | os.PathLike) -> Atlas:
         raise InputError(f"The atlas in {printable(str(folder))} is unfinished (missing: {', '.join(missing)}). Run "
                          "the same build again: it resumes where it stopped.")
     adata = ad.read_h5ad(folder / "atlas.h5ad")
-    index = load_index(folder / "pca.faiss")
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = int(manifest["stages"]["index"]["ef_search"])
-    return Atlas(folder=folder, adata=adata, index=index, manifest=manifest)
+    return Atlas(folder=folder, adata=adata, index=_tuned_index(folder, manifest), manifest=manifest)
 

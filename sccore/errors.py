@@ -6,3 +6,8 @@ class InputError(ValueError):
 
     The dashboard shows it with ``st.error``; the CLI prints it on one line and exits 2.
     """
+
+
+class Cancelled(Exception):
+    """Raised inside a task when its caller asked it to stop (``should_stop()`` became true); the task stops
+    between two units of work without writing a result."""

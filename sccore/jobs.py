@@ -1,4 +1,8 @@
-"""Background jobs on Dask distributed: training, encoder embedding, UMAP, knockout screens and metrics.
+"""Background jobs on Dask distributed: training, encoder embedding, UMAP, knockout screens, metrics and atlases.
+
+Each job kind is a task of :mod:`sccore.tasks` (:data:`JOB_KINDS`: its parameters dataclass and its ``run``), so
+a job computes exactly what the command line and the pages compute. A job's record holds its parameters as the
+dataclass serialises them (``asdict()``), and its result's cache key is made from all of them.
 
 A job is a record, one JSON file per job under ``<cache_dir>/jobs/<user>/<job_id>.json`` (written
 atomically), and a task on a Dask cluster: by default a local cluster of worker processes that the
@@ -12,8 +16,8 @@ compute nodes mount the same storage.
 A rerun with the same input and parameters finds the finished result and returns at once; training
 resumes from the checkpoint in its model folder. A killed job leaves no result (only a finished result
 is ever renamed into place), so submitting it again restarts (or resumes) cleanly. Cancelling writes a
-flag file beside the record; the running job sees it at its next progress report and stops without
-writing a result.
+flag file beside the record; the running task sees it (its ``should_stop``) between two units of work and stops
+without writing a result.
 
 A running job rewrites the ``heartbeat`` time in its record every :data:`HEARTBEAT_INTERVAL_S` seconds (a
 thread of its own). :func:`status` marks a running job whose heartbeat is older than :data:`STALE_AFTER_S`
@@ -37,47 +41,48 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 from .cache import atomic_write, make_key
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .settings import user_folder_name
+from .tasks import atlas as tasks_atlas
+from .tasks import embed_encoder as tasks_embed
+from .tasks import metrics as tasks_metrics
+from .tasks import screen as tasks_screen
+from .tasks import train as tasks_train
+from .tasks import umap as tasks_umap
+from .tasks.base import TaskParams
 
-KINDS = ("train", "embed", "umap", "screen", "metrics", "atlas")
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 DONE = ("finished", "failed", "cancelled")
-_QC_DEFAULTS = {"min_genes": 200, "max_pct_mito": 10.0, "min_cells": 3, "n_top_genes": 2000, "library_size_key": None}
-REQUIRED = object()
-# Every parameter of each kind with its default (REQUIRED: no default); ``input`` (a .h5ad path) is always required.
-PARAMETERS = {
-    "train": {"config": "small", "epochs": 10.0, "batch_size": 32, "grad_accum": 1, "learning_rate": 1e-3,
-              "n_bins": 0, "cls": False, "seed": 0, "device": "auto", "library_size_key": None,
-              "out": ""},  # out: a model folder to train into (resumed, as `train --out`); "": the cache
-    "embed": {"model": REQUIRED, "pooling": "mean", "layer": -1, "batch_size": 64, "device": "auto",
-              "library_size_key": None, "gene_id_key": None, "key_added": "X_encoder"},
-    "umap": {"use_rep": "X_pca", "key_added": "X_umap", "n_neighbors": 15, "min_dist": 0.3, "index": "auto",
-             "seed": 0},
-    "screen": {"model": "pca", "where": {}, "goal": {}, "goal_start": "cells", "top": None, "max_cells": 0, "seed": 0,
-               "estimate": "exact", "exact_top": 50, "device": "auto", "n_comps": 50, **_QC_DEFAULTS},
-    "metrics": {"label_key": REQUIRED, "batch_key": REQUIRED, "embeddings": ["X_pca"], "unintegrated_key": "X_pca",
-                "max_silhouette_cells": 10_000, "seed": 0, "index": "auto"},
-    "atlas": {"chunk_cells": 50_000, "min_genes": None, "n_top_genes": None, "recall": 0.95,  # None: the file's
-              "out": ""},  # defaults (sccore.pp.default_params); out: the atlas folder ("": the cache)
-}
-RESULT_NAMES = {"train": "model", "embed": "embedded.h5ad", "umap": "umap.h5ad", "screen": "screen.csv",
-                "metrics": "metrics.csv", "atlas": "atlas"}
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A job kind: the task's parameters dataclass and ``run`` (:mod:`sccore.tasks`), and the name of its result
+    in the cache."""
+
+    params: type[TaskParams]
+    run: Callable
+    result_name: str
+
+
+JOB_KINDS = {"train": JobKind(tasks_train.TrainParams, tasks_train.run, "model"),
+             "embed": JobKind(tasks_embed.EmbedEncoderParams, tasks_embed.run, "embedded.h5ad"),
+             "umap": JobKind(tasks_umap.UMAPTaskParams, tasks_umap.run, "umap.h5ad"),
+             "screen": JobKind(tasks_screen.ScreenParams, tasks_screen.run, "screen.csv"),
+             "metrics": JobKind(tasks_metrics.MetricsTaskParams, tasks_metrics.run, "metrics.csv"),
+             "atlas": JobKind(tasks_atlas.AtlasTaskParams, tasks_atlas.run, "atlas")}
+KINDS = tuple(JOB_KINDS)
 _PROGRESS_INTERVAL_S = 0.5
 HEARTBEAT_INTERVAL_S = 10.0  # a running job rewrites its record's heartbeat this often (seconds)
 STALE_AFTER_S = 60.0  # a running job whose heartbeat is older than this lost its worker
 _LOST = ("Submit it again: training resumes from its last checkpoint, other jobs restart; no half result was "
          "kept.")
 _futures: dict = {}  # job id -> the Dask future of a job this process submitted
-
-
-class JobCancelled(Exception):
-    """Raised inside a job when its cancel flag is found; the job stops without writing a result."""
 
 
 @dataclass
@@ -211,49 +216,62 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _kind(kind: str) -> JobKind:
+    """The job kind ``kind``; :class:`InputError` naming the kinds for an unknown one."""
+    if kind not in JOB_KINDS:
+        raise InputError(f"Unknown job kind '{kind}': use one of {', '.join(KINDS)}.")
+    return JOB_KINDS[kind]
+
+
 def job_key(kind: str, params: dict) -> str:
     """The cache key of a job's result: its kind, the input file's content, the model folder's files (when
-    it names one) and every other parameter."""
+    it names one) and every other parameter, as the kind's dataclass serialises them."""
     from .models.store import model_fingerprint
 
     model = params.get("model")
     model_part = model_fingerprint(model) if kind in ("embed", "screen") and model not in ("pca", "linear") else ""
-    others = {key: value for key, value in params.items() if key != "input"}
+    output_field = _kind(kind).params.output_field
+    others = {key: value for key, value in params.items() if key not in ("input", output_field)}
     return make_key("job", kind, file_digest(params["input"]), model_part, others)
 
 
 def result_path(kind: str, params: dict, results_dir: str | os.PathLike) -> Path:
-    """Where the result of a job with these parameters is written: ``results_dir/<key>/<name>``, or the model
-    folder a training job (the atlas folder an atlas job) names in ``out``."""
-    if kind in ("train", "atlas") and params.get("out"):
-        return Path(params["out"])
-    return Path(results_dir) / job_key(kind, params) / RESULT_NAMES[kind]
+    """Where the result of a job with these parameters is written: the path its output parameter names (a training's
+    or an atlas's ``out``), else ``results_dir/<key>/<name>``."""
+    spec = _kind(kind)
+    if params.get(spec.params.output_field):
+        return Path(params[spec.params.output_field])
+    return Path(results_dir) / job_key(kind, params) / spec.result_name
 
 
-def checked_params(kind: str, params: dict) -> dict:
-    """``params`` completed with the defaults of ``kind``; :class:`InputError` for an unknown kind or parameter,
-    a missing required one, or an input file that does not exist."""
-    if kind not in KINDS:
-        raise InputError(f"Unknown job kind '{kind}': use one of {', '.join(KINDS)}.")
-    defaults = PARAMETERS[kind]
-    unknown = sorted(set(params) - set(defaults) - {"input"})
-    if unknown:
-        raise InputError(f"A {kind} job takes no parameter {', '.join(unknown)}; it takes input, "
-                         f"{', '.join(defaults)}.")
-    merged = {key: params.get(key, default) for key, default in defaults.items()}
-    missing = [key for key, value in merged.items() if defaults[key] is REQUIRED and value in (REQUIRED, "", None)]
-    if missing:
-        raise InputError(f"A {kind} job needs {', '.join(missing)}.")
+def default_parameters(kind: str) -> dict:
+    """Every parameter of a ``kind`` job but its input, with its default (``""`` where it has none): what the Jobs
+    page offers to edit."""
+    from dataclasses import MISSING
+
+    return {item.name: ("" if item.default is MISSING and item.default_factory is MISSING
+                        else _kind(kind).params.default(item.name))
+            for item in fields(_kind(kind).params) if item.name != "input"}
+
+
+def checked_params(kind: str, params: dict | TaskParams) -> dict:
+    """``params`` (a dict, or the kind's dataclass) completed with the kind's defaults and serialised as its dataclass
+    serialises them, with the paths made absolute (workers may start in another folder); :class:`InputError` for an
+    unknown kind or parameter, a missing required one, a value out of bounds, or an input file that does not exist."""
+    spec = _kind(kind)
+    params = params.asdict() if isinstance(params, TaskParams) else dict(params)
     if not params.get("input") or not Path(params["input"]).is_file():
         raise InputError(f"A {kind} job needs an existing .h5ad file as input, not '{params.get('input', '')}'.")
-    if isinstance(merged.get("model"), str) and Path(merged["model"]).is_dir():
-        merged["model"] = str(Path(merged["model"]).resolve())  # workers may start in another folder
-    if merged.get("out"):
-        merged["out"] = str(Path(merged["out"]).expanduser().resolve())
-    return {"input": str(Path(params["input"]).resolve()), **merged}
+    params["input"] = str(Path(params["input"]).resolve())
+    if isinstance(params.get("model"), str) and Path(params["model"]).is_dir():
+        params["model"] = str(Path(params["model"]).resolve())
+    output_field = spec.params.output_field
+    if params.get(output_field):
+        params[output_field] = str(Path(params[output_field]).expanduser().resolve())
+    return spec.params.from_dict(params).asdict()
 
 
-def submit(client, store: JobStore, user: str, kind: str, params: dict,
+def submit(client, store: JobStore, user: str, kind: str, params: dict | TaskParams,
            results_dir: str | os.PathLike | None = None) -> str:
     """Queue a ``kind`` job for ``user`` on ``client``'s cluster and return its id.
 
@@ -349,17 +367,14 @@ def wait(store: JobStore, user: str, job_id: str, progress: Callable[[float, str
 
 
 class _Reporter:
-    """The progress callback of a running job: raises :class:`JobCancelled` when the cancel flag is up, and
-    writes the fraction and message into the record at most every ``_PROGRESS_INTERVAL_S`` seconds (holding
-    ``lock``, which the heartbeat's writes hold too)."""
+    """The progress callback of a running job: writes the fraction and message into the record at most every
+    ``_PROGRESS_INTERVAL_S`` seconds (holding ``lock``, which the heartbeat's writes hold too)."""
 
     def __init__(self, store: JobStore, user: str, job_id: str, lock: threading.Lock):
         self.store, self.user, self.job_id, self.lock = store, user, job_id, lock
         self.last = 0.0
 
     def __call__(self, fraction: float, message: str) -> None:
-        if self.store.cancel_requested(self.user, self.job_id):
-            raise JobCancelled
         now = time.monotonic()
         if now - self.last >= _PROGRESS_INTERVAL_S:
             self.last = now
@@ -393,7 +408,8 @@ def _heartbeat(store: JobStore, user: str, job_id: str, lock: threading.Lock):
 
 def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
     """Run a job inside a Dask worker and return its result path (``""`` when it did not finish); its record
-    says how it went. The result is written atomically, so a job killed midway leaves none."""
+    says how it went. The kind's task (:data:`JOB_KINDS`) writes the result atomically, so a job killed midway
+    leaves none."""
     store = JobStore(cache_dir)
     if store.cancel_requested(user, job_id):
         store.update(user, job_id, status="cancelled", finished=time.time(), message="cancelled")
@@ -402,16 +418,19 @@ def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
                           progress=0.0, message="starting", error="")
     lock = threading.Lock()
     try:
+        spec = JOB_KINDS[record.kind]
+        params = spec.params.from_dict(record.params)
         target = result_path(record.kind, record.params, results_dir)
         cached = _is_finished(record.kind, record.params, target)
         if not cached:
-            _remove_stale_temporaries(target if record.kind in ("train", "atlas") else target.parent)
+            _remove_stale_temporaries(record.kind, target)
             with _heartbeat(store, user, job_id, lock):
-                _RUNNERS[record.kind](record.params, target, _Reporter(store, user, job_id, lock))
+                spec.run(replace(params, **{spec.params.output_field: str(target)}),
+                         _Reporter(store, user, job_id, lock), lambda: store.cancel_requested(user, job_id))
         store.update(user, job_id, status="finished", finished=time.time(), progress=1.0, result=str(target),
                      cached=cached, message="found in the cache" if cached else "done")
         return str(target)
-    except JobCancelled:
+    except Cancelled:
         store.update(user, job_id, status="cancelled", finished=time.time(), message="cancelled")
     except Exception as error:  # noqa: BLE001 - every failure is reported in the record
         store.update(user, job_id, status="failed", finished=time.time(), error=f"{type(error).__name__}: {error}"
@@ -420,14 +439,16 @@ def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
 
 
 def _is_finished(kind: str, params: dict, target: Path) -> bool:
-    """Whether the result at ``target`` is complete: a file, or a model folder in the cache whose training reached
-    its end (a folder named in ``out`` is always resumed, as `train --out` does, so that more epochs continue it)."""
-    if kind == "atlas":  # a folder named in out is always handed to build_atlas, which checks what it holds
-        return not params.get("out") and (target / "atlas.h5ad").is_file()
+    """Whether the result at ``target`` in the cache is complete: a file, an atlas, or a model folder whose training
+    reached its end. A result whose path the parameters name (a training's ``out``, resumed as `train --out` does,
+    an atlas's ``out``, which :func:`sccore.atlas.build_atlas` checks, or another kind's ``output``) is always
+    handed to the task."""
+    if params.get(JOB_KINDS[kind].params.output_field):
+        return False
+    if kind == "atlas":
+        return (target / "atlas.h5ad").is_file()
     if kind != "train":
         return target.is_file()
-    if params.get("out"):
-        return False
     try:
         state = json.loads((target / "training.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -435,130 +456,12 @@ def _is_finished(kind: str, params: dict, target: Path) -> bool:
     return state.get("steps", 0) >= state.get("total_steps", 1)
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporary files a killed job left in ``folder`` and below (``atomic_write``'s ``.<name>.*.tmp*``):
-    the result's folder, or a training job's model folder or an atlas."""
-    for path in folder.rglob(".*.tmp*") if folder.is_dir() else []:
+def _remove_stale_temporaries(kind: str, target: Path) -> None:
+    """Delete the temporary files a killed job left (``atomic_write``'s ``.<name>.*.tmp*``): beside a result file, or
+    anywhere in a training job's model folder or an atlas."""
+    if kind in ("train", "atlas"):
+        stale = target.rglob(".*.tmp*") if target.is_dir() else []
+    else:
+        stale = target.parent.glob(f".{target.name}.*.tmp*") if target.parent.is_dir() else []
+    for path in stale:
         path.unlink(missing_ok=True)
-
-
-def _open_counts(params: dict):
-    """The job's input as raw counts (validated like every file the app opens)."""
-    from .io import open_dataset
-
-    return open_dataset(params["input"], library_size_key=params.get("library_size_key"))
-
-
-def _write_h5ad(adata, target: Path) -> None:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        atomic_write(target, adata.write_h5ad, suffix=".h5ad")
-
-
-def _run_train(params: dict, target: Path, report) -> None:
-    """Masked-gene pretraining into the model folder ``target`` (resumed from its checkpoint when it has one)."""
-    from .models import TrainConfig, preset, train
-
-    config = TrainConfig(epochs=params["epochs"], batch_size=params["batch_size"], grad_accum=params["grad_accum"],
-                         learning_rate=params["learning_rate"], seed=params["seed"], device=params["device"])
-    model_config = preset(params["config"], vocab_size=3, n_bins=params["n_bins"], add_cls=params["cls"])
-    train(_open_counts(params), target, model_config, config, library_size_key=params["library_size_key"],
-          resume=True, progress=report)
-
-
-def _run_embed(params: dict, target: Path, report) -> None:
-    """The encoder's embedding of the input's cells, written as the input with ``obsm[key_added]``."""
-    from .encode import encoder
-
-    adata = _open_counts(params)
-    encoder(adata, params["model"], key_added=params["key_added"], pooling=params["pooling"], layer=params["layer"],
-            batch_size=params["batch_size"], device=params["device"], library_size_key=params["library_size_key"],
-            gene_id_key=params["gene_id_key"], progress=report)
-    _write_h5ad(adata, target)
-
-
-def _run_umap(params: dict, target: Path, report) -> None:
-    """UMAP of ``obsm[use_rep]`` on FAISS neighbours, written as the input with ``obsm[key_added]``."""
-    from dataclasses import replace
-
-    from .io import read_h5ad
-    from .neighbors import IndexParams, knn
-    from .umap import UMAPParams, umap
-
-    adata = read_h5ad(params["input"])
-    if params["use_rep"] not in adata.obsm:
-        raise InputError(f"The input has no obsm['{params['use_rep']}']; embed it first (`python -m sccore embed`).")
-    index_params = IndexParams(kind=params["index"])
-    report(0.1, "nearest neighbours (FAISS)")
-    neighbors = knn(adata.obsm[params["use_rep"]], params["n_neighbors"] + 1, index_params)
-    report(0.4, "UMAP")
-    umap_params = replace(UMAPParams(), n_neighbors=params["n_neighbors"], min_dist=params["min_dist"],
-                          random_state=params["seed"])
-    umap(adata, params["use_rep"], neighbors, umap_params, index_params, key_added=params["key_added"])
-    report(0.95, "writing")
-    _write_h5ad(adata, target)
-
-
-def _run_screen(params: dict, target: Path, report) -> None:
-    """A knockout screen (``python -m sccore screen``) of the ``where`` cells (at most ``max_cells`` of them), scored
-    against the ``goal`` cells when it names some (the start: the screened cells, or every ``where`` cell with
-    ``goal_start="population"``), written as a CSV."""
-    import numpy as np
-
-    from .device import resolve_device
-    from .embed import PCAParams, pca
-    from .models import load_model
-    from .perturb import choose_cells, goal_for, screen
-    from .pp import default_params, preprocess
-
-    raw = _open_counts(params)
-    qc = {key: params[key] for key in _QC_DEFAULTS if key != "library_size_key"}
-    preprocess_params = default_params(raw, **qc, **({"library_size_key": params["library_size_key"]}
-                                                     if params["library_size_key"] else {}))
-    report(0.0, "quality control, normalisation and PCA")
-    adata = preprocess(raw, preprocess_params)
-    pca(adata, PCAParams(n_comps=params["n_comps"]))
-    method = params["model"] if params["model"] in ("pca", "linear") else "encoder"
-    model = load_model(params["model"], resolve_device(params["device"])) if method == "encoder" else None
-    population = cells = choose_cells(adata, params["where"])
-    if params["max_cells"] and len(cells) > params["max_cells"]:
-        cells = np.sort(np.random.default_rng(params["seed"]).choice(cells, params["max_cells"], replace=False))
-    if params["goal_start"] not in ("cells", "population"):
-        raise InputError(f"goal_start is cells (the screened cells, as `python -m sccore screen --goal`) or population "
-                         f"(every cell of where, as the Knockout page), not '{params['goal_start']}'.")
-    start = cells if params["goal_start"] == "cells" else population
-    goal = goal_for(adata, method, model, start, params["goal"], preprocess_params.library_size_key)
-    table = screen(adata, cells, method, model=model, top=params["top"], goal=goal, seed=params["seed"],
-                   library_size_key=preprocess_params.library_size_key, estimate=params["estimate"],
-                   exact_top=params["exact_top"], progress=report)
-    atomic_write(target, lambda tmp: table.to_csv(tmp, index=False), suffix=".csv")
-
-
-def _run_metrics(params: dict, target: Path, report) -> None:
-    """scIB metrics of the input's embeddings (``python -m sccore metrics``), written as a CSV."""
-    from .io import read_h5ad
-    from .metrics import MetricsParams, benchmark_embeddings
-    from .neighbors import IndexParams
-
-    adata = read_h5ad(params["input"])
-    metrics_params = MetricsParams(max_silhouette_cells=params["max_silhouette_cells"], seed=params["seed"],
-                                   index=IndexParams(kind=params["index"]))
-    table = benchmark_embeddings(adata, params["label_key"], params["batch_key"], list(params["embeddings"]),
-                                 params["unintegrated_key"], metrics_params, progress=report)
-    atomic_write(target, lambda tmp: table.reset_index().to_csv(tmp, index=False), suffix=".csv")
-
-
-def _run_atlas(params: dict, target: Path, report) -> None:
-    """The atlas of a file too large for memory (``python -m sccore atlas``) in the folder ``target``; a job
-    killed midway resumes after the atlas's last finished stage."""
-    from .atlas import atlas_params, build_atlas
-
-    build_atlas(params["input"], target, atlas_params(params["input"], params["chunk_cells"], params["recall"],
-                                                      min_genes=params["min_genes"],
-                                                      n_top_genes=params["n_top_genes"]), progress=report)
-
-
-_RUNNERS = {"train": _run_train, "embed": _run_embed, "umap": _run_umap, "screen": _run_screen,
-            "metrics": _run_metrics, "atlas": _run_atlas}

@@ -1,16 +1,23 @@
-"""Nearest neighbours through FAISS: one index per embedding, one small result type for everyone.
+"""Nearest neighbours through FAISS: one index per embedding, one small result type for everyone, and the kNN
+graph stored in an AnnData the way ``scanpy.pp.neighbors`` stores it.
 
 The same :class:`Neighbors` feeds UMAP, search, label transfer and metrics, so neighbours are
-computed once per embedding.
+computed once per embedding. :func:`neighbors` writes them as ``obsp['<key>_distances']`` and
+``obsp['<key>_connectivities']`` (UMAP's fuzzy simplicial set, as scanpy computes it; for the default key
+``neighbors``, ``obsp['distances']`` and ``obsp['connectivities']``, as scanpy names them) with the parameters in
+``uns['<key>']``, so ``scanpy.tl.leiden``, ``scanpy.tl.paga`` and ``scanpy.tl.umap`` take them with
+``neighbors_key='<key>'``; :func:`read_neighbors` gives them back as :class:`Neighbors`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+import anndata as ad
 import faiss
 import numpy as np
+import scipy.sparse as sp
 
 from .cache import atomic_write
 from .errors import InputError
@@ -138,3 +145,70 @@ def save_index(index: faiss.Index, path: str | os.PathLike) -> None:
 def load_index(path: str | os.PathLike) -> faiss.Index:
     """Read a FAISS index written by :func:`save_index`."""
     return faiss.read_index(str(path))
+
+
+def neighbors(adata: ad.AnnData, use_rep: str, n_neighbors: int, index_params: IndexParams,
+              key_added: str = "neighbors", index: faiss.Index | None = None,
+              found: Neighbors | None = None) -> Neighbors:
+    """The kNN graph of ``obsm[use_rep]`` (``n_neighbors`` per cell, the cell itself included, as scanpy counts them)
+    stored as ``scanpy.pp.neighbors(adata, key_added=key_added)`` stores it (see the module docstring); returns the
+    neighbours. FAISS searches ``index`` (built from ``index_params`` unless given); ``found`` (e.g. from a cache)
+    skips the search."""
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm has no '{use_rep}'. Compute it first (e.g. `python -m sccore embed --method pca`); "
+                         f"available: {', '.join(adata.obsm.keys()) or 'none'}.")
+    if not 2 <= n_neighbors <= adata.n_obs:
+        raise InputError(f"n_neighbors must be from 2 to the number of cells ({adata.n_obs}), not {n_neighbors}.")
+    if found is None:
+        found = knn(np.asarray(adata.obsm[use_rep]), n_neighbors, index_params, index=index)
+    distances, connectivities = knn_graph(found)
+    distances_key, connectivities_key = graph_keys(key_added)
+    adata.obsp[distances_key] = distances
+    adata.obsp[connectivities_key] = connectivities
+    adata.uns[key_added] = {"connectivities_key": connectivities_key, "distances_key": distances_key,
+                            "params": {"n_neighbors": int(found.k), "method": "umap", "metric": "euclidean",
+                                       "random_state": 0, "use_rep": use_rep, "knn": "faiss",
+                                       "index": asdict(index_params)}}
+    return found
+
+
+def graph_keys(key: str) -> tuple[str, str]:
+    """The ``obsp`` keys of the distances and connectivities stored under ``key``, as scanpy names them:
+    ``distances`` and ``connectivities`` for ``neighbors``, ``<key>_distances`` and ``<key>_connectivities``
+    otherwise."""
+    prefix = "" if key == "neighbors" else f"{key}_"
+    return f"{prefix}distances", f"{prefix}connectivities"
+
+
+def knn_graph(found: Neighbors) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """scanpy's two matrices of ``found`` (each cell itself first): the distances to each cell's other neighbours
+    (a row's entries in ascending distance) and the UMAP connectivities (``umap.umap_.fuzzy_simplicial_set``)."""
+    from umap.umap_ import fuzzy_simplicial_set
+
+    n_cells, k = found.indices.shape
+    distances = sp.csr_matrix((found.distances[:, 1:].ravel().copy(), found.indices[:, 1:].ravel().copy(),
+                               np.arange(0, n_cells * (k - 1) + 1, k - 1)), shape=(n_cells, n_cells))
+    connectivities, _, _ = fuzzy_simplicial_set(sp.coo_matrix((n_cells, 1)), k, None, None,
+                                                knn_indices=found.indices, knn_dists=found.distances,
+                                                set_op_mix_ratio=1.0, local_connectivity=1.0)
+    return distances, connectivities.tocsr()
+
+
+def read_neighbors(adata: ad.AnnData, key: str = "neighbors") -> Neighbors:
+    """The neighbours :func:`neighbors` stored under ``key`` (each cell itself first, then by distance)."""
+    info = adata.uns.get(key)
+    if not isinstance(info, dict) or info.get("distances_key") not in adata.obsp:
+        raise InputError(f"No neighbours are stored under '{key}' (uns['{key}'] and its obsp distances). Compute "
+                         f"them first: `python -m sccore neighbors IN.h5ad -o OUT.h5ad --key-added {key}`.")
+    distances = sp.csr_matrix(adata.obsp[info["distances_key"]])
+    k = int(info["params"]["n_neighbors"])
+    if np.any(np.diff(distances.indptr) != k - 1):
+        raise InputError(f"The neighbours under '{key}' do not have {k - 1} other cells in every row (written by "
+                         f"another tool?). Compute them again with `python -m sccore neighbors`.")
+    others = distances.indices.reshape(-1, k - 1).astype(np.int64)
+    values = distances.data.reshape(-1, k - 1).astype(np.float32)
+    order = np.argsort(values, axis=1, kind="stable")
+    rows = np.arange(len(others), dtype=np.int64)[:, None]
+    return Neighbors(indices=np.hstack([rows, np.take_along_axis(others, order, axis=1)]),
+                     distances=np.hstack([np.zeros_like(rows, dtype=np.float32),
+                                          np.take_along_axis(values, order, axis=1)]))

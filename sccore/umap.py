@@ -1,5 +1,8 @@
 """UMAP layouts built on FAISS neighbours, with a ``transform`` that places new or perturbed cells.
 
+:func:`umap` lays out the neighbours stored in an AnnData (``obsp``/``uns``, as scanpy stores them);
+``sccore.workflow.neighbors_and_umap`` is the one chain, neighbours then UMAP, that everything calls.
+
 Below ``subsample_threshold`` cells UMAP is fitted on all cells with the embedding's precomputed
 neighbours. Above it, it is fitted on a random subsample and the other cells are placed by
 :func:`transform`, which follows umap-learn's own transform but takes its neighbours from FAISS.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import anndata as ad
 import faiss
@@ -16,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import InputError
-from .neighbors import IndexParams, Neighbors, build_index, knn, search
+from .neighbors import IndexParams, Neighbors, build_index, knn, read_neighbors, search
 
 
 @dataclass(frozen=True)
@@ -131,15 +135,17 @@ def transform(model: UMAPModel, new_embedding: np.ndarray, train_index: faiss.In
     return np.asarray(coords, dtype=np.float32)
 
 
-def umap(adata: ad.AnnData, use_rep: str = "X_pca", neighbors: Neighbors | None = None,
-         params: UMAPParams = UMAPParams(), index_params: IndexParams = IndexParams(),
-         key_added: str = "X_umap") -> UMAPModel:
-    """UMAP of ``obsm[use_rep]`` into ``obsm[key_added]``, parameters in ``uns[key_added]``; returns the model."""
-    if use_rep not in adata.obsm:
-        raise InputError(f"obsm has no '{use_rep}'. Compute it first (e.g. `python -m sccore embed --method pca`); "
-                         f"available: {', '.join(adata.obsm.keys()) or 'none'}.")
-    model, coords = fit_umap(np.asarray(adata.obsm[use_rep]), neighbors, params, index_params)
+def umap(adata: ad.AnnData, neighbors_key: str = "neighbors", params: UMAPParams = UMAPParams(),
+         key_added: str = "X_umap", fit: Callable[..., tuple[UMAPModel, np.ndarray]] = fit_umap) -> UMAPModel:
+    """UMAP of the representation whose neighbours :func:`sccore.neighbors.neighbors` stored under ``neighbors_key``,
+    fitted on those neighbours (as ``scanpy.tl.umap(adata, neighbors_key=...)`` reads them), into
+    ``obsm[key_added]`` with its parameters in ``uns[key_added]``; returns the model. ``fit`` is :func:`fit_umap` or
+    a cached stand-in with its arguments."""
+    found = read_neighbors(adata, neighbors_key)
+    settings = adata.uns[neighbors_key]["params"]
+    use_rep = str(settings["use_rep"])
+    model, coords = fit(np.asarray(adata.obsm[use_rep]), found, params, IndexParams(**settings["index"]))
     adata.obsm[key_added] = coords
-    adata.uns[key_added] = {"use_rep": use_rep, "params": asdict(params),
+    adata.uns[key_added] = {"use_rep": use_rep, "neighbors_key": neighbors_key, "params": asdict(params),
                             "n_fit_cells": int(len(model.train_cells))}
     return model

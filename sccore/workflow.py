@@ -1,8 +1,9 @@
 """The whole path from raw counts to an explorable layout, each step cached on disk by content.
 
-``analyse`` is what the dashboard and the CLI both call: preprocess, PCA, a FAISS index, its
-k-nearest neighbours, and UMAP on those neighbours. Reopening the same data with the same
-parameters loads every step from the cache instead of computing it.
+``analyse`` is what the dashboard and the report call: preprocess, PCA, then :func:`neighbors_and_umap`, the one
+chain from an embedding to its layout (a FAISS index, its k-nearest neighbours stored the scanpy way in
+``obsp``/``uns``, and UMAP on those stored neighbours) that the CLI, the jobs and the atlas call too. Reopening
+the same data with the same parameters loads every step from the cache instead of computing it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import scipy.sparse as sp
 
 from .cache import DiskCache, fingerprint, make_key
 from .embed import PCAParams, pca_arrays, store_pca
-from .neighbors import IndexParams, Neighbors, build_index, knn, load_index, save_index
+from .errors import InputError
+from .neighbors import IndexParams, Neighbors, build_index, knn, load_index, neighbors, save_index
 from .pp import PreprocessParams, preprocess
-from .umap import UMAPModel, UMAPParams, fit_umap
+from .umap import UMAPModel, UMAPParams, fit_umap, umap
 
 Progress = Callable[[float, str], None]
-CACHE_VERSION = "2"  # bump when a cached entry changes shape
+CACHE_VERSION = "3"  # bump when a cached entry changes shape
 
 
 def _quiet(fraction: float, message: str) -> None:
@@ -37,7 +39,7 @@ class PipelineParams:
     preprocess: PreprocessParams = PreprocessParams()
     pca: PCAParams = PCAParams()
     index: IndexParams = IndexParams()
-    n_neighbors: int = 15
+    n_neighbors: int = UMAPParams.n_neighbors  # per cell, itself included (as scanpy counts them)
     umap: UMAPParams = UMAPParams()
     encoder_model: str = ""  # a model folder: adds obsm['X_encoder'] and its UMAP; "" for PCA only
     encoder_pooling: str = "mean"
@@ -61,8 +63,6 @@ class Analysis:
     def expression(self, gene: str) -> np.ndarray:
         """Log-normalised expression of ``gene`` in every cell (read from a gene-major copy, built once, or from
         ``expression_reader``)."""
-        from .errors import InputError
-
         if gene not in self.adata.var_names:
             raise InputError(f"Gene '{gene}' is not in this dataset ({self.adata.n_vars} genes after filtering).")
         position = self.adata.var_names.get_loc(gene)
@@ -90,6 +90,12 @@ def layout_key(use_rep: str) -> str:
     return "X_umap" if use_rep == "X_pca" else f"X_umap_{use_rep.removeprefix('X_')}"
 
 
+def graph_key(use_rep: str) -> str:
+    """The ``uns`` key (and ``obsp`` prefix) of the neighbours of ``use_rep``: ``neighbors`` for ``X_pca``,
+    ``neighbors_<name>`` otherwise."""
+    return "neighbors" if use_rep == "X_pca" else f"neighbors_{use_rep.removeprefix('X_')}"
+
+
 def _save_h5ad(adata: ad.AnnData, path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -111,40 +117,70 @@ def _load_umap(path: str) -> tuple[UMAPModel, np.ndarray]:
     return UMAPModel.from_arrays(arrays), arrays["coords"]
 
 
+@dataclass
+class Layout:
+    """What :func:`neighbors_and_umap` built for one embedding: its FAISS index, its neighbours (also stored in the
+    AnnData's ``obsp``/``uns``) and its UMAP model."""
+
+    index: faiss.Index
+    neighbors: Neighbors
+    model: UMAPModel
+
+
+def neighbors_and_umap(adata: ad.AnnData, use_rep: str, params: PipelineParams, cache: DiskCache = DiskCache(None),
+                       parent_key: str = "", neighbors_key: str | None = None, key_added: str | None = None,
+                       index: faiss.Index | None = None, progress: Progress = _quiet,
+                       progress_range: tuple[float, float] = (0.0, 1.0)) -> Layout:
+    """The one chain from an embedding to its layout, for the dashboard, the CLI, the jobs and the atlas: a FAISS
+    index of ``obsm[use_rep]`` (``index`` when given), its ``params.n_neighbors`` nearest neighbours stored the
+    scanpy way under ``neighbors_key`` (:func:`sccore.neighbors.neighbors`; default :func:`graph_key`), then UMAP
+    fitted on those stored neighbours into ``obsm[key_added]`` (:func:`sccore.umap.umap`; default
+    :func:`layout_key`). The index, the neighbours and the UMAP model are cached in ``cache`` under keys made
+    from ``parent_key`` and the parameters."""
+    low, high = progress_range
+    neighbors_key = neighbors_key or graph_key(use_rep)
+    key_added = key_added or layout_key(use_rep)
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm has no '{use_rep}'. Compute it first (e.g. `python -m sccore embed --method pca`); "
+                         f"available: {', '.join(adata.obsm.keys()) or 'none'}.")
+    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    index_key = make_key(make_key(parent_key, use_rep), params.index)
+    if index is None:
+        progress(low, f"Indexing {use_rep} with FAISS ({params.index.resolved_kind(len(embedding))})")
+        index = cache.fetch(index_key, "index.faiss", lambda: build_index(embedding, params.index), save_index,
+                            load_index)
+    progress(low + (high - low) / 3, f"Finding {params.n_neighbors} nearest neighbours of every cell")
+    knn_key = make_key(index_key, params.n_neighbors)
+    found = cache.fetch(knn_key, "neighbors.npz", lambda: knn(embedding, params.n_neighbors, params.index, index=index),
+                        lambda value, path: value.save(path), Neighbors.load)
+    neighbors(adata, use_rep, params.n_neighbors, params.index, key_added=neighbors_key, found=found)
+    progress(low + 2 * (high - low) / 3, f"Computing the UMAP of {use_rep}")
+    umap_key = make_key(knn_key, params.umap)
+
+    def fit(*arguments) -> tuple[UMAPModel, np.ndarray]:
+        return cache.fetch(umap_key, "umap.npz", lambda: fit_umap(*arguments), _save_umap, _load_umap)
+
+    model = umap(adata, neighbors_key, params.umap, key_added, fit=fit)
+    progress(high, f"Laid out {use_rep}")
+    return Layout(index=index, neighbors=found, model=model)
+
+
 def add_neighbors_and_layout(analysis: Analysis, use_rep: str, cache: DiskCache, progress: Progress = _quiet,
                              parent_key: str | None = None, progress_range: tuple[float, float] = (0.5, 0.75)) -> None:
-    """Index ``obsm[use_rep]`` with FAISS, find neighbours once, and lay it out with UMAP (all cached)."""
-    low, high = progress_range
-    params = analysis.params
-    embedding = np.asarray(analysis.adata.obsm[use_rep], dtype=np.float32)
-    base = make_key(parent_key or analysis.key, use_rep)
-    index_key = make_key(base, params.index)
-    progress(low, f"Indexing {use_rep} with FAISS ({params.index.resolved_kind(len(embedding))})")
-    index = cache.fetch(index_key, "index.faiss", lambda: build_index(embedding, params.index), save_index, load_index)
-    progress(low + (high - low) / 3, f"Finding {params.n_neighbors} nearest neighbours of every cell")
-    neighbors_key = make_key(index_key, params.n_neighbors)
-    neighbors = cache.fetch(neighbors_key, "neighbors.npz",
-                            lambda: knn(embedding, params.n_neighbors + 1, params.index, index=index),
-                            lambda value, path: value.save(path), Neighbors.load)
-    progress(low + 2 * (high - low) / 3, f"Computing the UMAP of {use_rep}")
-    umap_key = make_key(neighbors_key, params.umap)
-    model, coords = cache.fetch(umap_key, "umap.npz",
-                                lambda: fit_umap(embedding, neighbors, params.umap, params.index),
-                                _save_umap, _load_umap)
-    key = layout_key(use_rep)
-    analysis.adata.obsm[key] = coords
-    analysis.adata.uns[key] = {"use_rep": use_rep, "n_neighbors": params.n_neighbors,
-                               "n_fit_cells": int(len(model.train_cells))}
-    analysis.indexes[use_rep] = index
-    analysis.neighbors[use_rep] = neighbors
-    analysis.umap_models[use_rep] = model
+    """:func:`neighbors_and_umap` of ``obsm[use_rep]`` in the analysis, its index, neighbours and model kept there."""
+    layout = neighbors_and_umap(analysis.adata, use_rep, analysis.params, cache, parent_key or analysis.key,
+                                progress=progress, progress_range=progress_range)
+    analysis.indexes[use_rep] = layout.index
+    analysis.neighbors[use_rep] = layout.neighbors
+    analysis.umap_models[use_rep] = layout.model
 
 
 def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache: DiskCache | None = None,
             progress: Progress = _quiet) -> Analysis:
     """Preprocess ``adata`` (raw counts in ``X``), compute PCA, FAISS neighbours and UMAP; reuse cached steps.
 
-    The result's AnnData holds ``obsm['X_pca']``, ``obsm['X_umap']`` and the QC report in
+    The result's AnnData holds ``obsm['X_pca']``, its neighbours (``obsp['distances']``,
+    ``obsp['connectivities']``, ``uns['neighbors']``, as ``scanpy.pp.neighbors`` stores them), ``obsm['X_umap']`` and the QC report in
     ``uns['preprocess']``; the FAISS index, neighbours and UMAP model sit beside it.
     """
     cache = cache or DiskCache(None)

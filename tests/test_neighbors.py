@@ -73,3 +73,77 @@ def test_search_leaves_out_excluded_cells_in_flat_and_hnsw_indexes():
         assert found.indices.shape == (5, 10) and not np.isin(found.indices, excluded).any()
         assert np.all(np.diff(found.distances, axis=1) >= -1e-6)
     assert search(index, embedding[:1], 1000, exclude=excluded).k == 300
+
+
+def test_neighbors_are_stored_the_scanpy_way_and_read_back(points):
+    import anndata as ad
+    from scanpy.neighbors._connectivity import umap as scanpy_connectivities
+
+    from sccore.neighbors import neighbors, read_neighbors
+
+    adata = ad.AnnData(obsm={"X_emb": points[:500]})
+    found = neighbors(adata, "X_emb", 10, IndexParams(kind="flat"), key_added="emb")
+    assert adata.uns["emb"]["connectivities_key"] == "emb_connectivities"
+    assert adata.uns["emb"]["distances_key"] == "emb_distances"
+    assert {"n_neighbors": 10, "method": "umap", "metric": "euclidean", "use_rep": "X_emb"}.items() <= \
+        adata.uns["emb"]["params"].items()
+    distances = adata.obsp["emb_distances"]
+    assert distances.shape == (500, 500) and np.all(np.diff(distances.indptr) == 9)
+    expected = scanpy_connectivities(found.indices, found.distances, n_obs=500, n_neighbors=10)
+    np.testing.assert_allclose(adata.obsp["emb_connectivities"].toarray(), expected.toarray(), rtol=1e-6)
+    again = read_neighbors(adata, "emb")
+    np.testing.assert_array_equal(again.indices, found.indices)
+    np.testing.assert_allclose(again.distances, found.distances)
+
+
+def test_missing_stored_neighbours_are_refused_with_the_fix(points):
+    import anndata as ad
+
+    from sccore.neighbors import neighbors, read_neighbors
+
+    adata = ad.AnnData(obsm={"X_emb": points[:50]})
+    with pytest.raises(InputError, match="python -m sccore neighbors"):
+        read_neighbors(adata, "neighbors")
+    with pytest.raises(InputError, match="X_other"):
+        neighbors(adata, "X_other", 10, IndexParams())
+    with pytest.raises(InputError, match="n_neighbors must be from 2"):
+        neighbors(adata, "X_emb", 1, IndexParams())
+
+
+def test_a_file_the_cli_writes_works_with_scanpy_leiden_paga_and_umap(tmp_path, capsys):
+    import anndata as ad
+    import scanpy as sc
+
+    from sccore.cli import main
+    from tests.conftest import make_counts
+
+    make_counts(n_cells=300).write_h5ad(tmp_path / "counts.h5ad")
+    assert main(["embed", str(tmp_path / "counts.h5ad"), "-o", str(tmp_path / "pca.h5ad"), "--min-genes", "0"]) == 0
+    assert main(["umap", str(tmp_path / "pca.h5ad"), "-o", str(tmp_path / "umap.h5ad"),
+                 "--neighbors-key", "pca_graph"]) == 0
+    assert "obsp['pca_graph_distances'], obsp['pca_graph_connectivities']" in capsys.readouterr().out
+    adata = ad.read_h5ad(tmp_path / "umap.h5ad")
+    sc.tl.leiden(adata, neighbors_key="pca_graph", flavor="igraph", n_iterations=2, directed=False)
+    assert adata.obs["leiden"].nunique() >= 3
+    agreement = pd_crosstab_purity(adata.obs["leiden"], adata.obs["cell_type"])
+    assert agreement > 0.9  # the graph separates the synthetic cell types
+    sc.tl.paga(adata, groups="leiden", neighbors_key="pca_graph")
+    assert adata.uns["paga"]["connectivities"].shape[0] == adata.obs["leiden"].nunique()
+    sc.tl.umap(adata, neighbors_key="pca_graph")
+    assert adata.obsm["X_umap"].shape == (300, 2) and np.isfinite(adata.obsm["X_umap"]).all()
+
+    assert main(["neighbors", str(tmp_path / "pca.h5ad"), "-o", str(tmp_path / "graph.h5ad"), "--n-neighbors",
+                 "8"]) == 0
+    graph = ad.read_h5ad(tmp_path / "graph.h5ad")
+    assert graph.uns["neighbors"]["params"]["n_neighbors"] == 8
+    assert {"distances", "connectivities"} <= set(graph.obsp)  # scanpy's names for the default key
+    sc.tl.leiden(graph, flavor="igraph", n_iterations=2, directed=False)  # scanpy's default neighbours
+    assert graph.obs["leiden"].nunique() >= 3
+
+
+def pd_crosstab_purity(clusters, labels) -> float:
+    """The share of cells whose cluster's most common label is their own."""
+    import pandas as pd
+
+    table = pd.crosstab(clusters, labels)
+    return float(table.max(axis=1).sum() / table.to_numpy().sum())

@@ -60,3 +60,21 @@ def test_transform_without_optimisation_is_repeatable(clusters):
     first = transform(model, points[:50], index, optimize=False)
     np.testing.assert_array_equal(first, transform(model, points[:50], index, optimize=False))
     assert np.median(np.linalg.norm(first - coords[:50], axis=1)) < np.ptp(coords, axis=0).max() / 20
+
+
+def test_umap_lays_out_the_stored_neighbours_as_fit_umap_does_on_them(clusters):
+    import anndata as ad
+
+    from sccore.neighbors import neighbors
+    from sccore.umap import umap
+
+    points, _ = clusters
+    adata = ad.AnnData(obsm={"X_pca": points})
+    found = neighbors(adata, "X_pca", 15, IndexParams(), key_added="graph")
+    model = umap(adata, "graph", UMAPParams(n_neighbors=15), key_added="X_layout")
+    _, expected = fit_umap(points, knn(points, 16), UMAPParams(n_neighbors=15))
+    np.testing.assert_array_equal(adata.obsm["X_layout"], expected)
+    assert found.k == 15 and len(model.train_cells) == len(points)
+    assert adata.uns["X_layout"]["use_rep"] == "X_pca" and adata.uns["X_layout"]["neighbors_key"] == "graph"
+    with pytest.raises(InputError, match="No neighbours are stored under 'other'"):
+        umap(adata, "other")

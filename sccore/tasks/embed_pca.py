@@ -1,0 +1,46 @@
+"""The ``embed --method pca`` task: quality control, normalisation, highly variable genes and PCA of raw counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import anndata as ad
+
+from ..embed import PCAParams
+from .base import Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, write_h5ad
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedPCAParams(QualityControl):
+    """Parameters of :func:`run`: the raw counts ``input``, the ``output`` file, the PCA and the filters."""
+
+    task: ClassVar[str] = "embed (pca)"
+    input: str
+    output: str = ""
+    n_comps: int = PCAParams.n_comps
+    key_added: str = "X_pca"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.n_comps >= 1, f"n_comps (principal components) must be 1 or more, not {self.n_comps}.")
+        require(bool(self.key_added), "key_added names the obsm key to write, e.g. X_pca.")
+
+
+def run(params: EmbedPCAParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> ad.AnnData:
+    """Filter, normalise and embed ``params.input``'s cells; writes the processed cells with
+    ``obsm[key_added]`` to ``params.output`` and returns them."""
+    from ..embed import pca
+    from ..pp import preprocess
+
+    output = params.output_path
+    raw = open_counts(params.input, params.library_size_key)
+    check_stop(should_stop)
+    progress(0.1, "quality control, normalisation and highly variable genes")
+    processed = preprocess(raw, params.preprocess_params(raw))
+    check_stop(should_stop)
+    progress(0.6, f"PCA ({params.n_comps} components)")
+    pca(processed, PCAParams(n_comps=params.n_comps), key_added=params.key_added)
+    progress(0.9, "writing")
+    write_h5ad(processed, output)
+    return processed

@@ -1,0 +1,96 @@
+"""The ``report`` task: the dashboard's analysis, knockouts and a screen by every method, as one offline HTML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .base import Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, stoppable
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportParams(QualityControl):
+    """Parameters of :func:`run`: the raw counts ``input``, the ``output`` HTML, the encoder (``model``, optional), the
+    annotation to colour by, the genes to ``knockout`` in the ``where`` cells (at most ``max_cells``), whether to
+    ``screen`` the ``top`` genes toward a ``goal``, and the ``rows`` shown of each ranked table."""
+
+    task: ClassVar[str] = "report"
+    input: str
+    output: str = ""
+    model: str | None = None
+    device: str = "auto"
+    color_by: str | None = None
+    knockout: tuple[str, ...] = ()
+    where: dict[str, str] = field(default_factory=dict)
+    screen: bool = False
+    top: int = 100
+    goal: dict[str, str] = field(default_factory=dict)
+    max_cells: int = 0
+    seed: int = 0
+    rows: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.top >= 1 and self.rows >= 1, "top and rows must be 1 or more.")
+        require(self.max_cells >= 0, f"max_cells is 0 (every cell) or more, not {self.max_cells}.")
+
+
+@dataclass
+class ReportOutcome:
+    """What :func:`run` wrote: the file's size in bytes, the cells analysed, knockout rows and screens."""
+
+    size: int
+    n_cells: int
+    n_knockouts: int
+    n_screens: int
+
+
+def run(params: ReportParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> ReportOutcome:
+    """Run the dashboard's pipeline (:func:`sccore.workflow.analyse`), knock out each gene and screen by the encoder
+    (with ``model``) and both baselines, and write the report to ``params.output``."""
+    import pandas as pd
+
+    from ..device import resolve_device
+    from ..models import load_model
+    from ..perturb import choose_cells, goal_for, goal_scores, knockout, sample_cells, screen
+    from ..pp import qc_metrics
+    from ..report import ScreenReport, describe_cells, main_annotation, write_report
+    from ..workflow import PipelineParams, analyse
+
+    output = params.output_path
+    raw = open_counts(params.input, params.library_size_key)
+    main_annotation(raw, params.color_by)  # a bad colour_by fails before anything is computed
+    pipeline = PipelineParams(preprocess=params.preprocess_params(raw), encoder_model=params.model or "",
+                              encoder_device=params.device)
+    report = stoppable(progress, should_stop)
+    analysis = analyse(raw, pipeline, progress=lambda fraction, message: report(0.4 * fraction, message))
+    adata, library_size_key = analysis.adata, pipeline.preprocess.library_size_key
+    model = load_model(params.model, resolve_device(params.device)) if params.model else None
+    methods = (["encoder"] if model is not None else []) + ["pca", "linear"]
+    population = choose_cells(adata, params.where)
+    cells = sample_cells(population, params.max_cells, params.seed)
+    about = describe_cells(params.where, len(cells), len(population))
+    goals = {method: goal_for(adata, method, model, cells, params.goal, library_size_key) for method in methods}
+    rows = []
+    for position, gene in enumerate(params.knockout):
+        report(0.4 + 0.1 * position / len(params.knockout), f"knocking out {gene}")
+        for method in methods:
+            result = knockout(adata, [gene], cells, method, model=model, library_size_key=library_size_key)
+            rows.append({**result.summary(), "cells": about, "mode": "delete",
+                         **(goal_scores(result.original, result.perturbed, goals[method]) if params.goal else {})})
+    screens = []
+    if params.screen:
+        tables = {}
+        for position, method in enumerate(methods):
+            def method_progress(fraction: float, message: str, position: int = position, method: str = method) -> None:
+                report(0.5 + 0.45 * (position + fraction) / len(methods), f"screen, {method}: {message}")
+
+            tables[method] = screen(adata, cells, method, model=model, top=params.top, goal=goals[method],
+                                    library_size_key=library_size_key, seed=params.seed, progress=method_progress)
+        goal_text = ", ".join(f"{key} = {value}" for key, value in params.goal.items())
+        screens.append(ScreenReport(about, tables, goal=goal_text))
+    check_stop(should_stop)
+    report(0.95, "writing the report")
+    size = write_report(output, analysis, color_by=params.color_by, qc=qc_metrics(raw, pipeline.preprocess),
+                        knockouts=pd.DataFrame(rows) if rows else None, screens=screens, top=params.rows)
+    return ReportOutcome(size, adata.n_obs, len(rows), len(screens))

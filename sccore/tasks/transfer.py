@@ -1,0 +1,126 @@
+"""The ``transfer`` task: label transfer from a labelled reference to query cells mapped into its space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import anndata as ad
+
+from ..embed import PCAParams
+from .base import Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, write_h5ad
+
+REPRESENTATIONS = ("X_pca", "X_encoder")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferParams(QualityControl):
+    """Parameters of :func:`run`: the ``reference`` (raw counts, or a file from ``embed``, whose PCA is reused) and its
+    ``label_key``, the ``query`` (raw counts), the space they meet in (``use_rep``, with ``model`` for the encoder),
+    the vote (``k`` neighbours, ``threshold``), and where the labels go (``output``, ``obs[key_added]``)."""
+
+    task: ClassVar[str] = "transfer"
+    reference: str
+    query: str
+    label_key: str
+    output: str = ""
+    use_rep: str = "X_pca"
+    model: str | None = None
+    key_added: str = "predicted_cell_type"
+    k: int = 15
+    threshold: float = 0.5
+    gene_id_key: str | None = None
+    query_label_key: str | None = None
+    n_comps: int = PCAParams.n_comps
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.use_rep in REPRESENTATIONS, f"use_rep is one of {', '.join(REPRESENTATIONS)}, not "
+                                                 f"'{self.use_rep}'.")
+        require(self.k >= 1, f"k (reference neighbours that vote) must be 1 or more, not {self.k}.")
+        require(0 <= self.threshold <= 1, f"The confidence threshold must lie between 0 and 1, not {self.threshold}.")
+
+
+@dataclass
+class TransferOutcome:
+    """What :func:`run` did: the labelled ``query``, how it was mapped (``mapping``: genes matched, library sizes),
+    the vote's ``warnings``, the scores against the query's true labels (``true_key``; empty without), and
+    ``notes`` on what was computed for the reference."""
+
+    query: ad.AnnData
+    mapping: dict
+    warnings: list[str]
+    true_key: str | None
+    scores: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _reference(stored: ad.AnnData, params: TransferParams, model, progress: Progress, notes: list[str]) -> ad.AnnData:
+    """The reference with ``obsm[use_rep]``: ``stored`` (the file as read) when it can be reused, else computed
+    here (PCA through the project's preprocessing, or the encoder in ``model``)."""
+    from ..embed import pca
+    from ..encode import encoder
+    from ..pp import preprocess
+    from ..transfer import has_pca_projection
+
+    if params.use_rep == "X_pca":
+        if has_pca_projection(stored):
+            return stored
+        notes.append("The reference holds no sccore PCA with loadings: computed one (quality control, normalisation, "
+                     "PCA).")
+        raw = open_counts(params.reference, params.library_size_key)
+        reference = preprocess(raw, params.preprocess_params(raw))
+        pca(reference, PCAParams(n_comps=params.n_comps))
+        return reference
+    embedded_with = stored.uns.get(params.use_rep, {}).get("model")
+    if params.use_rep in stored.obsm and embedded_with and Path(embedded_with).resolve() == Path(model.path).resolve():
+        return stored
+    notes.append(f"Embedded the reference with {model.path}.")
+    reference = open_counts(params.reference, params.library_size_key)
+    encoder(reference, model, key_added=params.use_rep, device=params.device, library_size_key=params.library_size_key,
+            gene_id_key=params.gene_id_key, progress=lambda f, m: progress(0.4 * f, f"reference: {m}"))
+    return reference
+
+
+def _model(stored: ad.AnnData, params: TransferParams):
+    """The loaded encoder for ``use_rep="X_encoder"``: ``model``, else the one the reference ``stored`` names."""
+    from ..device import resolve_device
+    from ..models import load_model
+
+    if params.use_rep != "X_encoder":
+        return None
+    folder = params.model or stored.uns.get("X_encoder", {}).get("model")
+    require(bool(folder) and Path(folder).is_dir(), "--use-rep X_encoder needs --model DIR: the encoder folder that "
+                                                    "embeds both the reference and the query.")
+    return load_model(folder, resolve_device(params.device))
+
+
+def run(params: TransferParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> TransferOutcome:
+    """Map the query into the reference's space (never refitted on it), give each query cell the similarity-weighted
+    vote of its ``k`` nearest reference cells, score it where the query has true labels, and write the query with
+    ``obs[key_added]`` and ``obs[key_added + '_confidence']`` to ``params.output``."""
+    from ..io import read_h5ad
+    from ..transfer import map_query, reference_labels, score, transfer
+
+    output = params.output_path
+    stored = read_h5ad(params.reference)
+    reference_labels(stored.obs, params.label_key)  # bad keys fail before anything is computed
+    query = open_counts(params.query)
+    true_key = params.query_label_key or (params.label_key if params.label_key in query.obs.columns else None)
+    require(not true_key or true_key in query.obs.columns, f"The query's obs has no column '{true_key}' to score "
+                                                           f"against; columns: {', '.join(map(str, query.obs.columns))}.")
+    model = _model(stored, params)
+    notes: list[str] = []
+    reference = _reference(stored, params, model, progress, notes)
+    check_stop(should_stop)
+    progress(0.4, "mapping the query onto the reference")
+    mapping = map_query(reference, query, params.use_rep, model=model, gene_id_key=params.gene_id_key,
+                        progress=lambda f, m: progress(0.4 + 0.5 * f, f"query: {m}"))
+    check_stop(should_stop)
+    progress(0.9, f"voting ({params.k} nearest reference cells)")
+    result = transfer(reference, query, params.label_key, params.use_rep, params.key_added, params.k, params.threshold)
+    scores = score(query.obs[true_key], query.obs[params.key_added]) if true_key else {}
+    write_h5ad(query, output)
+    return TransferOutcome(query, mapping, list(result.warnings), true_key, scores, notes)
