@@ -53,6 +53,7 @@ EF_SEARCH_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 FORMAT_VERSION = 2
 
 
+def _quiet(fraction: float, message: str) -> None:
     """A progress callback that reports nothing."""
 
 
