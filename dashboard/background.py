@@ -7,6 +7,7 @@ when "Run in the background" is on.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ import streamlit as st
 
 from sccore import InputError, jobs
 from sccore.cache import atomic_write
+from sccore.tasks.base import TaskParams
 
 from dashboard.access import current_user
 from dashboard.state import DEMO, checked_source, job_store, load_dataset, settings
@@ -45,11 +47,12 @@ def job_input(source: str, create: bool = True) -> str | None:
     return str(path) if path.exists() else None
 
 
-def job_params(kind: str, source: str, params: dict, create: bool = True) -> dict | None:
-    """``params`` of a ``kind`` job on ``source``'s file (:func:`job_input`), completed and checked
-    (``sccore.jobs.checked_params``); ``None`` when ``create`` is off and the demo has no file yet."""
+def job_params(kind: str, source: str, params: TaskParams, create: bool = True) -> dict | None:
+    """A ``kind`` job's parameters: ``params`` (the task's dataclass, as the page built it) reading ``source``'s file
+    (:func:`job_input`), checked and serialised (``sccore.jobs.checked_params``); ``None`` when ``create`` is off and
+    the demo has no file yet."""
     path = job_input(source, create)
-    return None if path is None else jobs.checked_params(kind, {**params, "input": path})
+    return None if path is None else jobs.checked_params(kind, replace(params, input=path))
 
 
 def submit_job(kind: str, source: str, params: dict) -> str:

@@ -18,6 +18,7 @@ from sccore import InputError
 from sccore.export import embedding_table, h5ad_bytes
 from sccore.pp import PreprocessParams, qc_metrics
 from sccore.render import View, legend_table, render_categories, render_values
+from sccore.tasks.metrics import MetricsTaskParams
 from sccore.workflow import Analysis
 
 from dashboard.state import category_palette, checked_model, default_view, load_dataset
@@ -291,13 +292,13 @@ def labelled_h5ad(cache_key, labels: pd.DataFrame, _build) -> bytes:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def integration_metrics(analysis_key: str, label_key: str, batch_key: str, embeddings: tuple[str, ...],
-                        _analysis: Analysis) -> pd.DataFrame:
-    """``sccore.metrics.benchmark_embeddings`` of the analysis (one row per embedding), with a progress bar."""
-    from sccore.metrics import benchmark_embeddings
+def integration_metrics(analysis_key: str, params: MetricsTaskParams, _analysis: Analysis) -> pd.DataFrame:
+    """The ``metrics`` task's in-memory core (``sccore.tasks.metrics.compute``) on the analysis (one row per
+    embedding), with a progress bar."""
+    from sccore.tasks.metrics import compute
 
     with progress_bar("Computing the integration metrics…") as progress:
-        return benchmark_embeddings(_analysis.adata, label_key, batch_key, list(embeddings), progress=progress)
+        return compute(_analysis.adata, params, progress)
 
 
 @st.cache_data(show_spinner="Writing the report…", max_entries=8)

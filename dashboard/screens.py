@@ -1,9 +1,11 @@
-"""The Knockout page's screens: run in this session (a click stops them, keeping a partial result), or as one
-background ``screen`` job per method, found again in the job records; and the ranked tables shown.
+"""The Knockout page's screens: the ``screen`` task (``sccore.tasks.screen``), in this session on the page's dataset
+(its in-memory core, ``compute``; a click stops it, keeping a partial result), or as one background ``screen`` job per
+method (its ``run``), found again in the job records; and the ranked tables shown.
 
-A screen's settings are a :class:`dashboard.session.ScreenRequest`; its result a
-:class:`dashboard.session.ScreenRecord`, kept in the session and, once complete, for every session
-(``dashboard.cached.remember_result``). The computation is ``sccore.perturb.screen``, once per method.
+A screen's settings are a :class:`dashboard.session.ScreenRequest`; each method's parameters are the task's
+:class:`~sccore.tasks.screen.ScreenParams` (:func:`screen_params`, the same in this session and in a job); its result
+a :class:`dashboard.session.ScreenRecord`, kept in the session and, once complete, for every session
+(``dashboard.cached.remember_result``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dashboard.explain import column_help
 from dashboard.session import Failure, ScreenRecord, ScreenRequest
 from sccore import InputError
 from sccore.glossary import agreement_note
-from sccore.perturb import choose_cells, goal_from_groups, sample_cells, screen
+from sccore.perturb import choose_cells, goal_for, sample_cells
 from sccore.report import CAVEAT, METHOD_LABELS, method_agreement
+from sccore.tasks import screen as screen_task
+from sccore.tasks.screen import ScreenParams
 from sccore.workflow import Analysis
 
 RUNNING = "screen_running"  # set while a screen runs in this session (widgets.run_stoppable)
@@ -35,30 +39,38 @@ def population_cells(adata, population: session.Population, max_cells: int) -> t
     return everyone, sample_cells(everyone, max_cells)
 
 
-def screen_cells(analysis: Analysis, request: ScreenRequest):
-    """The screen's population, its sample and the goal's cells (None without a goal); refuses an empty population
-    or a goal equal to the start."""
-    adata = analysis.adata
-    everyone, cells = population_cells(adata, request.population, request.max_cells)
-    goal_cells = choose_cells(adata, dict([request.goal])) if request.goal else None
+def screen_params(analysis: Analysis, request: ScreenRequest, method: str) -> ScreenParams:
+    """The ``screen`` task's parameters of ``method`` for ``request`` on the current dataset, with the analysis's
+    filters and PCA, its goal starting from the whole population: what this session computes, and what a background
+    job gets (with the file it reads as its input, :func:`job_params`)."""
+    pipeline, preprocess = analysis.params, analysis.params.preprocess
+    return ScreenParams(input=state.current_source()[0], model=request.model_folder if method == "encoder" else method,
+                        where=dict([request.population]) if request.population else {},
+                        goal=dict([request.goal]) if request.goal else {}, goal_start="population", top=request.top,
+                        max_cells=request.max_cells, estimate=request.estimate if method == "encoder" else "exact",
+                        device=pipeline.encoder_device, n_comps=pipeline.pca.n_comps, min_genes=preprocess.min_genes,
+                        max_pct_mito=preprocess.max_pct_mito, min_cells=preprocess.min_cells,
+                        n_top_genes=preprocess.n_top_genes, library_size_key=preprocess.library_size_key)
+
+
+def screened_cells(analysis: Analysis, request: ScreenRequest) -> tuple[np.ndarray, np.ndarray]:
+    """The screen's population and the cells it screens (``sccore.tasks.screen.screened_cells``)."""
+    return screen_task.screened_cells(analysis.adata, screen_params(analysis, request, "pca"))
+
+
+def check_cells(analysis: Analysis, request: ScreenRequest) -> None:
+    """Refuse an empty population, or a goal equal to its start, before a screen runs or is queued."""
+    everyone, _ = screened_cells(analysis, request)
     if request.goal:
-        goal_from_groups(adata.obsm["X_pca"], everyone, goal_cells)  # refuse a goal equal to the start at once
-    return everyone, cells, goal_cells
+        goal_for(analysis.adata, "pca", None, everyone, dict([request.goal]))
 
 
 def job_params(analysis: Analysis, request: ScreenRequest, create: bool) -> list[dict] | None:
-    """The ``screen`` jobs' parameters for ``request``, one per method, with the analysis's filters and PCA; None
-    when ``create`` is off and the demo has no file yet."""
-    preprocess, source = analysis.params.preprocess, state.current_source()[0]
-    common = {"where": dict([request.population]) if request.population else {},
-              "goal": dict([request.goal]) if request.goal else {}, "goal_start": "population", "top": request.top,
-              "max_cells": request.max_cells, "device": analysis.params.encoder_device,
-              "n_comps": analysis.params.pca.n_comps, "min_genes": preprocess.min_genes,
-              "max_pct_mito": preprocess.max_pct_mito, "min_cells": preprocess.min_cells,
-              "n_top_genes": preprocess.n_top_genes, "library_size_key": preprocess.library_size_key}
-    params = [background.job_params("screen", source, {
-        **common, "model": request.model_folder if method == "encoder" else method,
-        "estimate": request.estimate if method == "encoder" else "exact"}, create) for method in request.methods]
+    """The ``screen`` jobs' parameters for ``request`` (:func:`screen_params` of each method, serialised), one per
+    method; None when ``create`` is off and the demo has no file yet."""
+    source = state.current_source()[0]
+    params = [background.job_params("screen", source, screen_params(analysis, request, method), create)
+              for method in request.methods]
     return None if None in params else params
 
 
@@ -78,7 +90,7 @@ def from_jobs(analysis: Analysis, request: ScreenRequest) -> ScreenRecord | tupl
         return None
     if not all(record.done for record in records):
         return tuple(record.id for record in records)
-    everyone, cells = population_cells(analysis.adata, request.population, request.max_cells)
+    everyone, cells = screened_cells(analysis, request)
     tables, errors = background.csv_results(dict(zip(request.methods, records)))
     record = ScreenRecord(tables, errors, False, {m: 1.0 for m in request.methods}, len(everyone), len(cells))
     _keep(request, record, remember=not errors)
@@ -86,10 +98,11 @@ def from_jobs(analysis: Analysis, request: ScreenRequest) -> ScreenRecord | tupl
 
 
 def run_screen(analysis: Analysis, request: ScreenRequest, progress, should_stop) -> ScreenRecord:
-    """``sccore.perturb.screen`` by each method of ``request`` until ``should_stop``; stopped early, the record is
-    partial (each method's share of the cells screened is in its ``progress``)."""
+    """The screen task's ``compute`` by each method of ``request`` (:func:`screen_params`; the goal in the analysis's
+    embedding of the method) until ``should_stop``; stopped early, the record is partial (each method's share of the
+    cells screened is in its ``progress``)."""
     adata, methods = analysis.adata, request.methods
-    everyone, cells, goal_cells = screen_cells(analysis, request)
+    everyone, cells = screened_cells(analysis, request)
     tables, errors, done = {}, {}, {method: 0.0 for method in methods}
     for position, method in enumerate(methods):
         if should_stop():
@@ -102,11 +115,9 @@ def run_screen(analysis: Analysis, request: ScreenRequest, progress, should_stop
         try:
             model = (cached.loaded_model(request.model_folder, analysis.params.encoder_device) if method == "encoder"
                      else None)
-            goal = goal_from_groups(adata.obsm[REP[method]], everyone, goal_cells) if request.goal else None
-            tables[method] = screen(adata, cells, method, model=model, top=request.top, goal=goal,
-                                    library_size_key=analysis.params.preprocess.library_size_key,
-                                    estimate=request.estimate if method == "encoder" else "exact", progress=report,
-                                    should_stop=should_stop)
+            tables[method] = screen_task.compute(adata, screen_params(analysis, request, method), model,
+                                                 analysis.params.preprocess.library_size_key,
+                                                 adata.obsm[REP[method]], report, should_stop)
         except InputError as error:
             errors[method] = str(error)
     partial = should_stop() and any(done[m] < 1.0 for m in methods if m not in errors)
@@ -122,14 +133,15 @@ def screen_outcome(analysis: Analysis, request: ScreenRequest, run: bool, in_bac
         session.keep(session.SCREENS, request, finished)
     elif run:
         try:
-            screen_cells(analysis, request)  # an empty population or a goal equal to the start: refused at once
+            check_cells(analysis, request)
             if in_background:
                 background.submit_missing("screen", state.current_source()[0], job_params(analysis, request, True))
                 session.kept_results(session.SCREENS).pop(request, None)  # shown from the jobs
             else:
                 widgets.run_stoppable(lambda progress, should_stop: run_screen(analysis, request, progress,
                                                                                should_stop),
-                                      lambda record: _keep(request, record, remember=not record.partial), RUNNING, CANCEL, "Starting the screen…")
+                                      lambda record: _keep(request, record, remember=not record.partial), RUNNING,
+                                      CANCEL, "Starting the screen…")
         except InputError as error:
             session.keep(session.SCREENS, request, Failure(str(error)))
     kept = session.outcome_of(session.SCREENS, request)

@@ -20,6 +20,7 @@ import streamlit as st
 from sccore import InputError
 from sccore.perturb import KnockoutResult
 from sccore.settings import printable
+from sccore.tasks.metrics import MetricsTaskParams
 from sccore.transfer import MappedTransfer, TransferResult
 
 KNOCKOUTS = "knockout_results"
@@ -130,6 +131,12 @@ class MetricsRequest:
     label_key: str
     batch_key: str
     embeddings: tuple[str, ...]
+
+    def task_params(self, source: str) -> MetricsTaskParams:
+        """The ``metrics`` task's parameters of this request on ``source``'s analysis (the other fields: the task's
+        defaults)."""
+        return MetricsTaskParams(input=source, label_key=self.label_key, batch_key=self.batch_key,
+                                 embeddings=self.embeddings)
 
 
 def kept_results(slot: str) -> dict:

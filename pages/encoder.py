@@ -10,9 +10,11 @@ from dashboard import background, state
 from sccore import InputError
 from sccore.device import describe, resolve_device
 from sccore.glossary import HELP
-from sccore.models import PRESETS, TrainConfig, train
+from sccore.models import PRESETS
 from sccore.plots import loss_curve
 from sccore.settings import safe_file_name
+from sccore.tasks import train as train_task
+from sccore.tasks.train import TrainParams
 
 
 def read_json(path: Path) -> dict:
@@ -40,7 +42,7 @@ except InputError as error:
 st.info(f"Computing on: **{describe(device)}**" + (" (chosen automatically)" if choice == "auto" else ""))
 
 analysis = state.open_or_stop()
-source, library_size_key = state.current_source()
+source = state.current_source()[0]
 models = state.available_models()
 current = analysis.params.encoder_model
 
@@ -84,6 +86,10 @@ with st.form("train"):
     submitted = st.form_submit_button("Train", type="primary")
 try:
     out = state.new_model_folder(name.strip()) if submitted else None
+    if out is not None:  # the train task's parameters, the same in this session and in a job
+        params = TrainParams(input=background.job_input(source), out=str(out), config=preset_name,
+                             epochs=float(epochs), learning_rate=float(learning_rate), device=choice,
+                             library_size_key=analysis.params.preprocess.library_size_key)
 except InputError as error:
     st.error(str(error))
     out = None
@@ -93,9 +99,7 @@ if out is not None and in_background:
         st.error(f"A background training into {out.name} is under way: wait for it, or cancel it first.")
     else:
         try:
-            background.submit_job("train", source, background.job_params("train", source, {
-                "config": preset_name, "epochs": float(epochs), "learning_rate": float(learning_rate),
-                "device": choice, "library_size_key": analysis.params.preprocess.library_size_key, "out": str(out)}))
+            background.submit_job("train", source, background.job_params("train", source, params))
         except InputError as error:
             st.error(str(error))
     out = None  # the job trains it
@@ -112,9 +116,7 @@ if out is not None:
             chart.plotly_chart(loss_curve(json.loads(log.read_text())["history"]), width="stretch")
 
     try:
-        train(state.load_dataset(source, library_size_key), out, preset_name,
-              TrainConfig(epochs=float(epochs), learning_rate=float(learning_rate), device=str(device)),
-              library_size_key=analysis.params.preprocess.library_size_key, progress=report)
+        train_task.run(params, report)  # what the `train` job and `python -m sccore train` run
     except InputError as error:
         st.error(str(error))
     else:

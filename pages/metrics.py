@@ -77,7 +77,7 @@ if st.session_state.get(session.METRICS) != request:
     st.stop()
 
 try:
-    table = cached.integration_metrics(analysis.key, label_key, batch_key, tuple(chosen), analysis)
+    table = cached.integration_metrics(analysis.key, request.task_params(state.current_source()[0]), analysis)
 except InputError as error:
     st.error(str(error))
     st.stop()

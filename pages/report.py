@@ -21,7 +21,7 @@ screens = session.session_screens(analysis.key)
 asked = session.metrics_request(analysis.key)  # the Metrics page's last request
 try:
     metrics = None if asked is None else (
-        cached.integration_metrics(analysis.key, asked.label_key, asked.batch_key, asked.embeddings, analysis),
+        cached.integration_metrics(analysis.key, asked.task_params(source), analysis),
         f"{asked.label_key} as labels, {asked.batch_key} as batches.")
     transfer = session.session_transfer(analysis)
 except InputError as error:

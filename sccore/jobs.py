@@ -177,7 +177,7 @@ def connect(scheduler_address: str = "", n_workers: int = 1):
 
     The local cluster's scheduler and workers run as their own subprocesses (``python -m dask spec``), not
     as children forked or spawned from this one, so they never re-run the caller's main script (Streamlit's
-    pages); ``PYTHONPATH`` gains the folder holding ``sccore`` so that they import this code.
+    pages); they run this interpreter, so they import the ``sccore`` installed in its environment.
     """
     from distributed import Client
     from distributed.deploy.subprocess import SubprocessCluster
@@ -189,10 +189,6 @@ def connect(scheduler_address: str = "", n_workers: int = 1):
             raise InputError(f"No Dask scheduler answers at {scheduler_address} ({error}). Start the cluster, fix "
                              "scheduler_address in the settings (or --scheduler), or leave it empty for a local "
                              "cluster.") from error
-    root = str(Path(__file__).resolve().parents[1])
-    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
     cluster = SubprocessCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=None,
                                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its health page: a free port
                                 silence_logs=logging.ERROR)

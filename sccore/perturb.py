@@ -356,12 +356,15 @@ def method_embedding(adata: ad.AnnData, method: str, model=None, library_size_ke
 
 
 def goal_for(adata: ad.AnnData, method: str, model, start: np.ndarray, goal_where: dict[str, str] | None,
-             library_size_key: str | None = None) -> "Goal | None":
+             library_size_key: str | None = None, embedding: np.ndarray | None = None) -> "Goal | None":
     """The goal state from the ``start`` cells to the cells matching ``goal_where`` in ``method``'s space (what
-    ``python -m sccore screen --goal`` scores against); None without ``goal_where``."""
+    ``python -m sccore screen --goal`` scores against): in ``embedding`` (every cell's, in that space) when the caller
+    holds it, else in :func:`method_embedding` of the cells needed; None without ``goal_where``."""
     if not goal_where:
         return None
     goal_cells = choose_cells(adata, goal_where)
+    if embedding is not None:
+        return goal_from_groups(np.asarray(embedding, dtype=np.float64), start, goal_cells)
     needed = np.union1d(start, goal_cells)
     embedding = method_embedding(adata, method, model, library_size_key, needed)
     return goal_from_groups(embedding, np.searchsorted(needed, start), np.searchsorted(needed, goal_cells))

@@ -27,7 +27,9 @@ TIERS_BY_MODULE = {
     "test_pages": ("apptest",),
     "test_tour": ("apptest",),
     "test_hostile_inputs": ("apptest",),
-}  # and every test_page_*.py is an AppTest, as is any test that sets up the dashboard's folders (app_folders)
+}  # and every test_page_*.py is an AppTest, as is any test that sets up the dashboard's folders (app_folders);
+# every other module (test_tasks, test_tasks_in_memory, test_annotations, test_shifts, test_transfer_within, ...)
+# holds unit tests, in the default tier but for the end-to-end runs listed here:
 SLOW_UNIT_TESTS = {  # measured (--durations): the slowest of the unit tests, each an end-to-end run
     # the command line in a subprocess, over the whole pipeline (the functions it calls are unit-tested too)
     "tests/test_cli.py::test_train_then_embed_with_the_encoder",
@@ -36,10 +38,22 @@ SLOW_UNIT_TESTS = {  # measured (--durations): the slowest of the unit tests, ea
     "tests/test_report.py::test_cli_writes_the_report_with_knockouts_and_a_screen",
     "tests/test_transfer.py::test_cli_transfer_with_a_tiny_encoder",
     "tests/test_transfer.py::test_cli_transfer_with_pca_writes_the_issue_keys_and_prints_scores",
+    "tests/test_metrics.py::test_cli_writes_one_row_per_embedding",
+    "tests/test_atlas.py::test_cli_builds_an_atlas_and_keeps_the_file_s_library_sizes",
+    # the real CRISPR screen through the command line
+    "tests/test_cli.py::test_embed_real_crispr_screen_with_whole_transcriptome_library_sizes",
+    "tests/test_cli.py::test_validate_knockout_prints_spearman_last",
+    # the demo's whole report (knockouts and screens by every method); build_report's parts stay unit tests
+    "tests/test_report.py::test_demo_report_holds_dataset_parameters_figures_baselines_and_versions",
     # the real PBMCs of eight donors through the dashboard's analysis
     "tests/test_workflow.py::test_analyse_real_pbmcs_from_eight_donors",
-    # a second training (resumed); the module's first training stays a unit test
+    # a second training (resumed), and a third (every objective, a batch-conditioned decoder) and what its tests
+    # read from it; the module's first training stays a unit test
     "tests/test_models.py::test_training_resumes_from_its_checkpoint",
+    "tests/test_models.py::test_every_objective_is_trained_and_its_losses_recorded",
+    "tests/test_models.py::test_the_decoder_gives_expression_of_every_gene_for_known_and_unseen_batches",
+    "tests/test_models.py::test_a_decoder_learns_the_cell_types_expression",
+    "tests/test_models.py::test_finetuning_adds_a_classifier_and_never_overwrites_a_model",
 }
 
 

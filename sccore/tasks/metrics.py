@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import anndata as ad
 import pandas as pd
 
 from ..metrics import MetricsParams
@@ -37,20 +38,27 @@ class MetricsTaskParams(TaskParams):
         require(self.index in INDEX_KINDS, f"index is one of {', '.join(INDEX_KINDS)}, not '{self.index}'.")
 
 
-def run(params: MetricsTaskParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> pd.DataFrame:
-    """Score each embedding (:func:`sccore.metrics.benchmark_embeddings`); writes one CSV row per embedding to
-    ``params.output`` and returns the table (index ``embedding``; notes on cells left out in ``attrs['notes']``)."""
-    from ..io import read_h5ad
+def compute(adata: ad.AnnData, params: MetricsTaskParams, progress: Progress = quiet,
+            should_stop: ShouldStop = never) -> pd.DataFrame:
+    """Score each embedding of ``adata`` (:func:`sccore.metrics.benchmark_embeddings`): one row per embedding (index
+    ``embedding``; notes on cells left out in ``attrs['notes']``). :func:`run` and the Metrics page call it."""
     from ..metrics import benchmark_embeddings, check_inputs
 
-    output = params.output_path
-    adata = read_h5ad(params.input)
     embeddings = list(params.embeddings)
     check_inputs(adata, params.label_key, params.batch_key, embeddings, params.unintegrated_key)
     check_stop(should_stop)
     metrics_params = MetricsParams(max_silhouette_cells=params.max_silhouette_cells, seed=params.seed,
                                    index=IndexParams(kind=params.index))
-    table = benchmark_embeddings(adata, params.label_key, params.batch_key, embeddings, params.unintegrated_key,
-                                 metrics_params, progress=stoppable(progress, should_stop))
+    return benchmark_embeddings(adata, params.label_key, params.batch_key, embeddings, params.unintegrated_key,
+                                metrics_params, progress=stoppable(progress, should_stop))
+
+
+def run(params: MetricsTaskParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> pd.DataFrame:
+    """Score the embeddings of ``params.input`` (:func:`compute`); writes one CSV row per embedding to
+    ``params.output`` and returns the table."""
+    from ..io import read_h5ad
+
+    output = params.output_path
+    table = compute(read_h5ad(params.input), params, progress, should_stop)
     write_csv(table.reset_index(), output)
     return table
