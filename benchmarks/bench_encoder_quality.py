@@ -250,6 +250,8 @@ def encoder_config(args):
     for name in OBJECTIVE_ARGS:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.cls:
+        overrides.update(add_cls=True, cell_pooling="cls")
     if args.dropout is not None:
         overrides["dropout"] = args.dropout
     return preset(args.config, vocab_size=3, **overrides)
@@ -302,7 +304,8 @@ def embed_all_poolings(adata, loaded, batch_size: int = 64) -> dict[str, np.ndar
     gene_to_token, _ = match_genes(adata.var, loaded.vocabulary)
     counts = counts_matrix(adata)
     sizes = library_sizes(counts, adata.obs, None)
-    names = [f"mean, layer {layer}" for layer in range(config.n_layers + 1)] + ["all-layers"]
+    names = [f"mean, layer {layer}" for layer in range(config.n_layers + 1)] + ["all-layers"] + (
+        ["cls"] if config.add_cls else [])
     out = {name: np.zeros((adata.n_obs, config.d_model), dtype=np.float32) for name in names}
     encoder = loaded.model.encoder.eval()
     device = next(encoder.parameters()).device
@@ -319,13 +322,15 @@ def embed_all_poolings(adata, loaded, batch_size: int = 64) -> dict[str, np.ndar
                 for layer in range(config.n_layers + 1):
                     out[f"mean, layer {layer}"][start + rows] = pool(states[layer], mask, "mean", config.add_cls).numpy()
                 out["all-layers"][start + rows] = pool(states, mask, "all-layers", config.add_cls).numpy()
+                if config.add_cls:
+                    out["cls"][start + rows] = pool(states[-1], mask, "cls", True).numpy()
     return out
 
 
 def pooling_args(name: str, n_layers: int) -> tuple[str, int]:
     """``sccore.encode.encoder`` arguments (pooling, layer) for a pooling name of :func:`embed_all_poolings`."""
-    if name == "all-layers":
-        return "all-layers", -1
+    if name in ("all-layers", "cls"):
+        return name, -1
     layer = int(name.rsplit(" ", 1)[1])
     return "mean", (-1 if layer == n_layers else layer)
 
@@ -340,7 +345,7 @@ def variant_name(args) -> str:
     dropout = "preset" if args.dropout is None else f"{args.dropout:g}"
     objective = "".join(f"-{OBJECTIVE_ARGS[name]}{getattr(args, name):g}" if isinstance(getattr(args, name), float)
                         else f"-{getattr(args, name)}" for name in OBJECTIVE_ARGS if getattr(args, name) is not None)
-    batch = f"-batch{args.batch_key}" if args.batch_key else ""
+    batch = (f"-batch{args.batch_key}" if args.batch_key else "") + ("-cls" if args.cls else "")
     return (f"{args.config}-drop{dropout}-lr{args.learning_rate:g}-bins{args.n_bins}-len{args.max_length}"
             f"-bs{args.batch_size}-ep{args.epochs:g}{objective}{batch}")
 
@@ -589,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in OBJECTIVE_ARGS:
         parser.add_argument("--" + name.replace("_", "-"), type=str if name == "likelihood" else float, default=None,
                             help="objective setting of the model config (default: the preset's)")
+    parser.add_argument("--cls", action="store_true", help="add a cls token and train the objectives on its state")
     parser.add_argument("--batch-key", default="", help="condition the decoder on this obs column (e.g. batch)")
     parser.add_argument("--n-hvg", type=int, default=N_HVG)
     parser.add_argument("--threads", type=int, default=1,

@@ -54,6 +54,7 @@ class EncoderConfig:
     likelihood: str = "nb"  # of the counts under GEPC: "nb" (negative binomial) or "poisson"
     contrastive_weight: float = 0.0  # InfoNCE between two down-sampled views of each cell
     contrastive_temperature: float = 0.1
+    cell_pooling: str = "mean"  # the cell embedding the objectives train: "mean" over genes, or the "cls" token
     batch_key: str = ""  # obs column the decoder is conditioned on ("" = none)
     batch_categories: list[str] = field(default_factory=list)
     # fine-tuned for annotation (``sccore.models.finetune``): a classification head over these labels
@@ -68,6 +69,8 @@ class EncoderConfig:
         weights = (self.mlm_weight, self.gep_weight, self.gepc_weight, self.contrastive_weight)
         if min(weights) < 0 or not any(weights):
             raise InputError("The objective weights must be >= 0 and at least one > 0 (mlm, gep, gepc, contrastive).")
+        if self.cell_pooling not in ("mean", "cls") or (self.cell_pooling == "cls" and not self.add_cls):
+            raise InputError("cell_pooling is 'mean', or 'cls' for a model with add_cls=True.")
         if self.batch_key and not self.gepc_weight:
             raise InputError("A batch key conditions the expression decoder: set gepc_weight > 0 to use it.")
         self.batch_categories = [str(c) for c in self.batch_categories]
@@ -291,7 +294,10 @@ class MaskedGeneModel(nn.Module):
         return self.masked_gene_loss(self.encoder(tokens, attention_mask, bins), labels)
 
     def cell_embedding(self, hidden: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The mean of ``hidden`` over the cell's gene tokens (pad and cls excluded), as :mod:`sccore.encode` pools."""
+        """The cell embedding the objectives train: the cls token's state (``cell_pooling="cls"``), or the mean of
+        ``hidden`` over the cell's gene tokens (pad and cls excluded), as :mod:`sccore.encode` pools."""
+        if self.config.cell_pooling == "cls":
+            return hidden[:, 0]
         weights = attention_mask & (tokens != 0)
         if self.config.add_cls:
             weights = weights.clone()
