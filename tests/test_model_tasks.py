@@ -203,3 +203,18 @@ def test_transfer_with_a_model_without_classifier_keeps_the_knn_vote_alone(trans
 def test_a_query_without_the_models_genes_is_refused_with_the_fix(transfer_files):
     with pytest.raises(InputError, match="The query does not fit the model tuned: Only 0 of the dataset's 150 genes"):
         transfer.run(transfer_params(transfer_files, "tuned", query=str(transfer_files / "renamed.h5ad")))
+
+
+def test_a_finetune_job_builds_its_model_in_the_cache_and_finds_it_there_again(data, tmp_path):
+    from sccore import jobs
+
+    store = jobs.JobStore(tmp_path / "cache")
+    params = jobs.checked_params("finetune", {"input": str(data / "counts.h5ad"), "model": str(data / "decoder"),
+                                              "label_key": "cell_type", "epochs": 0.5, "device": "cpu"})
+    for job_id in ("first", "again"):
+        store.write(jobs.JobRecord(id=job_id, user="local", kind="finetune", params=params))
+        result = jobs.run_job(str(store.cache_dir), str(store.cache_dir), "local", job_id)
+        assert store.read("local", job_id).status == "finished", store.read("local", job_id).error
+    assert not store.read("local", "first").cached and store.read("local", "again").cached
+    assert load_model(result).config.labels == ["type_0", "type_1", "type_2"]
+    assert not list(tmp_path.rglob(".*.tmp*"))
