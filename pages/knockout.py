@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard import background, cached, screens, session, state, tour, widgets
 from dashboard.explain import column_help
+from dashboard.expression import show_expression_changes
 from dashboard.session import KnockoutRecord, KnockoutRequest, ScreenRequest
 from sccore.glossary import HELP
 from sccore.perturb import suggest_gene
@@ -172,6 +173,9 @@ if record is not None and done:
     elif group_column:
         st.caption(f"The chosen cells are all one {group_column}; choose {ALL} (or another annotation) "
                    f"to compare the shift between {group_column} values.")
+
+if record is not None and done:
+    show_expression_changes(analysis, gene, mode, done, LABEL)
 
 
 # --- Screen --------------------------------------------------------------------------------------------------------

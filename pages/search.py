@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, session, state, widgets
+from dashboard.classifier import classifier_for, show_beside_vote
 from dashboard.explain import column_help
 from dashboard.session import MappedTransferRequest, TransferRecord, TransferRequest
 from sccore import InputError
@@ -161,6 +162,10 @@ if entry is not None:
     widgets.show_transfer(adata.obs[label_key].iloc[query], result.assigned(threshold), result.confidence,
                           adata.obs_names[query], label_order(adata.obs[label_key]), key_added, "tr", tr_request,
                           lambda: adata[query].copy())
+    if tr_rep == "X_encoder" and (tuned := classifier_for(analysis, label_key)) is not None:
+        show_beside_vote(tuned, np.asarray(adata.obsm[tr_rep])[query], adata.uns.get(tr_rep, {}),
+                         result.assigned(threshold), result.confidence, adata.obs[label_key].iloc[query],
+                         adata.obs_names[query], threshold, "tr")
     if set(reps) == {"X_pca", "X_encoder"} and adata.obs[label_key].iloc[query].notna().any():
         by_embedding = cached.transfer_scores(analysis, reps, label_key, split.reference, query, tr_k, threshold)
         st.markdown("**The same transfer in each embedding** (same reference, query, k and threshold)")
@@ -232,6 +237,9 @@ if mapped is not None:
 
     widgets.show_transfer(true, predicted, result.confidence, obs.index, mapped.order, key_added, "map", map_request,
                           build)
+    if map_rep == "X_encoder" and (tuned := classifier_for(analysis, map_label)) is not None:
+        show_beside_vote(tuned, mapped.embedding, report, predicted, result.confidence, true, obs.index, threshold,
+                         "map")
     if this_is_reference and map_rep in analysis.umap_models:  # the other dataset's cells placed on this UMAP
         placed = cached.placed_in_umap(analysis.key, map_rep, mapped.embedding, analysis, optimize=False)
         layout = layout_key(map_rep)

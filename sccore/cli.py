@@ -14,11 +14,13 @@ from dataclasses import fields
 
 from .errors import InputError
 from .tasks import atlas as atlas_task
-from .tasks import embed_encoder, embed_partitions, embed_pca, knockout, metrics, neighbors, report, screen, train
+from .tasks import (embed_encoder, embed_partitions, embed_pca, finetune, knockout, metrics, neighbors, report, screen,
+                    train)
 from .tasks import transfer as transfer_task
 from .tasks import umap as umap_task
 from .tasks import validate
 from .tasks.base import TaskParams, never
+from .training import LIKELIHOODS
 
 
 class _ProgressBar:
@@ -140,6 +142,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    params = _params(finetune.FinetuneParams, args)
+    _run(finetune, params, args.scheduler, "finetune")
+    record = json.loads((Path(params.out) / "training.json").read_text(encoding="utf-8"))
+    last = record["history"]["accuracy"][-10:]
+    print(f"Wrote the fine-tuned model ({len(record['labels'])} labels of obs['{params.label_key}'], "
+          f"{record['n_labelled_cells']:,} labelled cells; training accuracy {sum(last) / max(1, len(last)):.3f} over "
+          f"the last {len(last)} steps) to {params.out}; `python -m sccore transfer --use-rep X_encoder --model "
+          f"{params.out}` labels cells with its classifier")
+    return 0
+
+
 def _cmd_add_user(args: argparse.Namespace) -> int:
     from getpass import getpass
 
@@ -192,6 +209,8 @@ def _cmd_knockout(args: argparse.Namespace) -> int:
     for row in table.to_dict("records"):
         print(f"{row['gene']}: {row['n_cells']} cells, mean cosine {row['mean_cosine']:.6f} "
               f"({row['n_not_expressed']} chosen cells do not express it)", file=sys.stderr)
+    if params.expression_output:
+        print(f"Wrote the predicted expression change of every gene after each knockout to {params.expression_output}")
     print(f"Wrote {len(table)} row(s) to {params.output}")
     return 0
 
@@ -212,6 +231,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     table = _run(validate, _params(validate.ValidateParams, args, where=_parse_where(args.where)))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"Mean pearson_delta (predicted vs observed change of the other genes' expression): "
+          f"{table['pearson_delta'].mean():.3f}")
     print(f"Spearman correlation of predicted_norm vs observed_norm: {spearman(table):.3f}")
     return 0
 
@@ -228,14 +249,23 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
           f"matched by {mapping['matched_by']}; query library sizes from {mapping['library_size']}.", file=sys.stderr)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if outcome.true_key:
+    if outcome.true_key and outcome.knn_key:
+        print(f"Against the query's obs['{outcome.true_key}']:")
+        for name, key, scores in (("classifier", params.key_added, outcome.scores),
+                                  ("kNN vote", outcome.knn_key, outcome.knn_scores)):
+            print(f"  {name} (obs['{key}']): accuracy {scores['accuracy']:.3f}, macro F1 {scores['macro_f1']:.3f} "
+                  f"({scores['n_unassigned']:,} unassigned counted as wrong)")
+    elif outcome.true_key:
         scores = outcome.scores
         print(f"Against the query's obs['{outcome.true_key}']: accuracy {scores['accuracy']:.3f}, macro F1 "
               f"{scores['macro_f1']:.3f} ({scores['n_unassigned']:,} unassigned counted as wrong)")
     query = outcome.query
+    written = (f"obs['{params.key_added}'] (the classifier's label), obs['{outcome.knn_key}'] (the kNN vote) and "
+               "their _confidence columns" if outcome.knn_key
+               else f"obs['{params.key_added}'] and obs['{params.key_added}_confidence']")
     n_unassigned = int((query.obs[params.key_added] == UNASSIGNED).sum())
-    print(f"Wrote obs['{params.key_added}'] and obs['{params.key_added}_confidence'] for {query.n_obs:,} query cells "
-          f"({n_unassigned:,} unassigned below confidence {params.threshold:g}) to {params.output}")
+    print(f"Wrote {written} for {query.n_obs:,} query cells ({n_unassigned:,} of obs['{params.key_added}'] unassigned "
+          f"below confidence {params.threshold:g}) to {params.output}")
     return 0
 
 
@@ -430,8 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.set_defaults(run=_cmd_embed)
 
     train_params = train.TrainParams
-    trainer = commands.add_parser("train", help="masked-gene pretraining of a transformer encoder",
-                                  description="Pretrain a cell encoder on raw counts; writes a model folder.")
+    trainer = commands.add_parser("train", help="pretraining of a transformer encoder",
+                                  description="Pretrain a cell encoder on raw counts; writes a model folder. The "
+                                              "objective weights (0 = off) default to the --config preset's.")
     trainer.add_argument("input", metavar="IN.h5ad")
     trainer.add_argument("--out", metavar="DIR", required=True, help="model folder (resumed if it holds a run)")
     trainer.add_argument("--config", default=train_params.default("config"), choices=train.CONFIGS, help="model size")
@@ -443,6 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--n-bins", type=int, default=train_params.default("n_bins"),
                          help="expression bins per token (0 = rank encoding only)")
     trainer.add_argument("--cls", action="store_true", help="prepend a cls token (enables embed --pooling cls)")
+    objectives = trainer.add_argument_group("objectives (default: the preset's)")
+    objectives.add_argument("--mlm-weight", type=float, metavar="W",
+                            help="weight of Geneformer's masked-gene objective: the identity of hidden gene tokens")
+    objectives.add_argument("--gep-weight", type=float, metavar="W",
+                            help="weight of scGPT's GEP: the expression of the hidden genes")
+    objectives.add_argument("--gepc-weight", type=float, metavar="W",
+                            help="weight of scGPT's GEPC: every gene's counts from the cell embedding alone, through "
+                                 "an expression decoder (> 0 gives the model the decoder that knockouts' predicted "
+                                 "expression changes need)")
+    objectives.add_argument("--likelihood", choices=LIKELIHOODS,
+                            help="the counts' likelihood under GEPC: negative binomial or Poisson")
+    objectives.add_argument("--contrastive-weight", type=float, metavar="W",
+                            help="weight of a contrastive term between two down-sampled views of each cell")
+    trainer.add_argument("--batch-key", metavar="KEY",
+                         help="obs column with each cell's batch: the expression decoder is conditioned on it (needs "
+                              "--gepc-weight > 0), so that the embedding need not carry what only the batch explains")
     trainer.add_argument("--library-size-key", metavar="KEY", help="obs column with whole-transcriptome totals")
     trainer.add_argument("--seed", type=int, default=train_params.default("seed"))
     trainer.add_argument("--device", default=train_params.default("device"))
@@ -451,7 +498,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scheduler_argument(trainer)
     trainer.set_defaults(run=_cmd_train)
 
+    finetune_params = finetune.FinetuneParams
+    tuner = commands.add_parser("finetune", help="add a cell-type classifier to a model and fine-tune it",
+                                description="Add a classification head for obs[--label-key] to a model and train it "
+                                            "with the encoder on the labelled cells; writes a new model folder (the "
+                                            "source model is never changed) that `transfer --use-rep X_encoder "
+                                            "--model DIR2` labels cells with.")
+    tuner.add_argument("input", metavar="IN.h5ad", help="raw counts with the labels in obs (reference cells only)")
+    tuner.add_argument("--model", required=True, metavar="DIR", help="the model folder to start from")
+    tuner.add_argument("--label-key", required=True, metavar="KEY", help="obs column with the labels, e.g. cell_type")
+    tuner.add_argument("--out", metavar="DIR2", required=True, help="the new model folder (must not hold a model)")
+    tuner.add_argument("--epochs", type=float, default=finetune_params.default("epochs"))
+    tuner.add_argument("--batch-size", type=int, default=finetune_params.default("batch_size"))
+    tuner.add_argument("--learning-rate", type=float, default=finetune_params.default("learning_rate"),
+                       help="the encoder's learning rate")
+    tuner.add_argument("--head-learning-rate", type=float, default=finetune_params.default("head_learning_rate"),
+                       help="the classification head's learning rate")
+    tuner.add_argument("--library-size-key", metavar="KEY", help="obs column with whole-transcriptome totals")
+    tuner.add_argument("--seed", type=int, default=finetune_params.default("seed"))
+    tuner.add_argument("--device", default=finetune_params.default("device"),
+                       help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    _add_scheduler_argument(tuner)
+    tuner.set_defaults(run=_cmd_finetune)
+
     model_help = "a model folder (the encoder), or the baselines: pca (zero and re-project), linear (co-expression)"
+    strategy_help = ("the encoder's deletion: tokens (remove the gene's token, as Geneformer), decoder (move the "
+                     "embedding until the model's expression decoder predicts no expression of the gene) or both; "
+                     "the baselines ignore it")
     knockout_params = knockout.KnockoutParams
     knock = commands.add_parser("knockout", help="in-silico knockout of genes in chosen cells",
                                 description="Knock out genes in silico; one CSV row per gene.")
@@ -461,6 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     knock.add_argument("--where", action="append", metavar="KEY=VALUE", help="the cells: obs[KEY] == VALUE")
     knock.add_argument("--goal", action="append", metavar="KEY=VALUE", help="a goal state, e.g. condition=control")
     knock.add_argument("--mode", choices=knockout.MODES, default=knockout_params.default("mode"))
+    knock.add_argument("--strategy", default=knockout_params.default("strategy"), help=strategy_help)
+    knock.add_argument("--expression-out", dest="expression_output", metavar="FILE.csv",
+                       help="also write every gene's predicted change of log-expression after each knockout (columns "
+                            "gene, knocked_out, method, predicted_log_change; the encoder needs a model with an "
+                            "expression decoder)")
+    knock.add_argument("--decoder-batch", metavar="NAME",
+                       help="the batch a batch-aware model's decoder assumes (default: the average of its training "
+                            "batches)")
     knock.set_defaults(run=_cmd_knockout)
 
     screen_params = screen.ScreenParams
@@ -486,7 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate_params = validate.ValidateParams
     validator = commands.add_parser("validate-knockout", help="compare in-silico knockouts with a CRISPR screen",
                                     description="Knock out each measured target in the control cells and compare "
-                                                "with the real knockout cells; one CSV row per target.")
+                                                "with the real knockout cells, in the embedding (cosine, "
+                                                "predicted_norm, observed_norm) and in gene space (pearson_delta, "
+                                                "rmse_delta: the other genes' predicted against observed change of "
+                                                "log-expression); one CSV row per target.")
     _add_perturbation_arguments(validator, validate_params, model_help)
     validator.add_argument("--perturbation-key", default=validate_params.default("perturbation_key"),
                            help="obs column naming each cell's target")
@@ -495,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     validator.add_argument("--where", action="append", metavar="KEY=VALUE",
                            help="keep only these cells first, e.g. guide_confident=True")
     validator.add_argument("--min-knockout-cells", type=int, default=validate_params.default("min_knockout_cells"))
+    validator.add_argument("--strategy", default=validate_params.default("strategy"), help=strategy_help)
     validator.set_defaults(run=_cmd_validate)
 
     neighbors_params = neighbors.NeighborsTaskParams
@@ -541,7 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
                                              "loadings or encoder, never refitted on the query) and give each query "
                                              "cell the similarity-weighted vote of its k nearest reference cells; "
                                              "writes obs['predicted_cell_type'] and "
-                                             "obs['predicted_cell_type_confidence'].")
+                                             "obs['predicted_cell_type_confidence']. With a model fine-tuned on "
+                                             "--label-key (`python -m sccore finetune`), those hold its classifier's "
+                                             "label and probability, and the vote goes to "
+                                             "obs['predicted_cell_type_knn'] and "
+                                             "obs['predicted_cell_type_knn_confidence'].")
     mapper.add_argument("--reference", metavar="REF.h5ad", required=True,
                         help="labelled cells: raw counts, or a file from `python -m sccore embed` (its PCA is reused)")
     mapper.add_argument("--query", metavar="Q.h5ad", required=True, help="raw counts of the cells to label")
@@ -552,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "that embedded the reference)")
     mapper.add_argument("-o", "--output", metavar="OUT.h5ad", required=True, help="the query with its new labels")
     mapper.add_argument("--key-added", default=transfer_params.default("key_added"),
-                        help="obs column to write (and _confidence)")
+                        help="obs column to write (and _confidence; _knn and _knn_confidence for the vote beside a "
+                             "classifier)")
     mapper.add_argument("--k", type=int, default=transfer_params.default("k"), help="reference neighbours that vote")
     mapper.add_argument("--threshold", type=float, default=transfer_params.default("threshold"),
                         help="label 'unassigned' below this confidence (the winning label's share of the vote)")
@@ -626,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .settings import LOCAL_USER
 
     submitter = commands.add_parser("submit",
-                                    help="run training, embedding, UMAP, a screen, metrics or an atlas as a Dask job",
+                                    help="run training, fine-tuning, embedding, UMAP, a screen, metrics or an atlas "
+                                         "as a Dask job",
                                     description="Submit a background job to a Dask cluster (--scheduler, else "
                                                 "scheduler_address in the settings, else a local cluster) and print "
                                                 "its id; the result goes to the cache folder, under a key made from "

@@ -76,6 +76,12 @@ def _decoder(model: LoadedModel):
     return decoder
 
 
+def require_decoder(model: LoadedModel) -> None:
+    """:class:`InputError` (:data:`NO_DECODER`) for a model without an expression decoder, e.g. a Geneformer
+    checkpoint: asked before any work that ends in predicted expression."""
+    _decoder(model)
+
+
 def expected_expression(model: LoadedModel, cells: torch.Tensor, batch_index: int | None) -> torch.Tensor:
     """Differentiable :func:`decode_expression` of a tensor of cell embeddings (counts per 10,000)."""
     decoder = _decoder(model)
@@ -277,12 +283,25 @@ def classify(adata: ad.AnnData, model: LoadedModel, library_size_key: str | None
 
     Raises :class:`InputError` for a model without a classifier or a dataset that lacks the model's genes.
     """
+    _classifier(model)
+    embedding = embed_cells(adata, model, library_size_key=library_size_key, gene_id_key=gene_id_key,
+                            progress=progress)
+    return classify_embeddings(model, embedding)
+
+
+def _classifier(model: LoadedModel):
+    """The model's classification head; :class:`InputError` for a model without one."""
     classifier = getattr(model.model, "classifier", None)
     if classifier is None:
         raise InputError(f"The model {model.path.name} has no classifier: fine-tune it first with "
                          "`python -m sccore finetune IN.h5ad --model DIR --label-key KEY --out DIR2`.")
-    embedding = embed_cells(adata, model, library_size_key=library_size_key, gene_id_key=gene_id_key,
-                            progress=progress)
+    return classifier
+
+
+def classify_embeddings(model: LoadedModel, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`classify` of cells already embedded by ``model`` as its classifier reads them (the mean of the last
+    layer, :func:`embed_cells`' default): each cell's label and its probability."""
+    classifier = _classifier(model)
     with torch.inference_mode():
         weight = classifier.weight.detach().float().cpu().numpy()
         bias = classifier.bias.detach().float().cpu().numpy()

@@ -1,4 +1,5 @@
-"""Background jobs on Dask distributed: training, encoder embedding, UMAP, knockout screens, metrics and atlases.
+"""Background jobs on Dask distributed: training, fine-tuning, encoder embedding, UMAP, knockout screens, metrics and
+atlases.
 
 Each job kind is a task of :mod:`sccore.tasks` (:data:`JOB_KINDS`: its parameters dataclass and its ``run``), so
 a job computes exactly what the command line and the pages compute. A job's record holds its parameters as the
@@ -38,6 +39,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -50,6 +52,7 @@ from .errors import Cancelled, InputError
 from .settings import user_folder_name
 from .tasks import atlas as tasks_atlas
 from .tasks import embed_encoder as tasks_embed
+from .tasks import finetune as tasks_finetune
 from .tasks import metrics as tasks_metrics
 from .tasks import screen as tasks_screen
 from .tasks import train as tasks_train
@@ -71,6 +74,7 @@ class JobKind:
 
 
 JOB_KINDS = {"train": JobKind(tasks_train.TrainParams, tasks_train.run, "model"),
+             "finetune": JobKind(tasks_finetune.FinetuneParams, tasks_finetune.run, "model"),
              "embed": JobKind(tasks_embed.EmbedEncoderParams, tasks_embed.run, "embedded.h5ad"),
              "umap": JobKind(tasks_umap.UMAPTaskParams, tasks_umap.run, "umap.h5ad"),
              "screen": JobKind(tasks_screen.ScreenParams, tasks_screen.run, "screen.csv"),
@@ -225,7 +229,8 @@ def job_key(kind: str, params: dict) -> str:
     from .models.store import model_fingerprint
 
     model = params.get("model")
-    model_part = model_fingerprint(model) if kind in ("embed", "screen") and model not in ("pca", "linear") else ""
+    model_part = (model_fingerprint(model) if kind in ("embed", "screen", "finetune") and model not in ("pca", "linear")
+                  else "")
     output_field = _kind(kind).params.output_field
     others = {key: value for key, value in params.items() if key not in ("input", output_field)}
     return make_key("job", kind, file_digest(params["input"]), model_part, others)
@@ -443,6 +448,8 @@ def _is_finished(kind: str, params: dict, target: Path) -> bool:
         return False
     if kind == "atlas":
         return (target / "atlas.h5ad").is_file()
+    if kind == "finetune":  # the task renames the finished model folder into place
+        return (target / "config.json").is_file()
     if kind != "train":
         return target.is_file()
     try:
@@ -453,11 +460,14 @@ def _is_finished(kind: str, params: dict, target: Path) -> bool:
 
 
 def _remove_stale_temporaries(kind: str, target: Path) -> None:
-    """Delete the temporary files a killed job left (``atomic_write``'s ``.<name>.*.tmp*``): beside a result file, or
-    anywhere in a training job's model folder or an atlas."""
+    """Delete the temporary files a killed job left (``atomic_write``'s ``.<name>.*.tmp*``): beside a result file (or
+    folder: a fine-tuned model is built in one), or anywhere in a training job's model folder or an atlas."""
     if kind in ("train", "atlas"):
         stale = target.rglob(".*.tmp*") if target.is_dir() else []
     else:
         stale = target.parent.glob(f".{target.name}.*.tmp*") if target.parent.is_dir() else []
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -267,6 +267,28 @@ def decoded_expression_change(model, original: np.ndarray, perturbed: np.ndarray
     return pd.Series(total / max(1, len(original)), index=list(model.vocabulary.genes))
 
 
+def expression_change_of(adata: ad.AnnData, result: KnockoutResult, model=None, reference: np.ndarray | None = None,
+                         batch: str | None = None) -> pd.Series:
+    """Every gene's predicted change of log-expression for a knockout already run without it (``result``, from
+    :func:`knockout` on ``adata``), as ``knockout(..., expression=True)`` computes it: the encoder's through the
+    decoder of ``model`` (``batch``: the batch it assumes; :class:`InputError` for a model without one), a baseline's
+    from its regressions fitted on ``reference`` (default: every cell)."""
+    if result.method == "encoder":
+        return decoded_expression_change(model, result.original, result.perturbed, batch)
+    perturber = LinearPerturber(adata, result.method, reference if reference is not None else np.arange(adata.n_obs))
+    return pd.Series(perturber.expression_change(_gene_positions(adata, result.genes), result.cells),
+                     index=adata.var_names.astype(str))
+
+
+def top_expression_changes(table: pd.DataFrame, n: int = 10, leave_out: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The ``n`` genes predicted to go up most and the ``n`` to go down most (``predicted_log_change`` > 0 and < 0)
+    of :meth:`KnockoutResult.expression_table`'s ``table``, without the genes ``leave_out`` (e.g. the knocked-out
+    gene itself); largest increase first, largest decrease last."""
+    kept = table[~table["gene"].isin(leave_out)].sort_values("predicted_log_change", ascending=False)
+    up, down = kept[kept["predicted_log_change"] > 0].head(n), kept[kept["predicted_log_change"] < 0].tail(n)
+    return pd.concat([up, down], ignore_index=True)
+
+
 def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size_key, progress, strategy="tokens",
                       batch=None):
     from .encode import DatasetTokenizer, embed_tokens, silence_in_embedding

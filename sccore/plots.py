@@ -145,6 +145,19 @@ def group_shift_figure(table: pd.DataFrame, colors: dict[str, str], title: str) 
     return figure
 
 
+def expression_change_figure(top: pd.DataFrame, title: str) -> go.Figure:
+    """Horizontal bars of the genes' predicted change of log-expression after a knockout (``top``: rows of
+    :func:`sccore.perturb.top_expression_changes`), increases in orange and decreases in blue, the largest on top."""
+    change = top["predicted_log_change"].to_numpy(dtype=float)
+    figure = go.Figure(go.Bar(x=change, y=top["gene"], orientation="h",
+                              marker_color=np.where(change > 0, "#D55E00", "#0072B2").tolist(),
+                              hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
+    figure.update_layout(title=title, height=max(240, 22 * len(top) + 90), margin={"l": 10, "r": 10, "t": 40, "b": 40},
+                         xaxis_title="predicted change of log1p(expression)", showlegend=False)
+    figure.update_yaxes(autorange="reversed", type="category")
+    return figure
+
+
 def add_cells(figure: go.Figure, coords: np.ndarray, name: str, marker: dict, hover: list[str] | None = None,
               hover_label: str = "") -> None:
     """Mark cells (rows of ``coords``, data units) on ``figure`` as one legend entry ``name``; ``hover`` gives each

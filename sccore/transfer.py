@@ -402,6 +402,55 @@ def transfer(reference: ad.AnnData, query: ad.AnnData, label_key: str, use_rep: 
     return result
 
 
+# --- A fine-tuned model's classifier ------------------------------------------------------------------------------
+
+
+def has_classifier_for(model, label_key: str) -> bool:
+    """Whether the loaded ``model`` (None: no model) was fine-tuned (:func:`sccore.models.finetune`) to predict
+    ``obs[label_key]``: then its classifier labels the query beside the kNN vote."""
+    return model is not None and bool(model.config.labels) and model.config.label_key == label_key
+
+
+def classifier_labels(model, embedding: np.ndarray, pooling: str = "mean", layer: int = -1
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The fine-tuned ``model``'s label for each cell it embedded (``embedding``, pooled by ``pooling`` at ``layer``)
+    and the label's probability (:func:`sccore.encode.classify_embeddings`). The classifier reads the mean of the
+    last layer: another pooling is refused with the fix."""
+    from .encode import classify_embeddings
+
+    if pooling != "mean" or int(layer) not in (-1, model.config.n_layers):
+        raise InputError(f"The classifier of {model.path.name} reads the mean of the model's last layer, but these "
+                         f"cells were embedded with pooling '{pooling}' (layer {layer}): embed them with the default "
+                         "pooling (mean, layer -1).")
+    return classify_embeddings(model, embedding)
+
+
+def write_classifier_labels(query: ad.AnnData, model, labels: np.ndarray, confidence: np.ndarray,
+                            key_added: str = "predicted_cell_type", threshold: float = 0.5) -> np.ndarray:
+    """Write a classifier's ``labels`` to ``query.obs[key_added]`` (:data:`UNASSIGNED` where ``confidence``, the
+    label's probability, is below ``threshold``, as the kNN vote does), ``confidence`` to
+    ``obs[key_added + '_confidence']`` and the model and threshold to ``uns[key_added]``; returns the labels written."""
+    assigned = np.where(confidence < threshold, UNASSIGNED, np.asarray(labels).astype(object)).astype(str)
+    order = [label for label in model.config.labels if label in set(assigned)]
+    query.obs[key_added] = pd.Categorical(assigned, categories=order + ([UNASSIGNED] if UNASSIGNED in assigned
+                                                                         else []))
+    query.obs[f"{key_added}_confidence"] = np.asarray(confidence, dtype=np.float32)
+    query.uns[key_added] = {"method": "classifier", "model": str(model.path), "label_key": model.config.label_key,
+                            "threshold": float(threshold), "n_unassigned": int((assigned == UNASSIGNED).sum())}
+    return assigned
+
+
+def compare_predictions(true: pd.Series, predictions: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per way of labelling the same cells (``predictions``: name -> labels): accuracy, macro F1 and the cells
+    left unassigned, against the true labels (:func:`score_labelled`: cells without a true label left out)."""
+    rows = []
+    for name, predicted in predictions.items():
+        scores = score_labelled(true, predicted)
+        rows.append({"method": name, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
+                     "n_unassigned": scores["n_unassigned"]})
+    return pd.DataFrame(rows)
+
+
 # --- Scores --------------------------------------------------------------------------------------------------------
 
 

@@ -38,6 +38,22 @@ def test_help_for_every_subcommand():
     assert "--library-size-key" in run_cli("embed", "--help").stdout
 
 
+@pytest.mark.parametrize("command, flags", [
+    ("train", ("--batch-key", "--mlm-weight", "--gep-weight", "--gepc-weight", "--likelihood", "--contrastive-weight")),
+    ("finetune", ("--model", "--label-key", "--out", "--epochs", "--library-size-key")),
+    ("knockout", ("--expression-out", "--strategy", "--decoder-batch")),
+    ("validate-knockout", ("--strategy", "pearson_delta")),
+    ("transfer", ("predicted_cell_type_knn",)),
+])
+def test_help_names_issue_13s_flags(command, flags, capsys):
+    from sccore.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert all(flag in text for flag in flags), text
+
+
 @pytest.mark.parametrize("content", [b"not an h5ad file at all", b""])
 def test_bad_input_exits_non_zero_with_one_line(tmp_path, content):
     bad = tmp_path / "bad.h5ad"
@@ -120,5 +136,44 @@ def test_validate_knockout_prints_spearman_last(shared_data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("Spearman correlation of predicted_norm vs observed_norm")
     table = pd.read_csv(out)
-    assert list(table.columns) == ["target", "method", "n_cells", "cosine", "predicted_norm", "observed_norm"]
-    assert len(table) == 9
+    assert list(table.columns) == ["target", "method", "n_cells", "cosine", "predicted_norm", "observed_norm",
+                                   "pearson_delta", "rmse_delta"]
+    assert len(table) == 9 and table["pearson_delta"].notna().all()
+    assert "Mean pearson_delta" in result.stdout
+
+
+def test_finetune_then_transfer_with_its_classifier_and_knockout_expression_changes(counts_file, tmp_path):
+    from sccore.io import standardise
+    from sccore.models import EncoderConfig, TrainConfig, train
+
+    tiny = EncoderConfig(vocab_size=3, n_layers=1, d_model=32, n_heads=4, d_ff=64, max_length=128, name="tiny",
+                         gepc_weight=1.0)
+    adata = ad.read_h5ad(counts_file)
+    adata[:300].copy().write_h5ad(tmp_path / "reference.h5ad")
+    adata[300:].copy().write_h5ad(tmp_path / "query.h5ad")
+    train(standardise(adata[:300].copy()), tmp_path / "model", tiny, TrainConfig(epochs=1, batch_size=32, device="cpu"))
+    tuned = tmp_path / "tuned"
+    result = run_cli("finetune", tmp_path / "reference.h5ad", "--model", tmp_path / "model", "--label-key", "cell_type",
+                     "--out", tuned, "--epochs", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "3 labels of obs['cell_type']" in result.stdout and (tuned / "model.safetensors").exists()
+    again = run_cli("finetune", tmp_path / "reference.h5ad", "--model", tmp_path / "model", "--label-key",
+                    "cell_type", "--out", tuned)
+    assert again.returncode == 2 and "already holds a model" in again.stderr
+    out = tmp_path / "labelled.h5ad"
+    result = run_cli("transfer", "--reference", tmp_path / "reference.h5ad", "--query", tmp_path / "query.h5ad",
+                     "--label-key", "cell_type", "--use-rep", "X_encoder", "--model", tuned, "-o", out,
+                     "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    obs = ad.read_h5ad(out).obs
+    assert {"predicted_cell_type", "predicted_cell_type_confidence", "predicted_cell_type_knn",
+            "predicted_cell_type_knn_confidence"} <= set(obs.columns)
+    assert "classifier (obs['predicted_cell_type']): accuracy" in result.stdout
+    assert "kNN vote (obs['predicted_cell_type_knn']): accuracy" in result.stdout
+    changes = tmp_path / "changes.csv"
+    result = run_cli("knockout", counts_file, "--model", tmp_path / "model", "--genes", "GENE0,GENE1", "-o",
+                     tmp_path / "ko.csv", "--expression-out", changes, "--min-genes", "0", "--strategy", "both")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(changes)
+    assert list(table.columns) == ["gene", "knocked_out", "method", "predicted_log_change"]
+    assert set(table["knocked_out"]) == {"GENE0", "GENE1"} and set(table["method"]) == {"encoder"}

@@ -57,11 +57,12 @@ def test_jobs_page_refuses_a_model_outside_the_model_folders(tmp_path):
     assert jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local") == []
 
 
-def test_jobs_page_trains_only_into_the_users_model_folder(tmp_path):
+@pytest.mark.parametrize("kind", ["train", "finetune"])
+def test_jobs_page_trains_only_into_the_users_model_folder(tmp_path, kind):
     make_counts(n_cells=50).write_h5ad(Path(os.environ["SCCORE_DATA_DIRS"]) / "small.h5ad")
     app = page().run()
-    app.selectbox(key="jobs_kind").set_value("train").run()
-    app.text_area(key="jobs_params_train").set_value(json.dumps({"out": str(tmp_path / "elsewhere")})).run()
+    app.selectbox(key="jobs_kind").set_value(kind).run()
+    app.text_area(key=f"jobs_params_{kind}").set_value(json.dumps({"out": str(tmp_path / "elsewhere")})).run()
     app.button(key="jobs_submit").click().run()
     assert not app.exception
     assert "is not a model name" in app.error[0].value

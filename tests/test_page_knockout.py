@@ -5,6 +5,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from sccore.models import EncoderConfig
 from tests.conftest import ROOT
 
 
@@ -45,9 +46,28 @@ def test_knockout_of_a_marker_shows_encoder_and_both_baselines():
     assert any("do not express LYZ" in m.value for m in app.markdown)
     assert "1 − cosine" in column_help(app, "mean_shift") and column_help(app, "mean_cosine")
     assert any("cannot say whether the encoder beats the baselines" in info.value for info in app.info)
-    assert len(app.get("plotly_chart")) == 3  # one UMAP with arrows per method (one cell type: no bars)
+    expression_tables = tables(app, "predicted_log_change")  # the predicted expression changes, one per method
+    # one UMAP with arrows per method (one cell type: no bars), and each method's expression-change bars
+    assert len(app.get("plotly_chart")) == 3 + len(expression_tables)
     app.run()  # a rerun shows the same result again (kept in session_state)
     assert tables(app, "n_not_expressed")[0].equals(summary)
+
+
+def test_a_knockout_shows_each_methods_predicted_expression_changes():
+    app = knockout_page("LYZ")
+    app.button(key="ko_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    has_decoder = EncoderConfig.from_json(ROOT / "assets/demo_model/config.json").has_decoder
+    expression_tables = tables(app, "predicted_log_change")
+    assert len(expression_tables) == (3 if has_decoder else 2)  # PCA and linear always, the encoder with a decoder
+    for table in expression_tables:
+        assert 0 < len(table) <= 20 and "LYZ" not in set(table["gene"])  # the knocked-out gene is left out
+        assert table["predicted_log_change"].is_monotonic_decreasing and (table["predicted_log_change"] != 0).all()
+    if not has_decoder:
+        assert any("no expression decoder" in info.value and "shifts only" in info.value for info in app.info)
+    downloads = [element for element in app.get("download_button") if "ko_expression_csv" in str(element.proto.id)]
+    assert len(downloads) == len(expression_tables)
+    assert any("LYZ itself: predicted change -" in caption.value for caption in app.caption)
 
 
 def test_overexpression_runs_the_encoder_alone_and_says_why():

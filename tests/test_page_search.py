@@ -111,3 +111,34 @@ def test_label_transfer_with_another_dataset_both_ways_and_one_without_shared_ge
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert next(m.value for m in app.metric if m.label == "Query cells") == "700"
     assert float(next(m.value for m in app.metric if m.label == "Accuracy")) > 0.5
+
+
+def test_a_fine_tuned_model_shows_its_classifier_beside_the_knn_vote(demo):
+    from sccore.models import FinetuneConfig, finetune
+
+    tuned = Path(os.environ["SCCORE_MODEL_DIR"]) / "demo-tuned"
+    finetune(demo[::2].copy(), ROOT / "assets/demo_model", "cell_type", tuned, FinetuneConfig(epochs=2, device="cpu"))
+    folder = Path(os.environ["SCCORE_DATA_DIRS"])
+    demo[1::5].copy().write_h5ad(folder / "demo_tuned_query.h5ad")
+    app = AppTest.from_file(str(ROOT / "pages/search.py"), default_timeout=600)
+    app.session_state["encoder_model"] = str(tuned)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.selectbox(key="tr_label").set_value("cell_type")
+    app.selectbox(key="tr_rep").set_value("X_encoder").run()
+    app.button(key="tr_run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    scores = table(app, "method", "accuracy", "macro_f1")
+    assert list(scores["method"]) == ["classifier", "kNN vote"] and scores["accuracy"].between(0, 1).all()
+    cells = table(app, "classifier", "classifier_probability", "knn_vote")
+    assert cells["classifier_probability"].between(0, 1).all()
+    assert scores["accuracy"][0] == pytest.approx((cells["classifier"] == cells["true"]).mean())
+    assert scores["accuracy"][1] == pytest.approx((cells["knn_vote"] == cells["true"]).mean())
+    assert any("fine-tuned to predict obs['cell_type']" in caption.value for caption in app.caption)
+    app.selectbox(key="map_file").set_value(f"{folder.name}/demo_tuned_query.h5ad")
+    app.selectbox(key="map_label").set_value("cell_type")
+    app.selectbox(key="map_rep").set_value("X_encoder").run()  # the other dataset's cells, embedded by the model
+    app.button(key="map_run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    mapped = [frame.value for frame in app.dataframe if {"classifier", "knn_vote"} <= set(frame.value.columns)]
+    assert len(mapped) == 2 and len(mapped[1]) == len(demo[1::5])  # the transfer within, then the mapped cells'

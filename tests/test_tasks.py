@@ -9,9 +9,10 @@ import pytest
 from sccore import InputError, jobs
 from sccore.cli import build_parser
 from sccore.errors import Cancelled
-from sccore.tasks import screen, umap
+from sccore.tasks import finetune, screen, train, umap
 from sccore.tasks.metrics import MetricsTaskParams
 from sccore.tasks.screen import ScreenParams
+from sccore.training import TrainConfig
 from tests.conftest import make_counts
 
 
@@ -75,3 +76,39 @@ def test_a_stopped_task_raises_cancelled_and_writes_nothing(tmp_path):
     table = screen.run(params)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "screen.csv"), table.reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_training_parameters_have_one_home_for_their_defaults():
+    for name in ("epochs", "batch_size", "grad_accum", "learning_rate", "seed", "device"):
+        assert train.TrainParams.default(name) == getattr(TrainConfig(), name), name
+    args = build_parser().parse_args(["train", "in.h5ad", "--out", "model"])
+    params = train.TrainParams(input="in.h5ad", out="model")
+    for name in ("epochs", "batch_size", "grad_accum", "learning_rate", "seed", "device", "config", "n_bins"):
+        assert getattr(args, name) == getattr(params, name), name
+    for name in train.OBJECTIVES + ("batch_key",):  # None: the preset's
+        assert getattr(args, name) is None and getattr(params, name) is None, name
+    assert params.objectives == {}
+    args = build_parser().parse_args(["train", "in.h5ad", "--out", "m", "--gepc-weight", "1", "--likelihood", "poisson",
+                                      "--mlm-weight", "0", "--batch-key", "donor"])
+    assert (args.gepc_weight, args.likelihood, args.mlm_weight, args.batch_key) == (1.0, "poisson", 0.0, "donor")
+    with pytest.raises(InputError, match="likelihood is one of nb, poisson"):
+        train.TrainParams(input="x", likelihood="gaussian")
+    with pytest.raises(InputError, match="gep_weight is negative"):
+        train.TrainParams(input="x", gep_weight=-1.0)
+
+
+def test_finetune_is_a_subcommand_and_a_job_kind_on_one_task(tmp_path):
+    args = build_parser().parse_args(["finetune", "in.h5ad", "--model", "m", "--label-key", "cell_type", "--out", "m2"])
+    for name in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "seed", "device"):
+        assert getattr(args, name) == finetune.FinetuneParams.default(name), name
+    assert jobs.JOB_KINDS["finetune"].run is finetune.run and "finetune" in jobs.KINDS
+    make_counts(n_cells=20).write_h5ad(tmp_path / "counts.h5ad")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    checked = jobs.checked_params("finetune", {"input": str(tmp_path / "counts.h5ad"), "model": str(model),
+                                               "label_key": "cell_type"})
+    assert checked["model"] == str(model.resolve()) and checked["epochs"] == finetune.FinetuneParams.default("epochs")
+    key = jobs.job_key("finetune", checked)
+    (model / "config.json").write_text('{"changed": true}')  # the model's files are part of the key
+    assert jobs.job_key("finetune", checked) != key

@@ -84,7 +84,8 @@ def test_the_tour_walks_every_step_and_leaves_everything_as_it_is():
     (summary,) = table_with(app, "n_not_expressed")
     shift = dict(zip(summary["method"], summary["mean_shift"]))
     assert shift["Encoder"] < shift["PCA baseline"] < shift["Linear baseline"]  # "hardly at all", "a little"
-    assert len(app.get("plotly_chart")) == 3  # arrows in each method's UMAP
+    # arrows in each method's UMAP, and the bars of each method's predicted expression changes
+    assert len(app.get("plotly_chart")) == 3 + len(table_with(app, "predicted_log_change"))
     assert tour.RUN not in app.session_state  # the request is used up
 
     app.button(key="tour_next").click().run()  # the screen runs too, beside the knockout kept from the last step

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..training import LIKELIHOODS
 
 
 @dataclass
@@ -64,8 +65,8 @@ class EncoderConfig:
     def __post_init__(self):
         if self.d_model % self.n_heads:
             raise InputError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
-        if self.likelihood not in ("nb", "poisson"):
-            raise InputError(f"Unknown likelihood '{self.likelihood}': use nb or poisson.")
+        if self.likelihood not in LIKELIHOODS:
+            raise InputError(f"Unknown likelihood '{self.likelihood}': use {' or '.join(LIKELIHOODS)}.")
         weights = (self.mlm_weight, self.gep_weight, self.gepc_weight, self.contrastive_weight)
         if min(weights) < 0 or not any(weights):
             raise InputError("The objective weights must be >= 0 and at least one > 0 (mlm, gep, gepc, contrastive).")

@@ -8,7 +8,7 @@ never written to. :func:`sccore.encode.classify` applies the head.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -20,29 +20,10 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..errors import InputError
+from ..training import FinetuneConfig
 from .encoder import EncoderConfig, MaskedGeneModel
 from .store import CONFIG, LoadedModel, load_model, save_model
 from .train import length_grouped_batches, pad_batch
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Optimisation settings of :func:`finetune`."""
-
-    epochs: float = 3.0
-    batch_size: int = 32
-    learning_rate: float = 3e-4
-    head_learning_rate: float = 3e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        if not 0 < self.epochs <= 1000:
-            raise InputError(f"epochs must be in (0, 1000], not {self.epochs}.")
-        if not 1 <= self.batch_size <= 4096:
-            raise InputError(f"batch_size must be in 1..4096, not {self.batch_size}.")
 
 
 def training_labels(obs: pd.DataFrame, label_key: str) -> tuple[np.ndarray, list[str]]:
@@ -68,6 +49,14 @@ def training_labels(obs: pd.DataFrame, label_key: str) -> tuple[np.ndarray, list
     return codes, labels
 
 
+def check_new_folder(out_dir: str | Path, source: str | Path) -> None:
+    """:class:`InputError` when ``out_dir`` is the source model's folder or already holds a model: a fine-tuned model
+    goes to a new folder, so that nothing trained is overwritten."""
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == Path(source).resolve() or (out_dir / CONFIG).exists():
+        raise InputError(f"{out_dir} already holds a model; choose a new folder for the fine-tuned model (--out).")
+
+
 def finetune(adata: ad.AnnData, model: str | Path | LoadedModel, label_key: str, out_dir: str | Path,
              config: FinetuneConfig = FinetuneConfig(), library_size_key: str | None = None,
              progress: Callable[[float, str], None] = lambda fraction, message: None,
@@ -81,8 +70,7 @@ def finetune(adata: ad.AnnData, model: str | Path | LoadedModel, label_key: str,
 
     out_dir = Path(out_dir)
     source = model.path if isinstance(model, LoadedModel) else Path(model)
-    if out_dir.resolve() == Path(source).resolve() or (out_dir / CONFIG).exists():
-        raise InputError(f"{out_dir} already holds a model; choose a new folder for the fine-tuned model (--out).")
+    check_new_folder(out_dir, source)
     codes, labels = training_labels(adata.obs, label_key)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)

@@ -24,27 +24,11 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..io import counts_matrix
 from ..tokenize import MASK_ID, PAD_ID, TokenizedCell, Vocabulary, library_sizes, nonzero_medians, tokenize
+from ..training import TrainConfig
 from .encoder import EncoderConfig, MaskedGeneModel, preset
 from .store import save_model
 
 STATE = "trainer_state.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings of :func:`train`."""
-
-    epochs: float = 10.0
-    batch_size: int = 32
-    grad_accum: int = 1
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    mask_fraction: float = 0.15
-    val_fraction: float = 0.05
-    eval_every: int = 50
-    seed: int = 0
-    device: str = "auto"
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,

@@ -14,6 +14,7 @@ module                     parameters                           command line    
 ``neighbors``              :class:`NeighborsTaskParams`         ``neighbors``
 ``umap``                   :class:`UMAPTaskParams`              ``umap``                    ``umap``
 ``train``                  :class:`TrainParams`                 ``train``                   ``train``
+``finetune``               :class:`FinetuneParams`              ``finetune``                ``finetune``
 ``knockout``               :class:`KnockoutParams`              ``knockout``
 ``screen``                 :class:`ScreenParams`                ``screen``                  ``screen``
 ``validate``               :class:`ValidateParams`              ``validate-knockout``

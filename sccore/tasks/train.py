@@ -1,34 +1,47 @@
-"""The ``train`` task (job kind ``train``): masked-gene pretraining of a transformer encoder into a model folder."""
+"""The ``train`` task (job kind ``train``): pretraining of a transformer encoder into a model folder, with the
+objectives its configuration weighs (masked genes, masked expression, every gene's counts from the cell embedding,
+a contrastive term) and optionally a decoder conditioned on the batch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..training import LIKELIHOODS, TrainConfig
 from .base import Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable
 
 CONFIGS = ("small", "v1")
+OBJECTIVES = ("mlm_weight", "gep_weight", "gepc_weight", "likelihood", "contrastive_weight")  # None: the preset's
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainParams(TaskParams):
     """Parameters of :func:`run`: the raw counts ``input``, the model folder ``out`` (empty in a job: the cache), the
-    model size and the optimisation; ``resume`` continues a run ``out`` holds (a job always resumes)."""
+    model size, its objectives (:data:`OBJECTIVES`, ``None``: the preset's, i.e.
+    :class:`sccore.models.EncoderConfig`'s), the obs column the decoder is conditioned on (``batch_key``), and the
+    optimisation (defaults: :class:`sccore.training.TrainConfig`'s); ``resume`` continues a run ``out`` holds (a job
+    always resumes)."""
 
     task: ClassVar[str] = "train"
     output_field: ClassVar[str] = "out"
     input: str
     out: str = ""
     config: str = "small"
-    epochs: float = 10.0
-    batch_size: int = 32
-    grad_accum: int = 1
-    learning_rate: float = 1e-3
+    epochs: float = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    grad_accum: int = TrainConfig.grad_accum
+    learning_rate: float = TrainConfig.learning_rate
     n_bins: int = 0
     cls: bool = False
+    mlm_weight: float | None = None
+    gep_weight: float | None = None
+    gepc_weight: float | None = None
+    likelihood: str | None = None
+    contrastive_weight: float | None = None
+    batch_key: str | None = None
     library_size_key: str | None = None
-    seed: int = 0
-    device: str = "auto"
+    seed: int = TrainConfig.seed
+    device: str = TrainConfig.device
     resume: bool = True
 
     def __post_init__(self) -> None:
@@ -38,17 +51,26 @@ class TrainParams(TaskParams):
         require(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be 1 or more.")
         require(self.learning_rate > 0, f"learning_rate must be more than 0, not {self.learning_rate}.")
         require(self.n_bins >= 0, f"n_bins is 0 (rank encoding only) or more, not {self.n_bins}.")
+        require(self.likelihood is None or self.likelihood in LIKELIHOODS,
+                f"likelihood is one of {', '.join(LIKELIHOODS)}, not '{self.likelihood}'.")
+        negative = [name for name in OBJECTIVES if name != "likelihood" and (getattr(self, name) or 0) < 0]
+        require(not negative, f"The objective weights are 0 (off) or more: {', '.join(negative)} is negative.")
+
+    @property
+    def objectives(self) -> dict:
+        """The objective settings given (those left ``None`` keep the preset's)."""
+        return {name: getattr(self, name) for name in OBJECTIVES if getattr(self, name) is not None}
 
 
 def run(params: TrainParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> dict:
     """Train a model on ``params.input`` into ``params.out`` (resumed from its checkpoint with ``resume``); returns the
     loss history."""
-    from ..models import TrainConfig, preset, train
+    from ..models import preset, train
 
     out = params.output_path
+    model_config = preset(params.config, vocab_size=3, n_bins=params.n_bins, add_cls=params.cls, **params.objectives)
     adata = open_counts(params.input, params.library_size_key)
     config = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, grad_accum=params.grad_accum,
                          learning_rate=params.learning_rate, seed=params.seed, device=params.device)
-    model_config = preset(params.config, vocab_size=3, n_bins=params.n_bins, add_cls=params.cls)
     return train(adata, out, model_config, config, library_size_key=params.library_size_key, resume=params.resume,
-                 progress=stoppable(progress, should_stop))
+                 progress=stoppable(progress, should_stop), batch_key=params.batch_key)

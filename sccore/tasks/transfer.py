@@ -9,6 +9,7 @@ from typing import ClassVar
 import anndata as ad
 
 from ..embed import PCAParams
+from ..errors import InputError
 from .base import Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, write_h5ad
 
 REPRESENTATIONS = ("X_pca", "X_encoder")
@@ -46,8 +47,9 @@ class TransferParams(QualityControl):
 @dataclass
 class TransferOutcome:
     """What :func:`run` did: the labelled ``query``, how it was mapped (``mapping``: genes matched, library sizes),
-    the vote's ``warnings``, the scores against the query's true labels (``true_key``; empty without), and
-    ``notes`` on what was computed for the reference."""
+    the vote's ``warnings``, the scores of ``obs[key_added]`` against the query's true labels (``true_key``; empty
+    without), and ``notes`` on what was computed for the reference. With a fine-tuned model's classifier,
+    ``obs[key_added]`` holds its labels and ``knn_key`` names the column of the kNN vote, scored in ``knn_scores``."""
 
     query: ad.AnnData
     mapping: dict
@@ -55,6 +57,8 @@ class TransferOutcome:
     true_key: str | None
     scores: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    knn_key: str | None = None
+    knn_scores: dict = field(default_factory=dict)
 
 
 def _reference(stored: ad.AnnData, params: TransferParams, model, progress: Progress, notes: list[str]) -> ad.AnnData:
@@ -97,12 +101,29 @@ def _model(stored: ad.AnnData, params: TransferParams):
     return load_model(folder, resolve_device(params.device))
 
 
+def _check_genes(adata: ad.AnnData, model, which: str, gene_id_key: str | None) -> None:
+    """:class:`InputError` naming the dataset (``which``) and the fix when too few of its genes are in the model's
+    vocabulary."""
+    from ..tokenize import match_genes
+
+    try:
+        match_genes(adata.var, model.vocabulary, gene_id_key)
+    except InputError as error:
+        raise InputError(f"The {which} does not fit the model {model.path.name}: {error} Use a model trained (or "
+                         "fine-tuned) on data that measures these genes.") from error
+
+
 def run(params: TransferParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> TransferOutcome:
     """Map the query into the reference's space (never refitted on it), give each query cell the similarity-weighted
     vote of its ``k`` nearest reference cells, score it where the query has true labels, and write the query with
-    ``obs[key_added]`` and ``obs[key_added + '_confidence']`` to ``params.output``."""
+    ``obs[key_added]`` and ``obs[key_added + '_confidence']`` to ``params.output``.
+
+    With a model fine-tuned on ``label_key`` (:func:`sccore.transfer.has_classifier_for`), ``obs[key_added]`` holds
+    its classifier's label (and ``_confidence`` the label's probability) and the vote goes to
+    ``obs[key_added + '_knn']`` (and ``_knn_confidence``); both are scored."""
     from ..io import read_h5ad
-    from ..transfer import map_query, reference_labels, score, transfer
+    from ..transfer import (classifier_labels, has_classifier_for, map_query, reference_labels, score, transfer,
+                            write_classifier_labels)
 
     output = params.output_path
     stored = read_h5ad(params.reference)
@@ -113,6 +134,13 @@ def run(params: TransferParams, progress: Progress = quiet, should_stop: ShouldS
                                                            f"against; columns: {', '.join(map(str, query.obs.columns))}.")
     model = _model(stored, params)
     notes: list[str] = []
+    if model is not None:
+        _check_genes(stored, model, "reference", params.gene_id_key)
+        _check_genes(query, model, "query", params.gene_id_key)
+    with_classifier = has_classifier_for(model, params.label_key)
+    if model is not None and model.config.labels and not with_classifier:
+        notes.append(f"The model's classifier predicts obs['{model.config.label_key}'], not '{params.label_key}': "
+                     "the kNN vote alone labels the query.")
     reference = _reference(stored, params, model, progress, notes)
     check_stop(should_stop)
     progress(0.4, "mapping the query onto the reference")
@@ -120,7 +148,13 @@ def run(params: TransferParams, progress: Progress = quiet, should_stop: ShouldS
                         progress=lambda f, m: progress(0.4 + 0.5 * f, f"query: {m}"))
     check_stop(should_stop)
     progress(0.9, f"voting ({params.k} nearest reference cells)")
-    result = transfer(reference, query, params.label_key, params.use_rep, params.key_added, params.k, params.threshold)
+    knn_key = f"{params.key_added}_knn" if with_classifier else params.key_added
+    result = transfer(reference, query, params.label_key, params.use_rep, knn_key, params.k, params.threshold)
+    if with_classifier:
+        labels, probability = classifier_labels(model, query.obsm[params.use_rep], mapping["pooling"], mapping["layer"])
+        write_classifier_labels(query, model, labels, probability, params.key_added, params.threshold)
     scores = score(query.obs[true_key], query.obs[params.key_added]) if true_key else {}
+    knn_scores = score(query.obs[true_key], query.obs[knn_key]) if true_key and with_classifier else {}
     write_h5ad(query, output)
-    return TransferOutcome(query, mapping, list(result.warnings), true_key, scores, notes)
+    return TransferOutcome(query, mapping, list(result.warnings), true_key, scores, notes,
+                           knn_key if with_classifier else None, knn_scores)
