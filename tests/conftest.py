@@ -43,6 +43,8 @@ SLOW_UNIT_TESTS = {  # measured (--durations): the slowest of the unit tests, ea
     # the real CRISPR screen through the command line
     "tests/test_cli.py::test_embed_real_crispr_screen_with_whole_transcriptome_library_sizes",
     "tests/test_cli.py::test_validate_knockout_prints_spearman_last",
+    # fine-tuning, transfer with its classifier and knockout expression changes through the command line
+    "tests/test_cli.py::test_finetune_then_transfer_with_its_classifier_and_knockout_expression_changes",
     # the demo's whole report (knockouts and screens by every method); build_report's parts stay unit tests
     "tests/test_report.py::test_demo_report_holds_dataset_parameters_figures_baselines_and_versions",
     # the real PBMCs of eight donors through the dashboard's analysis
