@@ -343,8 +343,10 @@ def variant_name(args) -> str:
     if args.epochs <= 0:
         return f"{args.config}-untrained"
     dropout = "preset" if args.dropout is None else f"{args.dropout:g}"
-    objective = "".join(f"-{OBJECTIVE_ARGS[name]}{getattr(args, name):g}" if isinstance(getattr(args, name), float)
-                        else f"-{getattr(args, name)}" for name in OBJECTIVE_ARGS if getattr(args, name) is not None)
+    config = encoder_config(args)  # the objective in effect: the preset's weights with this run's overrides
+    objective = f"-mlm{config.mlm_weight:g}-gepc{config.gepc_weight:g}" + "".join(
+        f"-{short}{getattr(config, name):g}" for name, short in (("gep_weight", "gep"), ("contrastive_weight", "con"))
+        if getattr(config, name)) + ("-poisson" if config.likelihood == "poisson" else "")
     batch = (f"-batch{args.batch_key}" if args.batch_key else "") + ("-cls" if args.cls else "")
     return (f"{args.config}-drop{dropout}-lr{args.learning_rate:g}-bins{args.n_bins}-len{args.max_length}"
             f"-bs{args.batch_size}-ep{args.epochs:g}{objective}{batch}")
@@ -402,7 +404,7 @@ def load_records(directory: Path) -> list[dict]:
 
 
 POOLING_SHORT = {"mean, layer 0": "L0", "mean, layer 1": "L1", "mean, layer 2": "L2", "mean, layer 3": "L3",
-                 "all-layers": "all"}
+                 "all-layers": "all", "cls": "cls"}
 
 
 def _run_order(rec: dict) -> tuple:
@@ -436,9 +438,9 @@ def tried_table(records: list[dict], headline_variant: str) -> str:
             rec["date"][:16]])
     return md_table(["run", "epochs", "lr", "batch", "dropout", "n_bins", "max_length",
                      "train time (steps, other processes' cores)", "final val loss",
-                     "inner LODO kNN acc, pooling L0 / L1 / L2 / L3 / all-layers (selection)", "selected pooling",
+                     "inner LODO kNN acc, pooling L0 / L1 / L2 / L3 / all-layers (/ cls) (selection)", "selected pooling",
                      "held-out kNN acc", "macro-F1", "ARI", "NMI",
-                     "held-out kNN acc, L0 / L1 / L2 / L3 / all-layers", "date (UTC)"], body)
+                     "held-out kNN acc, L0 / L1 / L2 / L3 / all-layers (/ cls)", "date (UTC)"], body)
 
 
 def section_markdown(rec: dict, records: list[dict], labels: np.ndarray, is_test: np.ndarray) -> str:

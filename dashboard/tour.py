@@ -43,8 +43,8 @@ STEPS = [
          forget=("view_X_umap", "view_X_umap_encoder")),
     Step("The encoder beside PCA",
          "On the right, the same cells placed by the transformer encoder's embedding instead of PCA's, in the same "
-         "colours. The blue box under the plots says which one keeps the cell types together better: on this small "
-         "demo it is the PCA baseline, not the encoder.",
+         "colours. The blue box under the plots says which one keeps the cell types together better on this demo, "
+         "with each one's neighbour agreement.",
          "explore", {"layout_a": "X_umap", "compare": True, "layout_b": "X_umap_encoder", "color_mode": "Annotation",
                      "color_column": "cell_type"},
          forget=("view_X_umap", "view_X_umap_encoder")),
@@ -56,9 +56,8 @@ STEPS = [
                     "search_metric": "euclidean", "search_exclude": True}),
     Step("Knock out a gene",
          "FCGR3A (CD16) is the gene that best tells this demo's CD14+ monocytes from its dendritic cells (96 % of the "
-         "monocytes express it, 22 % of the dendritic cells). Knocked out in the monocytes, the linear baseline's "
-         "arrows carry them toward the dendritic cells, PCA's move them a little and the encoder's hardly at all, as "
-         "the table's mean shift shows.",
+         "monocytes express it, 22 % of the dendritic cells). Knocked out in the monocytes, each method's arrows "
+         "show where it moves them, and the table's mean shift says which method moves them furthest.",
          "knockout", {"ko_gene": "FCGR3A", "ko_gene_text": "", "ko_pop_column": "cell_type",
                       "ko_pop_value": "CD14+ Monocyte", "ko_mode": "delete", "ko_max_cells": 1000, "ko_zoom": True},
          run="knockout"),
@@ -66,7 +65,8 @@ STEPS = [
          "Under the knockout, a screen knocks out each of the 25 genes most often expressed in 30 of the monocytes, "
          "one at a time, and ranks them by how far they push the cells toward the dendritic cells (the demo has no "
          "treated and control cells to aim between). The PCA and linear baselines (their tabs) put FCGR3A first or "
-         "second, the encoder lower; the table under *Do the methods agree?* says how far the rankings match.",
+         "second; the encoder's tab shows where it ranks it, and the table under *Do the methods agree?* says how "
+         "far the rankings match.",
          "knockout", {"sc_pop_column": "cell_type", "sc_pop_value": "CD14+ Monocyte", "sc_top": 25,
                       "sc_max_cells": 30, "sc_estimate": "exact", "sc_background": False, "sc_goal": True,
                       "sc_goal_column": "cell_type", "sc_goal_value": "Dendritic"},

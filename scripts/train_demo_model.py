@@ -2,7 +2,8 @@
 
 Data: the embedded demo (scanpy's pbmc68k_reduced: 700 PBMCs, 765 genes, integer counts recovered
 from its log-normalised values; library sizes from the whole-transcriptome totals). No labels are
-used: masked-gene pretraining only. Seed 0, 30 epochs of 22 steps (batch 32), AdamW at 1e-3 with
+used: the `small` preset's self-supervised objectives (masked genes and every gene's counts from the cell
+embedding). Seed 0, 30 epochs of 22 steps (batch 32), AdamW at 1e-3 with
 5 % warm-up and linear decay, on the CPU. Reproduce with:
 
     python scripts/train_demo_model.py            # writes assets/demo_model/ (4 to 11 minutes on 2 cores)
