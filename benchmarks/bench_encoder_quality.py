@@ -247,10 +247,10 @@ def pca_baselines(adata, is_test: np.ndarray, n_hvg: int) -> dict[str, tuple[np.
 def encoder_config(args):
     from sccore.models import preset
     overrides = {"n_bins": args.n_bins, "max_length": args.max_length}
-    for name in OBJECTIVE_ARGS:
-        if getattr(args, name) is not None:
+    for name in OBJECTIVE_ARGS:  # other benchmarks (bench_transfer) pass arguments without these
+        if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
-    if args.cls:
+    if getattr(args, "cls", False):
         overrides.update(add_cls=True, cell_pooling="cls")
     if args.dropout is not None:
         overrides["dropout"] = args.dropout
@@ -283,7 +283,7 @@ def train_encoder(adata_train, model_dir: Path, args) -> dict:
     load = OtherLoad()
     t0 = now()
     history = train(adata_train, model_dir, config, tc, library_size_key=None, n_bins=args.n_bins, resume=False,
-                    progress=progress, batch_key=args.batch_key or None)
+                    progress=progress, batch_key=getattr(args, "batch_key", "") or None)
     train_s = now() - t0
     return {"train_s": train_s, "other_load": load.stop(), "history": history,
             "steps": history["step"][-1] if history["step"] else 0}
@@ -347,7 +347,8 @@ def variant_name(args) -> str:
     objective = f"-mlm{config.mlm_weight:g}-gepc{config.gepc_weight:g}" + "".join(
         f"-{short}{getattr(config, name):g}" for name, short in (("gep_weight", "gep"), ("contrastive_weight", "con"))
         if getattr(config, name)) + ("-poisson" if config.likelihood == "poisson" else "")
-    batch = (f"-batch{args.batch_key}" if args.batch_key else "") + ("-cls" if args.cls else "")
+    batch = (f"-batch{args.batch_key}" if getattr(args, "batch_key", "") else "") + (
+        "-cls" if getattr(args, "cls", False) else "")
     return (f"{args.config}-drop{dropout}-lr{args.learning_rate:g}-bins{args.n_bins}-len{args.max_length}"
             f"-bs{args.batch_size}-ep{args.epochs:g}{objective}{batch}")
 
