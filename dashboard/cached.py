@@ -18,10 +18,11 @@ from sccore import InputError
 from sccore.export import embedding_table, h5ad_bytes
 from sccore.pp import PreprocessParams, qc_metrics
 from sccore.render import View, legend_table, render_categories, render_values
+from sccore.tasks.knockout import KnockoutParams
 from sccore.tasks.metrics import MetricsTaskParams
 from sccore.workflow import Analysis
 
-from dashboard.state import category_palette, checked_model, default_view, load_dataset
+from dashboard.state import category_palette, checked_model, default_view, load_dataset, perturbation_fields
 from dashboard.widgets import progress_bar
 
 # --- Data and Explore pages: QC table, images and exports -----------------------------------------------------------
@@ -123,24 +124,26 @@ def default_gene(analysis_key: str, _adata) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=48)
-def knockout_result(analysis_key: str, model_folder: str, genes: tuple[str, ...], cells: np.ndarray, method: str,
-                    mode: str, _analysis: Analysis):
-    """``sccore.perturb.knockout`` of ``genes`` in ``cells`` by ``method`` (the encoder is ``model_folder``)."""
-    from sccore.perturb import knockout
+def knockout_result(analysis_key: str, params: KnockoutParams, cells: np.ndarray, _analysis: Analysis):
+    """The ``knockout`` task's in-memory core (``sccore.tasks.knockout.compute``) of ``params`` (one gene, or its genes
+    together) in ``cells`` of the analysis: its one ``sccore.perturb.KnockoutResult``."""
+    from sccore.tasks.knockout import compute
 
-    model = loaded_model(model_folder, _analysis.params.encoder_device) if method == "encoder" else None
-    return knockout(_analysis.adata, list(genes), cells, method, model=model, mode=mode,
-                    library_size_key=_analysis.params.preprocess.library_size_key)
+    model = loaded_model(params.model, _analysis.params.encoder_device) if params.method == "encoder" else None
+    (result,) = compute(_analysis.adata, params, model, _analysis.params.preprocess.library_size_key, cells)
+    return result
 
 
 def knockout_by_method(analysis: Analysis, gene: str, cells: np.ndarray, methods: list[str], mode: str) -> dict:
-    """:func:`knockout_result` of ``gene`` in ``cells`` by each of ``methods``: method -> its result, or the message
-    of its :class:`InputError`. One message shared by every method is raised as that error."""
+    """:func:`knockout_result` of ``gene`` in ``cells`` by each of ``methods`` (the ``knockout`` task's parameters of
+    each, :func:`dashboard.state.perturbation_fields`): method -> its result, or the message of its
+    :class:`InputError`. One message shared by every method is raised as that error."""
     results = {}
     for method in methods:
         try:
-            results[method] = knockout_result(analysis.key, analysis.params.encoder_model, (gene,), cells, method,
-                                              mode, analysis)
+            params = KnockoutParams(genes=(gene,), mode=mode,
+                                    **perturbation_fields(analysis, analysis.params.encoder_model, method))
+            results[method] = knockout_result(analysis.key, params, cells, analysis)
         except InputError as error:
             results[method] = str(error)
     messages = {value for value in results.values() if isinstance(value, str)}

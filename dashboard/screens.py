@@ -43,14 +43,10 @@ def screen_params(analysis: Analysis, request: ScreenRequest, method: str) -> Sc
     """The ``screen`` task's parameters of ``method`` for ``request`` on the current dataset, with the analysis's
     filters and PCA, its goal starting from the whole population: what this session computes, and what a background
     job gets (with the file it reads as its input, :func:`job_params`)."""
-    pipeline, preprocess = analysis.params, analysis.params.preprocess
-    return ScreenParams(input=state.current_source()[0], model=request.model_folder if method == "encoder" else method,
-                        where=dict([request.population]) if request.population else {},
+    return ScreenParams(where=dict([request.population]) if request.population else {},
                         goal=dict([request.goal]) if request.goal else {}, goal_start="population", top=request.top,
                         max_cells=request.max_cells, estimate=request.estimate if method == "encoder" else "exact",
-                        device=pipeline.encoder_device, n_comps=pipeline.pca.n_comps, min_genes=preprocess.min_genes,
-                        max_pct_mito=preprocess.max_pct_mito, min_cells=preprocess.min_cells,
-                        n_top_genes=preprocess.n_top_genes, library_size_key=preprocess.library_size_key)
+                        **state.perturbation_fields(analysis, request.model_folder, method))
 
 
 def screened_cells(analysis: Analysis, request: ScreenRequest) -> tuple[np.ndarray, np.ndarray]:

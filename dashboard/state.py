@@ -228,6 +228,17 @@ def open_or_stop(atlas_ok: bool = False) -> Analysis:
         st.stop()
 
 
+def perturbation_fields(analysis: Analysis, model_folder: str, method: str) -> dict:
+    """The fields that the perturbation tasks' parameters (``sccore.tasks.perturbation.PerturbationParams``) take from
+    the current dataset for ``method``: its file, the model (the encoder ``model_folder``, or the baseline's name),
+    and the analysis's device, filters and PCA."""
+    pipeline, preprocess = analysis.params, analysis.params.preprocess
+    return {"input": current_source()[0], "model": model_folder if method == "encoder" else method,
+            "device": pipeline.encoder_device, "n_comps": pipeline.pca.n_comps, "min_genes": preprocess.min_genes,
+            "max_pct_mito": preprocess.max_pct_mito, "min_cells": preprocess.min_cells,
+            "n_top_genes": preprocess.n_top_genes, "library_size_key": preprocess.library_size_key}
+
+
 def color_options(analysis: Analysis) -> list[str]:
     """Categorical ``obs`` columns worth colouring by, most useful first (``sccore.annotations``)."""
     return annotation_columns(analysis.adata)

@@ -30,11 +30,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .embed import project_pca
+from .embed import PCAParams, project_pca
 from .errors import InputError
 from .io import counts_matrix
 from .neighbors import IndexParams, Neighbors, build_index, search
 from .perturb import sample_cells
+from .pp import PreprocessParams
 from .select import composition
 from .tokenize import library_sizes
 
@@ -558,22 +559,28 @@ def transfer_within(adata: ad.AnnData, label_key: str, use_rep: str, reference_c
     return transfer(reference, query, label_key, use_rep, k=k, threshold=0.0, params=params)
 
 
-def prepared_reference(adata: ad.AnnData, use_rep: str = "X_pca", model=None, device: str = "auto") -> ad.AnnData:
-    """A dataset of raw counts ready to be a reference in ``obsm[use_rep]``: processed with its default parameters
-    and PCA (``X_pca``), or embedded with the loaded ``model`` (any other key)."""
+def prepared_reference(adata: ad.AnnData, use_rep: str = "X_pca", model=None, device: str = "auto",
+                       preprocess_params: PreprocessParams | None = None, pca_params: PCAParams = PCAParams(),
+                       gene_id_key: str | None = None, library_size_key: str | None = None,
+                       progress=lambda fraction, message: None) -> ad.AnnData:
+    """A dataset of raw counts ready to be a reference in ``obsm[use_rep]`` (``adata`` is left as it is): processed
+    (with ``preprocess_params``; None: :func:`sccore.pp.default_params`) and its PCA (``pca_params``) for ``X_pca``, or
+    embedded with the loaded ``model`` (genes matched by ``gene_id_key``, library sizes from ``library_size_key``) for
+    any other key."""
     from .embed import pca
     from .encode import encoder
     from .pp import default_params, preprocess
 
     if use_rep == "X_pca":
-        processed = preprocess(adata, default_params(adata))
-        pca(processed)
+        processed = preprocess(adata, preprocess_params or default_params(adata))
+        pca(processed, pca_params)
         return processed
     if model is None:
         raise InputError(f"Embedding a reference in {use_rep} needs the encoder's model: choose one on the Encoder "
                          "page, or use X_pca.")
     reference = adata.copy()
-    encoder(reference, model, key_added=use_rep, device=device)
+    encoder(reference, model, key_added=use_rep, device=device, library_size_key=library_size_key,
+            gene_id_key=gene_id_key, progress=progress)
     return reference
 
 
@@ -597,11 +604,15 @@ class MappedTransfer:
 
 def mapped_transfer(reference: ad.AnnData, query: ad.AnnData, label_key: str, use_rep: str = "X_pca", k: int = 15,
                     model=None, gene_id_key: str | None = None, library_size_key: str | None = None,
-                    params: IndexParams = IndexParams()) -> MappedTransfer:
+                    params: IndexParams = IndexParams(), key_added: str = "predicted_cell_type",
+                    threshold: float = 0.0, progress=lambda fraction, message: None) -> MappedTransfer:
     """Map ``query`` (raw counts) into the reference's ``obsm[use_rep]`` (:func:`map_query`, in place), then
-    :func:`transfer` the reference's ``label_key`` to it with no threshold."""
+    :func:`transfer` the reference's ``label_key`` to it (``query.obs[key_added]``, unassigned below ``threshold``;
+    the result itself is before any threshold). ``progress`` reports the mapping, then the vote (at 1)."""
     report = map_query(reference, query, use_rep, model=model, gene_id_key=gene_id_key or None,
-                       library_size_key=library_size_key)
+                       library_size_key=library_size_key, progress=progress)
     obs = query.obs.copy()
-    result = transfer(reference, query, label_key, use_rep, k=k, threshold=0.0, params=params)
+    progress(1.0, f"voting ({k} nearest reference cells)")
+    result = transfer(reference, query, label_key, use_rep, key_added=key_added, k=k, threshold=threshold,
+                      params=params)
     return MappedTransfer(obs, np.asarray(query.obsm[use_rep]), report, result, label_order(reference.obs[label_key]))

@@ -1,11 +1,15 @@
 """The tasks' in-memory cores, which the pages call on the dataset they hold: the same numbers as the task's ``run``
-on the file, the goal in an embedding the caller holds, and a screen stopped in memory kept partial."""
+on the file, the goal in an embedding the caller holds, a screen stopped in memory kept partial, and knockouts in the
+cells the caller chose."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from sccore.errors import Cancelled
 from sccore.perturb import choose_cells, goal_for
-from sccore.tasks import metrics, screen
+from sccore.tasks import knockout, metrics, screen
+from sccore.tasks.knockout import KnockoutParams
 from sccore.tasks.metrics import MetricsTaskParams
 from sccore.tasks.perturbation import open_for_perturbation
 from sccore.tasks.screen import ScreenParams
@@ -64,3 +68,20 @@ def test_metrics_compute_on_the_cells_in_memory_is_what_run_writes(tmp_path):
     in_memory = metrics.compute(adata, params)
     pd.testing.assert_frame_equal(in_memory, written, rtol=1e-6)
     assert list(in_memory.index) == ["X_pca"] and 0 <= in_memory.loc["X_pca", "total"] <= 1
+
+
+def test_knockout_compute_on_the_processed_cells_is_what_run_writes(tmp_path):
+    make_counts(n_cells=120).write_h5ad(tmp_path / "counts.h5ad")
+    params = KnockoutParams(input=str(tmp_path / "counts.h5ad"), output=str(tmp_path / "knockout.csv"), model="pca",
+                            min_genes=0, genes=("GENE0", "GENE91"), where={"cell_type": "type_0"})
+    written = knockout.run(params)
+    opened = open_for_perturbation(params)
+    held = pd.DataFrame([result.summary() for result in knockout.compute(opened.adata, params)])
+    pd.testing.assert_frame_equal(held, written, check_dtype=False, rtol=1e-6)
+    assert list(written["gene"]) == ["GENE0", "GENE91"]
+    chosen = choose_cells(opened.adata, {"cell_type": "type_0"})[:7]  # cells the caller chose (the page's sample)
+    (result,) = knockout.compute(opened.adata, KnockoutParams(input=params.input, model="linear", genes=("GENE0",)),
+                                 cells=chosen)
+    assert result.method == "linear" and set(result.cells) | set(result.not_expressed) == set(chosen)
+    with pytest.raises(Cancelled):
+        list(knockout.compute(opened.adata, params, should_stop=lambda: True))

@@ -1,15 +1,25 @@
 """The ``knockout`` task: in-silico knockout (or overexpression) of genes in chosen cells, one CSV row per gene, and on
-request every gene's predicted expression change."""
+request every gene's predicted expression change.
+
+The command line's ``knockout`` runs :func:`run`; the Knockout page's single-gene knockouts run its in-memory core,
+:func:`compute`, on the page's dataset.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+import anndata as ad
+import numpy as np
 import pandas as pd
 
 from .base import Progress, ShouldStop, check_stop, never, quiet, require, write_csv
 from .perturbation import PerturbationParams, open_for_perturbation
+
+if TYPE_CHECKING:
+    from ..perturb import KnockoutResult
 
 MODES = ("delete", "overexpress")
 
@@ -46,30 +56,43 @@ def check_strategy(strategy: str) -> None:
     require(strategy in STRATEGIES, f"strategy is one of {', '.join(STRATEGIES)}, not '{strategy}'.")
 
 
+def compute(adata: ad.AnnData, params: KnockoutParams, model=None, library_size_key: str | None = None,
+            cells: np.ndarray | None = None, progress: Progress = quiet,
+            should_stop: ShouldStop = never) -> Iterator[KnockoutResult]:
+    """The knockouts of ``params`` on ``adata``, already processed (with its PCA; ``model``: the loaded encoder for an
+    encoder knockout), in ``cells`` (None: the ``where`` cells): each gene alone, or all ``together``, one
+    :class:`sccore.perturb.KnockoutResult` each, yielded as it is computed; ``should_stop()`` is checked before each.
+    :func:`run` and the Knockout page call it."""
+    from ..perturb import choose_cells, knockout
+
+    cells = choose_cells(adata, params.where) if cells is None else cells
+    groups = [list(params.genes)] if params.together else [[gene] for gene in params.genes]
+    for position, group in enumerate(groups):
+        check_stop(should_stop)
+        progress(position / len(groups), f"knocking out {','.join(group)}")
+        yield knockout(adata, group, cells, params.method, model=model, mode=params.mode,
+                       library_size_key=library_size_key, expression=bool(params.expression_output),
+                       batch=params.decoder_batch, strategy=params.strategy)
+
+
 def run(params: KnockoutParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> pd.DataFrame:
-    """Knock out each gene (or all together) and write one row per knockout (the CSV columns of
+    """Knock out each gene (or all together; :func:`compute`) and write one row per knockout (the CSV columns of
     :meth:`sccore.perturb.KnockoutResult.summary`, with the goal's columns when there is a goal) to
     ``params.output``; returns the table. With ``expression_output``, also write every gene's predicted change of
     log-expression after each knockout there (:meth:`sccore.perturb.KnockoutResult.expression_table`'s columns: gene,
     knocked_out, method, predicted_log_change); an encoder without an expression decoder is refused first."""
     from ..encode import require_decoder
-    from ..perturb import choose_cells, goal_for, goal_scores, knockout
+    from ..perturb import choose_cells, goal_for, goal_scores
 
     output = params.output_path
     opened = open_for_perturbation(params)
     if (params.expression_output or params.strategy != "tokens") and opened.method == "encoder":
         require_decoder(opened.model)
+    library_size_key = opened.preprocess.library_size_key
     cells = choose_cells(opened.adata, params.where)
-    goal = goal_for(opened.adata, opened.method, opened.model, cells, params.goal, opened.preprocess.library_size_key)
-    groups = [list(params.genes)] if params.together else [[gene] for gene in params.genes]
+    goal = goal_for(opened.adata, opened.method, opened.model, cells, params.goal, library_size_key)
     rows, changes = [], []
-    for position, group in enumerate(groups):
-        check_stop(should_stop)
-        progress(position / len(groups), f"knocking out {','.join(group)}")
-        result = knockout(opened.adata, group, cells, opened.method, model=opened.model, mode=params.mode,
-                          library_size_key=opened.preprocess.library_size_key,
-                          expression=bool(params.expression_output), batch=params.decoder_batch,
-                          strategy=params.strategy)
+    for result in compute(opened.adata, params, opened.model, library_size_key, cells, progress, should_stop):
         row = result.summary()
         if goal is not None:
             row.update(goal_scores(result.original, result.perturbed, goal))

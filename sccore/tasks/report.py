@@ -45,17 +45,27 @@ class ReportOutcome:
     n_screens: int
 
 
+def _perturbation_fields(params: ReportParams, method: str) -> dict:
+    """The fields that the knockout and screen tasks' parameters take from the report's for ``method``: the input, the
+    model (the encoder's folder, or the baseline's name), the device and the quality-control filters."""
+    return {"input": params.input, "model": params.model if method == "encoder" else method, "device": params.device,
+            "min_genes": params.min_genes, "max_pct_mito": params.max_pct_mito, "min_cells": params.min_cells,
+            "n_top_genes": params.n_top_genes, "library_size_key": params.library_size_key}
+
+
 def run(params: ReportParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> ReportOutcome:
-    """Run the dashboard's pipeline (:func:`sccore.workflow.analyse`), knock out each gene and screen by the encoder
-    (with ``model``) and both baselines, and write the report to ``params.output``."""
+    """Run the dashboard's pipeline (:func:`sccore.workflow.analyse`), knock out each gene (the ``knockout`` task's
+    core) and screen (the ``screen`` task's core) by the encoder (with ``model``) and both baselines, each goal in the
+    analysis's embedding of the method, and write the report to ``params.output``."""
     import pandas as pd
 
     from ..device import resolve_device
     from ..models import load_model
-    from ..perturb import choose_cells, goal_for, goal_scores, knockout, sample_cells, screen
+    from ..perturb import goal_for, goal_scores
     from ..pp import qc_metrics
     from ..report import ScreenReport, describe_cells, main_annotation, write_report
     from ..workflow import PipelineParams, analyse
+    from . import knockout, screen
 
     output = params.output_path
     raw = open_counts(params.input, params.library_size_key)
@@ -67,17 +77,25 @@ def run(params: ReportParams, progress: Progress = quiet, should_stop: ShouldSto
     adata, library_size_key = analysis.adata, pipeline.preprocess.library_size_key
     model = load_model(params.model, resolve_device(params.device)) if params.model else None
     methods = (["encoder"] if model is not None else []) + ["pca", "linear"]
-    population = choose_cells(adata, params.where)
-    cells = sample_cells(population, params.max_cells, params.seed)
+    embeddings = {method: adata.obsm["X_encoder" if method == "encoder" else "X_pca"] for method in methods}
+    screen_params = {method: screen.ScreenParams(where=params.where, goal=params.goal, top=params.top,
+                                                 max_cells=params.max_cells, seed=params.seed,
+                                                 **_perturbation_fields(params, method)) for method in methods}
+    population, cells = screen.screened_cells(adata, screen_params["pca"])
     about = describe_cells(params.where, len(cells), len(population))
-    goals = {method: goal_for(adata, method, model, cells, params.goal, library_size_key) for method in methods}
-    rows = []
-    for position, gene in enumerate(params.knockout):
-        report(0.4 + 0.1 * position / len(params.knockout), f"knocking out {gene}")
-        for method in methods:
-            result = knockout(adata, [gene], cells, method, model=model, library_size_key=library_size_key)
-            rows.append({**result.summary(), "cells": about, "mode": "delete",
-                         **(goal_scores(result.original, result.perturbed, goals[method]) if params.goal else {})})
+    rows_by_method = {}
+    for position, method in enumerate(methods if params.knockout else []):
+        def knockout_progress(fraction: float, message: str, position: int = position, method: str = method) -> None:
+            report(0.4 + 0.1 * (position + fraction) / len(methods), f"{method}: {message}")
+
+        goal = goal_for(adata, method, model, cells, params.goal, library_size_key, embeddings[method])
+        knockout_params = knockout.KnockoutParams(genes=params.knockout, **_perturbation_fields(params, method))
+        rows_by_method[method] = [
+            {**result.summary(), "cells": about, "mode": "delete",
+             **(goal_scores(result.original, result.perturbed, goal) if goal is not None else {})}
+            for result in knockout.compute(adata, knockout_params, model, library_size_key, cells, knockout_progress,
+                                           should_stop)]
+    rows = [row for gene_rows in zip(*rows_by_method.values()) for row in gene_rows]  # gene by gene, every method
     screens = []
     if params.screen:
         tables = {}
@@ -85,8 +103,8 @@ def run(params: ReportParams, progress: Progress = quiet, should_stop: ShouldSto
             def method_progress(fraction: float, message: str, position: int = position, method: str = method) -> None:
                 report(0.5 + 0.45 * (position + fraction) / len(methods), f"screen, {method}: {message}")
 
-            tables[method] = screen(adata, cells, method, model=model, top=params.top, goal=goals[method],
-                                    library_size_key=library_size_key, seed=params.seed, progress=method_progress)
+            tables[method] = screen.compute(adata, screen_params[method], model, library_size_key, embeddings[method],
+                                            method_progress)
         goal_text = ", ".join(f"{key} = {value}" for key, value in params.goal.items())
         screens.append(ScreenReport(about, tables, goal=goal_text))
     check_stop(should_stop)

@@ -10,7 +10,8 @@ import anndata as ad
 
 from ..embed import PCAParams
 from ..errors import InputError
-from .base import Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, write_h5ad
+from .base import (Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, stoppable,
+                   write_h5ad)
 
 REPRESENTATIONS = ("X_pca", "X_encoder")
 
@@ -62,30 +63,26 @@ class TransferOutcome:
 
 
 def _reference(stored: ad.AnnData, params: TransferParams, model, progress: Progress, notes: list[str]) -> ad.AnnData:
-    """The reference with ``obsm[use_rep]``: ``stored`` (the file as read) when it can be reused, else computed
-    here (PCA through the project's preprocessing, or the encoder in ``model``)."""
-    from ..embed import pca
-    from ..encode import encoder
-    from ..pp import preprocess
-    from ..transfer import has_pca_projection
+    """The reference with ``obsm[use_rep]``: ``stored`` (the file as read) when it can be reused, else the file's raw
+    counts made one by :func:`sccore.transfer.prepared_reference` (PCA through these quality-control filters, or the
+    encoder in ``model``)."""
+    from ..transfer import has_pca_projection, prepared_reference
 
     if params.use_rep == "X_pca":
         if has_pca_projection(stored):
             return stored
         notes.append("The reference holds no sccore PCA with loadings: computed one (quality control, normalisation, "
                      "PCA).")
-        raw = open_counts(params.reference, params.library_size_key)
-        reference = preprocess(raw, params.preprocess_params(raw))
-        pca(reference, PCAParams(n_comps=params.n_comps))
-        return reference
-    embedded_with = stored.uns.get(params.use_rep, {}).get("model")
-    if params.use_rep in stored.obsm and embedded_with and Path(embedded_with).resolve() == Path(model.path).resolve():
-        return stored
-    notes.append(f"Embedded the reference with {model.path}.")
-    reference = open_counts(params.reference, params.library_size_key)
-    encoder(reference, model, key_added=params.use_rep, device=params.device, library_size_key=params.library_size_key,
-            gene_id_key=params.gene_id_key, progress=lambda f, m: progress(0.4 * f, f"reference: {m}"))
-    return reference
+    else:
+        embedded_with = stored.uns.get(params.use_rep, {}).get("model")
+        if (params.use_rep in stored.obsm and embedded_with
+                and Path(embedded_with).resolve() == Path(model.path).resolve()):
+            return stored
+        notes.append(f"Embedded the reference with {model.path}.")
+    raw = open_counts(params.reference, params.library_size_key)
+    return prepared_reference(raw, params.use_rep, model, params.device, params.preprocess_params(raw),
+                              PCAParams(n_comps=params.n_comps), params.gene_id_key, params.library_size_key,
+                              progress=lambda f, m: progress(0.4 * f, f"reference: {m}"))
 
 
 def _model(stored: ad.AnnData, params: TransferParams):
@@ -122,7 +119,7 @@ def run(params: TransferParams, progress: Progress = quiet, should_stop: ShouldS
     its classifier's label (and ``_confidence`` the label's probability) and the vote goes to
     ``obs[key_added + '_knn']`` (and ``_knn_confidence``); both are scored."""
     from ..io import read_h5ad
-    from ..transfer import (classifier_labels, has_classifier_for, map_query, reference_labels, score, transfer,
+    from ..transfer import (classifier_labels, has_classifier_for, mapped_transfer, reference_labels, score,
                             write_classifier_labels)
 
     output = params.output_path
@@ -144,17 +141,17 @@ def run(params: TransferParams, progress: Progress = quiet, should_stop: ShouldS
     reference = _reference(stored, params, model, progress, notes)
     check_stop(should_stop)
     progress(0.4, "mapping the query onto the reference")
-    mapping = map_query(reference, query, params.use_rep, model=model, gene_id_key=params.gene_id_key,
-                        progress=lambda f, m: progress(0.4 + 0.5 * f, f"query: {m}"))
-    check_stop(should_stop)
-    progress(0.9, f"voting ({params.k} nearest reference cells)")
     knn_key = f"{params.key_added}_knn" if with_classifier else params.key_added
-    result = transfer(reference, query, params.label_key, params.use_rep, knn_key, params.k, params.threshold)
+    report = stoppable(progress, should_stop)
+    mapped = mapped_transfer(reference, query, params.label_key, params.use_rep, params.k, model, params.gene_id_key,
+                             key_added=knn_key, threshold=params.threshold,
+                             progress=lambda f, m: report(0.4 + 0.5 * f, m))
+    mapping = mapped.report
     if with_classifier:
         labels, probability = classifier_labels(model, query.obsm[params.use_rep], mapping["pooling"], mapping["layer"])
         write_classifier_labels(query, model, labels, probability, params.key_added, params.threshold)
     scores = score(query.obs[true_key], query.obs[params.key_added]) if true_key else {}
     knn_scores = score(query.obs[true_key], query.obs[knn_key]) if true_key and with_classifier else {}
     write_h5ad(query, output)
-    return TransferOutcome(query, mapping, list(result.warnings), true_key, scores, notes,
+    return TransferOutcome(query, mapping, list(mapped.result.warnings), true_key, scores, notes,
                            knn_key if with_classifier else None, knn_scores)
