@@ -24,6 +24,15 @@ def classifier_for(analysis: Analysis, label_key: str | None):
     return model if has_classifier_for(model, label_key) else None
 
 
+def show_if_fine_tuned(analysis: Analysis, rep: str, label_key: str | None, embedding: np.ndarray, embedded_as: dict,
+                       vote: np.ndarray, vote_confidence: np.ndarray, true: pd.Series | None, cells: pd.Index,
+                       threshold: float, key: str) -> None:
+    """:func:`show_beside_vote` when the transfer ran on the encoder's embedding (``rep``) and its model was
+    fine-tuned on ``obs[label_key]``; nothing otherwise."""
+    if rep == "X_encoder" and (model := classifier_for(analysis, label_key)) is not None:
+        show_beside_vote(model, embedding, embedded_as, vote, vote_confidence, true, cells, threshold, key)
+
+
 def show_beside_vote(model, embedding: np.ndarray, embedded_as: dict, vote: np.ndarray, vote_confidence: np.ndarray,
                      true: pd.Series | None, cells: pd.Index, threshold: float, key: str) -> None:
     """The classifier's label and probability for the query cells (``embedding``: theirs, by ``model``, pooled as

@@ -154,3 +154,13 @@ def show_transfer(true: pd.Series | None, predicted: np.ndarray, confidence: np.
                          key=f"{slot}_csv")
     right.download_button("Query cells with labels (h5ad)", cached.labelled_h5ad(cache_key, labels, build_export),
                           file_name=f"{key_added}.h5ad", mime="application/octet-stream", key=f"{slot}_h5ad")
+
+
+def show_transfer_by_embedding(scores: pd.DataFrame) -> None:
+    """The same label transfer's scores in each embedding (``cached.transfer_scores``), and the honest note on them."""
+    from sccore.report import transfer_note
+
+    st.markdown("**The same transfer in each embedding** (same reference, query, k and threshold)")
+    st.dataframe(scores, hide_index=True, key="tr_by_embedding",
+                 column_config=column_help(scores, {"accuracy": "%.3f", "macro_f1": "%.3f"}))
+    st.info(transfer_note(scores))

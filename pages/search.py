@@ -1,9 +1,8 @@
 """Search & transfer: the cells most like a cell or a group, and cell labels transferred from reference cells.
 
-Every number comes from ``sccore.transfer`` on FAISS neighbours of the chosen embedding: similar cells
-(with their make-up by every annotation and their place on the UMAP), label transfer from some of this
-dataset's cells to the rest, and label transfer with another dataset mapped into the reference's space
-(either dataset can be the reference).
+Every number comes from ``sccore.transfer`` on FAISS neighbours of the chosen embedding: similar cells (with their
+make-up by every annotation and their place on the UMAP), label transfer from some of this dataset's cells to the
+rest, and label transfer with another dataset mapped into the reference's space (either can be the reference).
 """
 
 from pathlib import Path
@@ -14,14 +13,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, session, state, widgets
-from dashboard.classifier import classifier_for, show_beside_vote
+from dashboard.classifier import show_if_fine_tuned
 from dashboard.explain import column_help
 from dashboard.session import MappedTransferRequest, TransferRecord, TransferRequest
 from sccore import InputError
 from sccore.annotations import guess_column, label_candidates
 from sccore.perturb import choose_cells, sample_cells
 from sccore.plots import add_cells, layout_figure
-from sccore.report import transfer_note
 from sccore.select import cells_in_selection
 from sccore.transfer import (UNASSIGNED, cell_positions, compositions, default_reference_values, label_order,
                              neighbour_table, reference_split)
@@ -162,16 +160,12 @@ if entry is not None:
     widgets.show_transfer(adata.obs[label_key].iloc[query], result.assigned(threshold), result.confidence,
                           adata.obs_names[query], label_order(adata.obs[label_key]), key_added, "tr", tr_request,
                           lambda: adata[query].copy())
-    if tr_rep == "X_encoder" and (tuned := classifier_for(analysis, label_key)) is not None:
-        show_beside_vote(tuned, np.asarray(adata.obsm[tr_rep])[query], adata.uns.get(tr_rep, {}),
-                         result.assigned(threshold), result.confidence, adata.obs[label_key].iloc[query],
-                         adata.obs_names[query], threshold, "tr")
+    show_if_fine_tuned(analysis, tr_rep, label_key, np.asarray(adata.obsm[tr_rep])[query], adata.uns.get(tr_rep, {}),
+                       result.assigned(threshold), result.confidence, adata.obs[label_key].iloc[query],
+                       adata.obs_names[query], threshold, "tr")
     if set(reps) == {"X_pca", "X_encoder"} and adata.obs[label_key].iloc[query].notna().any():
-        by_embedding = cached.transfer_scores(analysis, reps, label_key, split.reference, query, tr_k, threshold)
-        st.markdown("**The same transfer in each embedding** (same reference, query, k and threshold)")
-        st.dataframe(by_embedding, hide_index=True, key="tr_by_embedding",
-                     column_config=column_help(by_embedding, {"accuracy": "%.3f", "macro_f1": "%.3f"}))
-        st.info(transfer_note(by_embedding))
+        widgets.show_transfer_by_embedding(cached.transfer_scores(analysis, reps, label_key, split.reference, query,
+                                                                  tr_k, threshold))
 
 
 # --- Another dataset -----------------------------------------------------------------------------------------------
@@ -237,9 +231,8 @@ if mapped is not None:
 
     widgets.show_transfer(true, predicted, result.confidence, obs.index, mapped.order, key_added, "map", map_request,
                           build)
-    if map_rep == "X_encoder" and (tuned := classifier_for(analysis, map_label)) is not None:
-        show_beside_vote(tuned, mapped.embedding, report, predicted, result.confidence, true, obs.index, threshold,
-                         "map")
+    show_if_fine_tuned(analysis, map_rep, map_label, mapped.embedding, report, predicted, result.confidence, true,
+                       obs.index, threshold, "map")
     if this_is_reference and map_rep in analysis.umap_models:  # the other dataset's cells placed on this UMAP
         placed = cached.placed_in_umap(analysis.key, map_rep, mapped.embedding, analysis, optimize=False)
         layout = layout_key(map_rep)
