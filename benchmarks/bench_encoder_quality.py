@@ -94,7 +94,8 @@ DEFAULTS = dict(config="small", epochs=12.0, learning_rate=3e-3, dropout=0.0, n_
 # Objective weights of sccore.models.EncoderConfig a run may override (None: the preset's), and their short
 # names in the variant's name.
 OBJECTIVE_ARGS = {"mlm_weight": "mlm", "gep_weight": "gep", "gepc_weight": "gepc", "likelihood": "",
-                  "contrastive_weight": "con"}
+                  "contrastive_weight": "con", "latent_dim": "lat"}
+ARG_TYPES = {"likelihood": str, "latent_dim": int}
 
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
 
@@ -247,6 +248,8 @@ def pca_baselines(adata, is_test: np.ndarray, n_hvg: int) -> dict[str, tuple[np.
 def encoder_config(args):
     from sccore.models import preset
     overrides = {"n_bins": args.n_bins, "max_length": args.max_length}
+    if getattr(args, "n_layers", None) is not None:
+        overrides["n_layers"] = args.n_layers
     for name in OBJECTIVE_ARGS:  # other benchmarks (bench_transfer) pass arguments without these
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
@@ -305,9 +308,10 @@ def embed_all_poolings(adata, loaded, batch_size: int = 64) -> dict[str, np.ndar
     counts = counts_matrix(adata)
     sizes = library_sizes(counts, adata.obs, None)
     names = [f"mean, layer {layer}" for layer in range(config.n_layers + 1)] + ["all-layers"] + (
-        ["cls"] if config.add_cls else [])
-    out = {name: np.zeros((adata.n_obs, config.d_model), dtype=np.float32) for name in names}
-    encoder = loaded.model.encoder.eval()
+        ["cls"] if config.add_cls else []) + (["cell"] if config.latent_dim else [])
+    out = {name: np.zeros((adata.n_obs, config.embedding_dim if name == "cell" else config.d_model), dtype=np.float32)
+           for name in names}
+    encoder = loaded.model.eval().encoder
     device = next(encoder.parameters()).device
     for start in range(0, adata.n_obs, CHUNK_CELLS):
         chunk = tokenize(counts[start:start + CHUNK_CELLS], sizes[start:start + CHUNK_CELLS], gene_to_token,
@@ -324,12 +328,37 @@ def embed_all_poolings(adata, loaded, batch_size: int = 64) -> dict[str, np.ndar
                 out["all-layers"][start + rows] = pool(states, mask, "all-layers", config.add_cls).numpy()
                 if config.add_cls:
                     out["cls"][start + rows] = pool(states[-1], mask, "cls", True).numpy()
+                if config.latent_dim:
+                    out["cell"][start + rows] = loaded.model.cell_embedding(states[-1], tokens, attention).numpy()
     return out
+
+
+def finetuned_accuracy(adata, is_test: np.ndarray, model_dir: Path, args) -> dict:
+    """Fine-tune the trained model on the training donors' cell types (``sccore.models.finetune``, labels of the
+    training donors only, as the kNN rows) and score its classifier on the held-out donors."""
+    import shutil
+    from sklearn.metrics import f1_score
+    from sccore.encode import classify
+    from sccore.models import FinetuneConfig, finetune, load_model
+    tuned_dir = model_dir.with_name(model_dir.name + "-finetuned")
+    shutil.rmtree(tuned_dir, ignore_errors=True)
+    config = FinetuneConfig(epochs=args.finetune_epochs, device="cpu")
+    t0 = now()
+    history = finetune(adata[~is_test].copy(), model_dir, LABEL_KEY, tuned_dir, config)
+    seconds = now() - t0
+    labels, _ = classify(adata[is_test].copy(), load_model(tuned_dir, "cpu"))
+    truth = adata.obs[LABEL_KEY].astype(str).to_numpy()[is_test]
+    result = {"epochs": args.finetune_epochs, "train_s": seconds, "steps": len(history["step"]),
+              "accuracy": float(np.mean(labels == truth)), "macro_f1": float(f1_score(truth, labels, average="macro")),
+              "config": {k: v for k, v in config.__dict__.items()}}
+    log(f"fine-tuned ({args.finetune_epochs:g} epochs, {seconds / 60:.1f} min): held-out accuracy "
+        f"{result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
+    return result
 
 
 def pooling_args(name: str, n_layers: int) -> tuple[str, int]:
     """``sccore.encode.encoder`` arguments (pooling, layer) for a pooling name of :func:`embed_all_poolings`."""
-    if name in ("all-layers", "cls"):
+    if name in ("all-layers", "cls", "cell"):
         return name, -1
     layer = int(name.rsplit(" ", 1)[1])
     return "mean", (-1 if layer == n_layers else layer)
@@ -345,11 +374,13 @@ def variant_name(args) -> str:
     dropout = "preset" if args.dropout is None else f"{args.dropout:g}"
     config = encoder_config(args)  # the objective in effect: the preset's weights with this run's overrides
     objective = f"-mlm{config.mlm_weight:g}-gepc{config.gepc_weight:g}" + "".join(
-        f"-{short}{getattr(config, name):g}" for name, short in (("gep_weight", "gep"), ("contrastive_weight", "con"))
+        f"-{short}{getattr(config, name):g}" for name, short in (("gep_weight", "gep"), ("contrastive_weight", "con"),
+                                                                 ("latent_dim", "lat"))
         if getattr(config, name)) + ("-poisson" if config.likelihood == "poisson" else "")
     batch = (f"-batch{args.batch_key}" if getattr(args, "batch_key", "") else "") + (
         "-cls" if getattr(args, "cls", False) else "")
-    return (f"{args.config}-drop{dropout}-lr{args.learning_rate:g}-bins{args.n_bins}-len{args.max_length}"
+    layers = f"-layers{args.n_layers}" if getattr(args, "n_layers", None) is not None else ""
+    return (f"{args.config}{layers}-drop{dropout}-lr{args.learning_rate:g}-bins{args.n_bins}-len{args.max_length}"
             f"-bs{args.batch_size}-ep{args.epochs:g}{objective}{batch}")
 
 
@@ -405,7 +436,7 @@ def load_records(directory: Path) -> list[dict]:
 
 
 POOLING_SHORT = {"mean, layer 0": "L0", "mean, layer 1": "L1", "mean, layer 2": "L2", "mean, layer 3": "L3",
-                 "all-layers": "all", "cls": "cls"}
+                 "all-layers": "all", "cls": "cls", "cell": "latent"}
 
 
 def _run_order(rec: dict) -> tuple:
@@ -426,22 +457,23 @@ def tried_table(records: list[dict], headline_variant: str) -> str:
         steps = rec["train"]["steps"]
         body.append([
             f"`{rec['variant']}`" + (" **(headline run)**" if rec["variant"] == headline_variant else "")
-            + (" (before the masked-bin fix)" if rec.get("before_bin_fix") else ""),
+            + (" (before the masked-bin fix)" if rec.get("before_bin_fix") else "")
+            + (" (before the heads' initialisation fix)" if rec.get("before_init_fix") else ""),
             f"{a['epochs']:g}", f"{a['learning_rate']:g}", a["batch_size"],
             "preset (0.02)" if a["dropout"] is None else f"{a['dropout']:g}", a["n_bins"], a["max_length"],
             "-" if not steps else f"{minutes(rec['train']['train_s'])} ({steps} steps, "
                                   f"{rec['train']['other_load']:.1f})",
             "-" if val is None else f"{val:.3f}",
-            " / ".join(f3(rows[p]["inner_knn_acc"]) for p in POOLING_SHORT if p in rows),
+            " / ".join(f"{POOLING_SHORT[p]} {f3(rows[p]['inner_knn_acc'])}" for p in POOLING_SHORT if p in rows),
             POOLING_SHORT.get(rec["selected_pooling"], rec["selected_pooling"]),
             f3(sel["knn_acc"]), f3(sel["knn_macro_f1"]), f3(sel["ari"]), f3(sel["nmi"]),
-            " / ".join(f3(rows[p]["knn_acc"]) for p in POOLING_SHORT if p in rows),
+            " / ".join(f"{POOLING_SHORT[p]} {f3(rows[p]['knn_acc'])}" for p in POOLING_SHORT if p in rows),
             rec["date"][:16]])
     return md_table(["run", "epochs", "lr", "batch", "dropout", "n_bins", "max_length",
                      "train time (steps, other processes' cores)", "final val loss",
-                     "inner LODO kNN acc, pooling L0 / L1 / L2 / L3 / all-layers (/ cls) (selection)", "selected pooling",
+                     "inner LODO kNN acc by pooling (selection)", "selected pooling",
                      "held-out kNN acc", "macro-F1", "ARI", "NMI",
-                     "held-out kNN acc, L0 / L1 / L2 / L3 / all-layers (/ cls)", "date (UTC)"], body)
+                     "held-out kNN acc by pooling", "date (UTC)"], body)
 
 
 def section_markdown(rec: dict, records: list[dict], labels: np.ndarray, is_test: np.ndarray) -> str:
@@ -482,6 +514,7 @@ def section_markdown(rec: dict, records: list[dict], labels: np.ndarray, is_test
         headline_table(rows), "",
         f"**Encoder vs the best PCA baseline by the inner criterion ({best_pca['method']}):** "
         + "; ".join(verdict) + ".", "",
+        finetune_note(rec.get("finetuned")), "",
         "Per-type kNN accuracy on the held-out donors (Euclidean):", "",
         per_type_table(rows, labels, is_test), "",
         "### What we tried (encoder variants)", "",
@@ -564,6 +597,15 @@ def run_notes(rec: dict, records: list[dict]) -> str:
     return "\n".join(f"- {b}" for b in bullets)
 
 
+def finetune_note(finetuned: dict | None) -> str:
+    """The fine-tuned classifier's sentence (``--finetune-epochs``), or a note that this run did not fine-tune."""
+    if not finetuned:
+        return "Fine-tuning: not run (`--finetune-epochs N` adds it)."
+    return (f"**Fine-tuned for annotation** (`sccore.models.finetune` on the training donors' labels, "
+            f"{finetuned['epochs']:g} epochs, {minutes(finetuned['train_s'])}; its classifier on the held-out donors): "
+            f"accuracy {f3(finetuned['accuracy'])}, macro-F1 {f3(finetuned['macro_f1'])}.")
+
+
 def headline_note(rec: dict) -> str:
     mirror = (f"max abs difference to `sccore.encode.embed_cells` in fp32 on 256 cells: {rec['mirror_check']:.1e}")
     if not rec.get("project_embed", True):
@@ -591,14 +633,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="encoder dropout (attention and hidden); 'preset' keeps the preset's value (0.02)")
     parser.add_argument("--n-bins", type=int, default=DEFAULTS["n_bins"])
     parser.add_argument("--max-length", type=int, default=None, help=f"default {DEFAULTS['max_length']}")
+    parser.add_argument("--n-layers", type=int, default=None, help="transformer layers (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--warmup-fraction", type=float, default=DEFAULTS["warmup_fraction"])
     parser.add_argument("--eval-every", type=int, default=100)
     for name in OBJECTIVE_ARGS:
-        parser.add_argument("--" + name.replace("_", "-"), type=str if name == "likelihood" else float, default=None,
-                            help="objective setting of the model config (default: the preset's)")
+        parser.add_argument("--" + name.replace("_", "-"), type=ARG_TYPES.get(name, float), default=None,
+                            help="objective or latent size of the model config (default: the preset's)")
     parser.add_argument("--cls", action="store_true", help="add a cls token and train the objectives on its state")
     parser.add_argument("--batch-key", default="", help="condition the decoder on this obs column (e.g. batch)")
+    parser.add_argument("--finetune-epochs", type=float, default=0.0,
+                        help="also fine-tune the model on the training donors' labels (sccore.models.finetune) and "
+                             "score its classifier on the held-out donors")
     parser.add_argument("--n-hvg", type=int, default=N_HVG)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch, BLAS and OpenMP threads (0 = the libraries' defaults). Default 1: on this shared "
@@ -696,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"headline encoder ({selected}): kNN {headline['knn_acc']:.3f}, ARI {headline['ari']:.3f}, "
         f"NMI {headline['nmi']:.3f}, embed {headline['embed_s']:.0f} s")
 
+    finetuned = finetuned_accuracy(adata, is_test, model_dir, args) if args.finetune_epochs > 0 else None
+
     wall_s = now() - wall0
     hist_json = history if history is None else json.loads(json.dumps(history, default=float))
     rec = {
@@ -714,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
                   "val_loss_last": (history["val_loss"][-1] if history and history["val_loss"] else None)},
         "pca_rows": pca_rows, "encoder_rows": encoder_rows, "headline": headline, "selected_pooling": selected,
         "headline_args": [pooling, layer], "bf16": bool(bf16_supported(torch.device("cpu"))),
-        "mirror_check": mirror_check, "kmeans_seeds": seeds, "bf16_cosine": bf16_cosine, "project_embed": not args.no_project_embed, "fp32_pass_s": multi_s,
+        "finetuned": finetuned, "mirror_check": mirror_check, "kmeans_seeds": seeds, "bf16_cosine": bf16_cosine, "project_embed": not args.no_project_embed, "fp32_pass_s": multi_s,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{variant}.json").write_text(json.dumps(rec, indent=1))

@@ -42,7 +42,7 @@ SECTION = "## Encoder embedding speed (issue 3)"
 
 
 def cells_per_second(model: MaskedGeneModel, cells: list[TokenizedCell], batch_size: int, optimised: bool) -> float:
-    """Embed ``cells`` (mean of the last layer) on the model's device and return cells per second."""
+    """Embed ``cells`` (the model's cell embedding) on the model's device and return cells per second."""
     device = next(model.parameters()).device
     order = (np.argsort([-len(c.tokens) for c in cells], kind="stable") if optimised else np.arange(len(cells)))
     autocast = optimised and bf16_supported(device)

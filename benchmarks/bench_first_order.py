@@ -86,7 +86,8 @@ def v1_speed(quick: bool, basis_rank: int, n_sampled: int) -> dict:
     config = preset("v1", 20_000, dropout=0.0, max_length=length)
     model = LoadedModel(MaskedGeneModel(config).eval(), None, np.ones(20_000), Path("v1-random"), "sccore")
     cell = full_length_cells(1, length, 20_000)[0]
-    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(config.d_model, basis_rank)))[0].T.astype(np.float32)
+    rank = min(basis_rank, config.embedding_dim)  # directions in the cell embedding (the latent space's size at most)
+    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(config.embedding_dim, rank)))[0].T.astype(np.float32)
     embed_tokens(model, [cell])  # warm-up
     positions = np.random.default_rng(0).choice(length, n_sampled, replace=False)
     variants = [TokenizedCell(np.delete(cell.tokens, p), np.delete(cell.bins, p)) for p in positions]

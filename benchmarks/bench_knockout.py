@@ -78,19 +78,25 @@ def trained_model(adata, params, folder: Path, epochs: float, fresh: bool = Fals
     return load_model(folder)
 
 
-def crispr_validation(quick: bool, epochs: float) -> tuple[pd.DataFrame, float]:
+def crispr_validation(quick: bool, epochs: float, strategies: list[str]) -> tuple[pd.DataFrame, float]:
     adata, params = processed_dataset("lowmoi_example_data.h5ad", {"guide_confident": "True"},
                                       cells=2000 if quick else None)
     started = time.perf_counter()
     model = trained_model(adata, params, model_folder("lowmoi_quick" if quick else "lowmoi_small"), epochs, fresh=quick)
     train_seconds = time.perf_counter() - started
     tables = [expression_baselines(adata, "perturbation", "control", min_cells=5 if quick else 10)]
-    for method in ("encoder", "pca", "linear"):
-        embedding = (embed_cells(adata, model, library_size_key=params.library_size_key) if method == "encoder"
-                     else adata.obsm["X_pca"]).astype(np.float64)
-        tables.append(validate_knockouts(adata, method, embedding, "perturbation", "control",
-                                         model=model if method == "encoder" else None,
-                                         min_cells=5 if quick else 10, library_size_key=params.library_size_key))
+    encoder_embedding = embed_cells(adata, model, library_size_key=params.library_size_key).astype(np.float64)
+    for strategy in strategies:
+        table = validate_knockouts(adata, "encoder", encoder_embedding, "perturbation", "control", model=model,
+                                   min_cells=5 if quick else 10, library_size_key=params.library_size_key,
+                                   strategy=strategy)
+        if len(strategies) > 1:
+            table["method"] = f"encoder ({strategy})"
+        tables.append(table)
+    for method in ("pca", "linear"):
+        tables.append(validate_knockouts(adata, method, adata.obsm["X_pca"].astype(np.float64), "perturbation",
+                                         "control", min_cells=5 if quick else 10,
+                                         library_size_key=params.library_size_key))
     return pd.concat(tables, ignore_index=True), train_seconds
 
 
@@ -148,12 +154,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of the small preset (e.g. gepc_weight=0); repeatable")
     parser.add_argument("--skip", action="append", default=[], choices=["isg", "speed"], help="leave a part out")
+    parser.add_argument("--strategy", action="append", default=[], choices=["tokens", "decoder", "both"],
+                        help="the encoder's knockout strategy on the CRISPR screen (repeatable; default tokens)")
     args = parser.parse_args()
     for item in args.set:
         key, value = item.split("=", 1)
         OVERRIDES[key] = type(getattr(preset("small", 3), key))(value)
     epochs = 0.2 if args.quick else args.epochs
-    validation, train_seconds = crispr_validation(args.quick, epochs)
+    validation, train_seconds = crispr_validation(args.quick, epochs, args.strategy or ["tokens"])
     summary = validation.groupby("method", sort=False).agg(
         mean_cosine=("cosine", "mean"), mean_pearson_delta=("pearson_delta", "mean"),
         mean_rmse_delta=("rmse_delta", "mean")).reset_index()
@@ -164,13 +172,13 @@ def main() -> None:
     print(markdown(wide, 3))
     print(markdown(wide_delta, 3))
     print(markdown(summary, 3))
-    if "isg" in args.skip or "speed" in args.skip:
-        return
-    ranks = isg_ranks(args.quick, epochs, 10 if args.quick else args.max_cells)
-    print(markdown(ranks, 1))
-    speed = screen_speed(args.quick, epochs)
-    print(speed)
-    if args.write_results and not args.quick:
+    if "isg" not in args.skip:
+        ranks = isg_ranks(args.quick, epochs, 10 if args.quick else args.max_cells)
+        print(markdown(ranks, 1))
+    if "speed" not in args.skip:
+        speed = screen_speed(args.quick, epochs)
+        print(speed)
+    if args.write_results and not args.quick and not args.skip:
         command = f".venv/bin/python benchmarks/bench_knockout.py --epochs {args.epochs:g} " \
                   f"--max-cells {args.max_cells} --write-results"
         text = "\n\n".join([

@@ -90,7 +90,7 @@ def quality_model() -> tuple[Path, str, int, str, float | None] | None:
 def choose_model(args, reference) -> tuple[Path, str, int, str, float | None]:
     """``--model``, else the quality benchmark's model, else (``--quick`` or none found) one made here."""
     if args.model:
-        return Path(args.model), args.pooling or "mean", args.layer, f"`{args.model}` (given with `--model`)", None
+        return Path(args.model), args.pooling or "cell", args.layer, f"`{args.model}` (given with `--model`)", None
     found = None if args.quick else quality_model()
     if found:
         return found
@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model", help="encoder folder (default: the latest full bench_encoder_quality.py model)")
-    parser.add_argument("--pooling", choices=["mean", "all-layers"], help="pooling for --model (default mean)")
+    parser.add_argument("--pooling", choices=["cell", "mean", "all-layers"],
+                        help="pooling for --model (default cell: the model's cell embedding)")
     parser.add_argument("--layer", type=int, default=-1, help="layer for --model with pooling mean")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 1,500 cells, an untrained small encoder")
     parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")

@@ -39,7 +39,7 @@ def show_beside_vote(model, embedding: np.ndarray, embedded_as: dict, vote: np.n
     ``embedded_as`` says) beside the kNN ``vote`` and its confidence, the same ``threshold`` making both
     'unassigned'; with ``true`` labels, both accuracies. ``key`` prefixes the widgets' keys."""
     try:
-        labels, probability = classifier_labels(model, embedding, str(embedded_as.get("pooling", "mean")),
+        labels, probability = classifier_labels(model, embedding, str(embedded_as.get("pooling", "cell")),
                                                 int(embedded_as.get("layer", -1)))
     except InputError as error:
         st.info(str(error))

@@ -444,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--method", default="pca", choices=["pca", "encoder"], help="embedding method")
     embed.add_argument("--model", metavar="DIR", help="model folder for --method encoder")
     embed.add_argument("--pooling", default=encoder_params.default("pooling"), choices=embed_encoder.POOLINGS,
-                       help="encoder: mean of a layer's outputs (default), mean over all layers, or the cls token")
+                       help="encoder: the model's cell embedding (default; its latent space when it has one), "
+                            "the mean of a layer's outputs, the mean over all layers, or the cls token")
     embed.add_argument("--layer", type=int, default=encoder_params.default("layer"),
                        help="encoder layer for --pooling mean (-1 = last)")
     embed.add_argument("--batch-size", type=int, default=encoder_params.default("batch_size"))
@@ -472,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="gradient accumulation steps")
     trainer.add_argument("--learning-rate", type=float, default=train_params.default("learning_rate"))
     trainer.add_argument("--n-bins", type=int, default=train_params.default("n_bins"),
-                         help="expression bins per token (0 = rank encoding only)")
+                         help="expression bins per token (0 = rank encoding only; default: the preset's)")
     trainer.add_argument("--cls", action="store_true", help="prepend a cls token (enables embed --pooling cls)")
     objectives = trainer.add_argument_group("objectives (default: the preset's)")
     objectives.add_argument("--mlm-weight", type=float, metavar="W",
@@ -487,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the counts' likelihood under GEPC: negative binomial or Poisson")
     objectives.add_argument("--contrastive-weight", type=float, metavar="W",
                             help="weight of a contrastive term between two down-sampled views of each cell")
+    objectives.add_argument("--latent-dim", type=int, metavar="N",
+                            help="size of the cell embedding: a projection of the pooled states that the decoder "
+                                 "reads, as scVI's latent space (0 = the pooled states themselves)")
     trainer.add_argument("--batch-key", metavar="KEY",
                          help="obs column with each cell's batch: the expression decoder is conditioned on it (needs "
                               "--gepc-weight > 0), so that the embedding need not carry what only the batch explains")
@@ -773,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     partitioner.add_argument("--torch-threads", type=int, default=partition_params.default("torch_threads"),
                              metavar="N", help="torch threads per task")
     partitioner.add_argument("--pooling", default=partition_params.default("pooling"), choices=embed_encoder.POOLINGS,
-                             help="mean of a layer's outputs (default), mean over all layers, or the cls token")
+                             help="the model's cell embedding (default; its latent space when it has one), the "
+                                  "mean of a layer's outputs, the mean over all layers, or the cls token")
     partitioner.add_argument("--layer", type=int, default=partition_params.default("layer"),
                              help="layer for --pooling mean (-1 = last)")
     partitioner.add_argument("--batch-size", type=int, default=partition_params.default("batch_size"))

@@ -1,4 +1,6 @@
-"""Cell embeddings from a transformer encoder: the mean of the encoder's outputs over a cell's genes.
+"""Cell embeddings from a transformer encoder: the model's cell embedding (``pooling="cell"``: the mean of the
+last layer over a cell's genes, projected to the model's latent space when it has one), or the mean of any
+layer's outputs over the cell's genes.
 
 Cells are tokenized and embedded in chunks (never all tokens in memory), batched by length, under
 ``torch.inference_mode`` with bf16 autocast where the device supports it.
@@ -18,9 +20,9 @@ from .io import counts_matrix
 from .models.encoder import mean_pool
 from .models.store import LoadedModel, load_model
 from .models.train import pad_batch
+from .training import POOLINGS
 from .tokenize import PAD_ID, TokenizedCell, library_sizes, match_genes, tokenize
 
-POOLINGS = ("mean", "all-layers", "cls")
 CHUNK_CELLS = 2048
 
 
@@ -34,8 +36,22 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def is_cell_embedding(model: LoadedModel, pooling: str, layer: int) -> bool:
+    """Whether embeddings pooled by ``pooling`` at ``layer`` are ``model``'s cell embeddings (what its decoder and
+    classifier read): ``"cell"``, or the mean of the last layer for a model without a latent space or cls pooling."""
+    config = model.config
+    plain = not config.latent_dim and config.cell_pooling == "mean"
+    return pooling == "cell" or (plain and pooling == "mean" and int(layer) in (-1, config.n_layers))
+
+
+def embedding_width(model: LoadedModel, pooling: str) -> int:
+    """The number of dimensions of ``model``'s embeddings under ``pooling``."""
+    return model.config.embedding_dim if pooling == "cell" else model.config.d_model
+
+
 def pool(states: list[torch.Tensor] | torch.Tensor, attention: torch.Tensor, pooling: str, cls: bool) -> torch.Tensor:
-    """One vector per cell from hidden states: mean over genes (cls token excluded), over layers too, or cls."""
+    """One vector per cell from hidden states: mean over genes (cls token excluded), over layers too, or cls
+    (``pooling="cell"`` needs the model: :meth:`~sccore.models.encoder.MaskedGeneModel.cell_embedding`)."""
     if pooling == "cls":
         if not cls:
             raise InputError("This model has no cls token; use pooling 'mean'.")
@@ -96,7 +112,7 @@ def expected_expression(model: LoadedModel, cells: torch.Tensor, batch_index: in
 def decode_expression(model: LoadedModel, embeddings: np.ndarray, batch: str | None = None,
                       chunk: int = 4096) -> np.ndarray:
     """Expected expression (counts per 10,000 counts of the vocabulary's genes) of every vocabulary gene, for
-    each cell embedding (cells x d_model, mean-pooled last layer): cells x genes, in vocabulary order.
+    each cell embedding (the model's cell embeddings, ``pooling="cell"``): cells x genes, in vocabulary order.
 
     Raises :class:`InputError` for a model without a decoder (e.g. a Geneformer checkpoint).
     """
@@ -140,30 +156,35 @@ def check_options(model: LoadedModel, pooling: str, layer: int) -> None:
         raise InputError(f"Layer {layer} does not exist: the model has {n_layers} layers (use 0..{n_layers}).")
 
 
-def embed_tokens(model: LoadedModel, cells: list[TokenizedCell], pooling: str = "mean", layer: int = -1,
+def embed_tokens(model: LoadedModel, cells: list[TokenizedCell], pooling: str = "cell", layer: int = -1,
                  batch_size: int = 64, precision: str = "auto") -> np.ndarray:
-    """Embed tokenized cells (batched by length, under ``inference_mode``); returns cells x d_model (float32)."""
+    """Embed tokenized cells (batched by length, under ``inference_mode``); returns cells x
+    :func:`embedding_width` (float32)."""
     check_options(model, pooling, layer)
     config = model.config
     device = next(model.model.parameters()).device
     autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    encoder = model.model.encoder.eval()
-    out = np.zeros((len(cells), config.d_model), dtype=np.float32)
+    encoder = model.model.eval().encoder
+    out = np.zeros((len(cells), embedding_width(model, pooling)), dtype=np.float32)
     order = np.argsort([-len(cell.tokens) for cell in cells], kind="stable")
     for batch_start in range(0, len(order), batch_size):
         rows = order[batch_start:batch_start + batch_size]
         tokens, attention, bins = pad_batch([cells[i] for i in rows], device)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             states = encoder(tokens, attention, bins if config.n_bins else None, all_layers=True)
-            chosen = states if pooling == "all-layers" else states[layer]
-            vectors = pool(chosen, attention & (tokens != PAD_ID), pooling, config.add_cls)
+            if pooling == "cell":
+                vectors = model.model.cell_embedding(states[-1], tokens, attention)
+            else:
+                chosen = states if pooling == "all-layers" else states[layer]
+                vectors = pool(chosen, attention & (tokens != PAD_ID), pooling, config.add_cls)
         out[rows] = vectors.float().cpu().numpy()
     return out
 
 
-def presence_gradients(model: LoadedModel, cells: list[TokenizedCell], directions: np.ndarray, layer: int = -1,
+def presence_gradients(model: LoadedModel, cells: list[TokenizedCell], directions: np.ndarray,
                        batch_size: int = 64, precision: str = "auto") -> tuple[np.ndarray, list[np.ndarray]]:
-    """First-order effects of deleting each token, projected on ``directions`` (k x d_model, rows orthonormal).
+    """First-order effects of deleting each token on the cell embedding (``pooling="cell"``), projected on
+    ``directions`` (k x :func:`embedding_width`, rows orthonormal).
 
     Each token gets a presence weight (1 = present) that scales it as an attention key in every layer
     (see :class:`~sccore.models.encoder.CellEncoder`) and in the mean over genes; ``G[j, p]`` is the
@@ -172,18 +193,17 @@ def presence_gradients(model: LoadedModel, cells: list[TokenizedCell], direction
     their positions (exact deletion moves them up by one: linearising that as well made the estimates
     worse on the demo model) and the step is linearised: this ranks genes cheaply, it does not replace
     exact deletion. Costs about ``3 k`` forward passes per cell against one per token for exact
-    deletion. Returns the cells' mean-pooled embeddings (cells x d_model) and, per cell, its k x length
+    deletion. Returns the cells' embeddings (cells x :func:`embedding_width`) and, per cell, its k x length
     matrix of estimated shifts.
     """
-    check_options(model, "mean", layer)
     device = next(model.model.parameters()).device
     autocast = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    encoder = model.model.encoder.eval()
+    encoder = model.model.eval().encoder
     n_directions = len(directions)
     basis = torch.as_tensor(directions, dtype=torch.float32, device=device)
     cells_per_batch = max(1, batch_size // n_directions)
     directions_per_pass = min(n_directions, batch_size)  # long cells: a few directions per backward pass
-    embeddings = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
+    embeddings = np.zeros((len(cells), embedding_width(model, "cell")), dtype=np.float32)
     gradients = [np.zeros((n_directions, len(cell.tokens)), dtype=np.float32) for cell in cells]
     order = np.argsort([-len(cell.tokens) for cell in cells], kind="stable")
     for batch_start in range(0, len(order), cells_per_batch):
@@ -195,13 +215,14 @@ def presence_gradients(model: LoadedModel, cells: list[TokenizedCell], direction
                                        for t in (cell_tokens, cell_attention, cell_bins))
             presence = torch.ones(tokens.shape, device=device, requires_grad=True)
             with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                states = encoder(tokens, attention, bins if model.config.n_bins else None, all_layers=True,
-                                 presence=presence)[layer].float()
+                states = encoder(tokens, attention, bins if model.config.n_bins else None,
+                                 presence=presence).float()
                 weights = attention & (tokens != PAD_ID)
                 if model.config.add_cls:
                     weights[:, 0] = False
                 weights = weights.float() * presence
-                pooled = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+                pooled = model.model.latent((states * weights[..., None]).sum(1)
+                                            / weights.sum(1, keepdim=True).clamp(min=1)).float()
                 projected = (pooled * chunk.repeat(len(rows), 1)).sum()
                 (gradient,) = torch.autograd.grad(projected, presence)
             gradient = -gradient.float().view(len(rows), len(chunk), -1).cpu().numpy()
@@ -230,10 +251,11 @@ class DatasetTokenizer:
                         config.max_length, config.n_bins, config.add_cls)
 
 
-def embed_cells(adata: ad.AnnData, model: LoadedModel, pooling: str = "mean", layer: int = -1,
+def embed_cells(adata: ad.AnnData, model: LoadedModel, pooling: str = "cell", layer: int = -1,
                 batch_size: int = 64, library_size_key: str | None = None, gene_id_key: str | None = None,
                 precision: str = "auto", progress: Callable[[float, str], None] = lambda f, m: None) -> np.ndarray:
-    """Embed every cell of ``adata`` (raw counts) with a loaded model; returns cells x d_model (float32).
+    """Embed every cell of ``adata`` (raw counts) with a loaded model; returns cells x :func:`embedding_width`
+    (float32).
 
     ``layer`` picks the hidden layer for ``pooling="mean"`` (-1 = last, 0 = embeddings);
     ``precision`` is ``"auto"`` (bf16 where fast), ``"bf16"`` or ``"fp32"``. Cells are tokenized
@@ -241,7 +263,7 @@ def embed_cells(adata: ad.AnnData, model: LoadedModel, pooling: str = "mean", la
     """
     check_options(model, pooling, layer)
     tokenizer = DatasetTokenizer(adata, model, library_size_key, gene_id_key)
-    out = np.zeros((adata.n_obs, model.config.d_model), dtype=np.float32)
+    out = np.zeros((adata.n_obs, embedding_width(model, pooling)), dtype=np.float32)
     for start in range(0, adata.n_obs, CHUNK_CELLS):
         rows = np.arange(start, min(start + CHUNK_CELLS, adata.n_obs))
         out[rows] = embed_tokens(model, tokenizer(rows), pooling, layer, batch_size, precision)
@@ -249,7 +271,7 @@ def embed_cells(adata: ad.AnnData, model: LoadedModel, pooling: str = "mean", la
     return out
 
 
-def encoder(adata: ad.AnnData, model: str | LoadedModel, key_added: str = "X_encoder", pooling: str = "mean",
+def encoder(adata: ad.AnnData, model: str | LoadedModel, key_added: str = "X_encoder", pooling: str = "cell",
             layer: int = -1, batch_size: int = 64, device: str = "auto", library_size_key: str | None = None,
             gene_id_key: str | None = None, progress: Callable[[float, str], None] = lambda f, m: None) -> None:
     """Embed ``adata``'s cells with a model folder (or a loaded model) into ``obsm[key_added]``.
@@ -299,8 +321,8 @@ def _classifier(model: LoadedModel):
 
 
 def classify_embeddings(model: LoadedModel, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`classify` of cells already embedded by ``model`` as its classifier reads them (the mean of the last
-    layer, :func:`embed_cells`' default): each cell's label and its probability."""
+    """:func:`classify` of cells already embedded by ``model`` as its classifier reads them (the cell embedding,
+    :func:`embed_cells`' default): each cell's label and its probability."""
     classifier = _classifier(model)
     with torch.inference_mode():
         weight = classifier.weight.detach().float().cpu().numpy()

@@ -51,7 +51,7 @@ class PartitionedEmbedding:
 
 
 def embed_partitions(path: str | os.PathLike, model_folder: str | os.PathLike, out_dir: str | os.PathLike, client,
-                     partition_cells: int = PARTITION_CELLS, pooling: str = "mean", layer: int = -1,
+                     partition_cells: int = PARTITION_CELLS, pooling: str = "cell", layer: int = -1,
                      batch_size: int = 64, library_size_key: str | None = None, gene_id_key: str | None = None,
                      device: str = "auto", precision: str = "auto", torch_threads: int = 1, overwrite: bool = False,
                      progress: Callable[[float, str], None] = lambda f, m: None) -> PartitionedEmbedding:
@@ -65,7 +65,7 @@ def embed_partitions(path: str | os.PathLike, model_folder: str | os.PathLike, o
     """
     from distributed import KilledWorker, as_completed
 
-    from .encode import check_options
+    from .encode import check_options, embedding_width
     from .models.store import load_model, model_fingerprint
     from .tokenize import match_genes
 
@@ -113,7 +113,7 @@ def embed_partitions(path: str | os.PathLike, model_folder: str | os.PathLike, o
                              f"{out_dir}: run again to resume. If workers run out of memory, give them more, or start "
                              "afresh in a new output folder with fewer cells per partition.") from error
         raise
-    _assemble(out_dir, bounds, model.config.d_model, target)
+    _assemble(out_dir, bounds, embedding_width(model, pooling), target)
     progress(1.0, f"wrote {target.name}")
     return PartitionedEmbedding(target, n_cells, len(bounds), len(missing))
 

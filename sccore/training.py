@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from .errors import InputError
 
 LIKELIHOODS = ("nb", "poisson")  # of the counts under the GEPC objective: negative binomial or Poisson
+# how cell embeddings are pooled (:mod:`sccore.encode`): the model's cell embedding (its latent when it has one),
+# the mean over genes of one layer, of all layers, or the cls token
+POOLINGS = ("cell", "mean", "all-layers", "cls")
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class TrainConfig:
     epochs: float = 10.0
     batch_size: int = 32
     grad_accum: int = 1
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3  # the best of 3e-4, 1e-3 and 3e-3 on Kang 2018 (benchmarks/RESULTS.md)
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     mask_fraction: float = 0.15

@@ -221,12 +221,12 @@ def embed_query_encoder(reference: ad.AnnData, query: ad.AnnData, model, key: st
                         gene_id_key: str | None = None, library_size_key: str | None = None,
                         progress=lambda fraction, message: None) -> tuple[np.ndarray, dict]:
     """The query's cells embedded with a loaded model (:class:`sccore.models.LoadedModel`), pooled the way the
-    reference's ``uns[key]`` says (mean of the last layer by default)."""
+    reference's ``uns[key]`` says (the model's cell embedding by default)."""
     from .encode import embed_cells
     from .tokenize import match_genes
 
     info = reference.uns.get(key, {})
-    pooling, layer = str(info.get("pooling", "mean")), int(info.get("layer", -1))
+    pooling, layer = str(info.get("pooling", "cell")), int(info.get("layer", -1))
     _, match = match_genes(query.var, model.vocabulary, gene_id_key)
     size_key = _library_size_key(query, [library_size_key, info.get("library_size_key") or None])
     embedding = embed_cells(query, model, pooling=pooling, layer=layer, library_size_key=size_key,
@@ -412,17 +412,17 @@ def has_classifier_for(model, label_key: str) -> bool:
     return model is not None and bool(model.config.labels) and model.config.label_key == label_key
 
 
-def classifier_labels(model, embedding: np.ndarray, pooling: str = "mean", layer: int = -1
+def classifier_labels(model, embedding: np.ndarray, pooling: str = "cell", layer: int = -1
                       ) -> tuple[np.ndarray, np.ndarray]:
     """The fine-tuned ``model``'s label for each cell it embedded (``embedding``, pooled by ``pooling`` at ``layer``)
-    and the label's probability (:func:`sccore.encode.classify_embeddings`). The classifier reads the mean of the
-    last layer: another pooling is refused with the fix."""
-    from .encode import classify_embeddings
+    and the label's probability (:func:`sccore.encode.classify_embeddings`). The classifier reads the model's cell
+    embedding: another pooling is refused with the fix."""
+    from .encode import classify_embeddings, is_cell_embedding
 
-    if pooling != "mean" or int(layer) not in (-1, model.config.n_layers):
-        raise InputError(f"The classifier of {model.path.name} reads the mean of the model's last layer, but these "
-                         f"cells were embedded with pooling '{pooling}' (layer {layer}): embed them with the default "
-                         "pooling (mean, layer -1).")
+    if not is_cell_embedding(model, pooling, layer):
+        raise InputError(f"The classifier of {model.path.name} reads the model's cell embedding, but these cells "
+                         f"were embedded with pooling '{pooling}' (layer {layer}): embed them with the default "
+                         "pooling ('cell').")
     return classify_embeddings(model, embedding)
 
 

@@ -42,7 +42,7 @@ class PipelineParams:
     n_neighbors: int = UMAPParams.n_neighbors  # per cell, itself included (as scanpy counts them)
     umap: UMAPParams = UMAPParams()
     encoder_model: str = ""  # a model folder: adds obsm['X_encoder'] and its UMAP; "" for PCA only
-    encoder_pooling: str = "mean"
+    encoder_pooling: str = "cell"
     encoder_device: str = "auto"
 
 

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -91,7 +92,8 @@ def test_train_then_embed_with_the_encoder(counts_file, tmp_path):
     result = run_cli("embed", counts_file, "-o", out, "--method", "encoder", "--model", model)
     assert result.returncode == 0, result.stderr
     adata = ad.read_h5ad(out)
-    assert adata.obsm["X_encoder"].shape == (400, 128) and adata.uns["X_encoder"]["model_name"] == "small"
+    width = json.loads((model / "config.json").read_text())["latent_dim"] or 128  # the preset's cell embedding
+    assert adata.obsm["X_encoder"].shape == (400, width) and adata.uns["X_encoder"]["model_name"] == "small"
     result = run_cli("embed", counts_file, "-o", out, "--method", "encoder")
     assert result.returncode == 2 and "--model" in result.stderr
     result = run_cli("embed", counts_file, "-o", out, "--method", "encoder", "--model", model, "--pooling", "cls",

@@ -12,7 +12,7 @@ import pytest
 from sccore import InputError
 from sccore.errors import Cancelled
 from sccore.io import standardise
-from sccore.models import EncoderConfig, TrainConfig, load_model, train
+from sccore.models import EncoderConfig, TrainConfig, load_model, preset, train
 from sccore.models.finetune import finetune
 from sccore.tasks import finetune as finetune_task
 from sccore.tasks import knockout, transfer, validate
@@ -45,10 +45,12 @@ def test_train_saves_the_objective_weights_and_the_batch_key_given(tmp_path):
     history = train_task.run(params)
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert (config["gepc_weight"], config["likelihood"], config["batch_key"]) == (1.0, "poisson", "batch")
-    assert config["batch_categories"] == ["b1", "b2"] and config["mlm_weight"] == EncoderConfig(3).mlm_weight
-    assert set(history["train_losses"]) == {"mlm", "gepc"}
+    small = preset("small", 3)  # the weights not given are the preset's
+    assert config["batch_categories"] == ["b1", "b2"] and config["mlm_weight"] == small.mlm_weight
+    assert config["latent_dim"] == small.latent_dim and config["n_bins"] == small.n_bins
+    assert set(history["train_losses"]) == {"gepc"} | ({"mlm"} if small.mlm_weight else set())
     without_decoder = train_task.TrainParams(input=params.input, out=str(tmp_path / "other"), batch_key="batch",
-                                             gepc_weight=0.0)
+                                             gepc_weight=0.0, mlm_weight=1.0, latent_dim=0)
     with pytest.raises(InputError, match="gepc_weight"):
         train_task.run(without_decoder)
     assert not (tmp_path / "other").exists()

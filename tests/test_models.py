@@ -242,3 +242,38 @@ def test_finetuning_adds_a_classifier_and_never_overwrites_a_model(batch_aware, 
         finetune(lonely, folder, "cell_type", tmp_path / "other")
     with pytest.raises(InputError, match="has no classifier"):
         classify(adata, load_model(folder))
+
+
+LATENT = EncoderConfig(vocab_size=3, n_layers=2, d_model=32, n_heads=4, d_ff=64, max_length=128, name="tiny-latent",
+                       mlm_weight=0.0, gepc_weight=1.0, latent_dim=6)
+
+
+@pytest.fixture(scope="module")
+def latent_model(tmp_path_factory):
+    """A tiny model whose cell embedding is a 6-dimensional latent space read by its decoder."""
+    folder = tmp_path_factory.mktemp("latent")
+    adata = standardise(make_counts(n_cells=240, n_genes=150))
+    train(adata, folder, LATENT, TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3, eval_every=20))
+    return adata, load_model(folder)
+
+
+def test_a_latent_model_embeds_cells_in_its_latent_space(latent_model):
+    from sccore.encode import decode_expression, presence_gradients, DatasetTokenizer
+    from sccore.transfer import classifier_labels
+
+    adata, loaded = latent_model
+    cells = embed_cells(adata, loaded, precision="fp32")
+    assert cells.shape == (adata.n_obs, 6) and cells.std(0).min() > 0
+    assert embed_cells(adata[:5], loaded, pooling="mean", precision="fp32").shape == (5, 32)
+    assert decode_expression(loaded, cells[:4]).shape == (4, len(loaded.vocabulary.genes))
+    tokenized = DatasetTokenizer(adata, loaded)(np.arange(2))
+    estimated, _ = presence_gradients(loaded, tokenized, np.eye(6, dtype=np.float32), precision="fp32")
+    np.testing.assert_allclose(estimated, cells[:2], atol=1e-4)  # the gradients start from the cell embedding
+    types = adata.obs["cell_type"].to_numpy()
+    centroids = np.stack([cells[types == t].mean(0) for t in np.unique(types)])
+    nearest = np.unique(types)[((cells[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)]
+    assert np.mean(nearest == types) > 0.6  # three types: chance is about 1/3
+    with pytest.raises(InputError, match=r"default pooling \('cell'\)"):
+        classifier_labels(loaded, cells, pooling="mean", layer=-1)
+    with pytest.raises(InputError, match="latent_dim"):
+        EncoderConfig(vocab_size=10, latent_dim=-1)

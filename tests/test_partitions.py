@@ -71,7 +71,7 @@ def test_partitions_on_two_workers_equal_embed_cells_and_a_rerun_computes_nothin
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model_fingerprint"] == model_fingerprint(MODEL)
     assert manifest["input_size"] == demo_file.stat().st_size and manifest["n_cells"] == 320
-    assert (manifest["partition_cells"], manifest["pooling"], manifest["library_size_key"]) == (96, "mean", SIZES)
+    assert (manifest["partition_cells"], manifest["pooling"], manifest["library_size_key"]) == (96, "cell", SIZES)
     loaded = client.run(lambda: len(__import__("sccore.partitions", fromlist=["_MODELS"])._MODELS))
     assert list(loaded.values()) == [1, 1]  # both workers embedded, each loading the model once
 
@@ -121,7 +121,7 @@ def test_a_rerun_with_other_inputs_is_refused_until_overwrite(client, demo_file,
     shutil.copy(demo_file, copy)
     out = tmp_path / "out"
     embed(copy, out, client)
-    with pytest.raises(InputError, match=r"pooling 'mean' then, 'all-layers' now.*new output folder.*overwrite=True"):
+    with pytest.raises(InputError, match=r"pooling 'cell' then, 'all-layers' now.*new output folder.*overwrite=True"):
         embed(copy, out, client, pooling="all-layers")
     with pytest.raises(InputError, match="partition_cells 96 then, 200 now"):
         embed(copy, out, client, partition_cells=200)

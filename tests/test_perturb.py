@@ -129,7 +129,7 @@ def test_presence_gradients_match_a_finite_difference(demo, demo_model):
     from sccore.encode import DatasetTokenizer, embed_tokens, presence_gradients
 
     cell = DatasetTokenizer(demo, demo_model, "full_total_umis")(np.array([3]))[0]
-    basis = np.eye(demo_model.config.d_model, dtype=np.float32)
+    basis = np.eye(demo_model.config.embedding_dim, dtype=np.float32)
     embedding, (estimate,) = presence_gradients(demo_model, [cell], basis, precision="fp32")
     np.testing.assert_allclose(embedding[0], embed_tokens(demo_model, [cell], precision="fp32")[0], atol=1e-5)
     _, (in_passes,) = presence_gradients(demo_model, [cell], basis, batch_size=16, precision="fp32")  # 8 passes
@@ -140,7 +140,7 @@ def test_presence_gradients_match_a_finite_difference(demo, demo_model):
     with torch.no_grad():
         def pooled(presence):
             states = demo_model.model.encoder(tokens, tokens > 0, bins, presence=presence)
-            return ((states * presence[..., None]).sum(1) / presence.sum()).numpy()[0]
+            return demo_model.model.latent((states * presence[..., None]).sum(1) / presence.sum()).numpy()[0]
 
         full = torch.ones(tokens.shape)
         for position in (0, 10, len(cell.tokens) - 1):

@@ -85,9 +85,9 @@ def test_training_parameters_have_one_home_for_their_defaults():
     params = train.TrainParams(input="in.h5ad", out="model")
     for name in ("epochs", "batch_size", "grad_accum", "learning_rate", "seed", "device", "config", "n_bins"):
         assert getattr(args, name) == getattr(params, name), name
-    for name in train.OBJECTIVES + ("batch_key",):  # None: the preset's
+    for name in train.MODEL_SETTINGS + ("batch_key",):  # None: the preset's
         assert getattr(args, name) is None and getattr(params, name) is None, name
-    assert params.objectives == {}
+    assert params.model_settings == {}
     args = build_parser().parse_args(["train", "in.h5ad", "--out", "m", "--gepc-weight", "1", "--likelihood", "poisson",
                                       "--mlm-weight", "0", "--batch-key", "donor"])
     assert (args.gepc_weight, args.likelihood, args.mlm_weight, args.batch_key) == (1.0, "poisson", 0.0, "donor")

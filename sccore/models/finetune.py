@@ -1,5 +1,6 @@
 """Fine-tuning for annotation, as Geneformer's ``Classifier`` and scEMB do: a classification head on the cell
-embedding (the mean of the last layer over the cell's genes), trained with the encoder on labelled cells.
+embedding (its latent space, or the mean of the last layer over the cell's genes), trained with the encoder on
+labelled cells.
 
 The label set and the label column are saved in the new model's ``config.json``; the source model folder is
 never written to. :func:`sccore.encode.classify` applies the head.

@@ -1,7 +1,7 @@
-"""Pretraining: 15 % of gene tokens hidden, the objectives the model's config weighs (masked genes,
-masked expression, every gene's counts from the cell embedding, two down-sampled views), AdamW with
-linear warm-up and decay, length-grouped batches with dynamic padding, gradient accumulation, a
-validation loss, bf16 autocast on CUDA, seeded and resumable, checkpoints written atomically.
+"""Pretraining: the objectives the model's config weighs (masked genes and masked expression, with 15 % of gene
+tokens hidden when one of them is on; every gene's counts from the cell embedding; two down-sampled views), AdamW
+with linear warm-up and decay, length-grouped batches with dynamic padding, gradient accumulation, a validation
+loss, bf16 autocast on CUDA, seeded and resumable, checkpoints written atomically.
 """
 
 from __future__ import annotations
@@ -172,6 +172,8 @@ def step_losses(model: MaskedGeneModel, targets: BatchTargets, rows: np.ndarray,
     """
     config = model.config
     batch = targets(rows)
+    if not (config.mlm_weight or config.gep_weight):  # nothing predicts hidden genes: keep the cells whole, as the
+        mask_fraction = 0.0  # embedding sees them (hidden tokens the decoder's input never sees after training)
     inputs, labels = mask_tokens(batch["tokens"], batch["attention"], config.vocab_size, mask_fraction, generator)
     bins = batch["bins"].masked_fill(labels != -100, 0)  # a masked gene's expression bin would give it away
     losses = model.losses(inputs, batch["attention"], bins if config.n_bins else None, labels,
@@ -212,7 +214,7 @@ def _evaluate(model: MaskedGeneModel, targets: BatchTargets, rows: np.ndarray, c
 
 
 def train(adata: ad.AnnData, out_dir: str | Path, model_config: str | EncoderConfig = "small",
-          config: TrainConfig = TrainConfig(), library_size_key: str | None = None, n_bins: int = 0,
+          config: TrainConfig = TrainConfig(), library_size_key: str | None = None, n_bins: int | None = None,
           resume: bool = True, progress: Callable[[float, str], None] = lambda fraction, message: None,
           batch_key: str | None = None, should_stop: Callable[[], bool] = lambda: False) -> dict:
     """Pretrain a model on ``adata``'s counts with the objectives its config weighs; write the folder ``out_dir``.
@@ -230,9 +232,9 @@ def train(adata: ad.AnnData, out_dir: str | Path, model_config: str | EncoderCon
     codes, categories = batch_codes(adata.obs, batch_key) if batch_key else (None, [])
     conditioning = {"batch_key": batch_key or "", "batch_categories": categories}
     if isinstance(model_config, str):
-        probe = preset(model_config, vocab_size=3, n_bins=n_bins, **conditioning)
+        probe = preset(model_config, vocab_size=3, **({} if n_bins is None else {"n_bins": n_bins}), **conditioning)
     else:
-        if n_bins and n_bins != model_config.n_bins:
+        if n_bins is not None and n_bins != model_config.n_bins:
             raise InputError(f"n_bins={n_bins} disagrees with the model config's n_bins={model_config.n_bins}; "
                              "set it in the config.")
         probe = EncoderConfig(**{**asdict(model_config), **(conditioning if batch_key else {})})

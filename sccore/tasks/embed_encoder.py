@@ -7,10 +7,8 @@ from typing import ClassVar
 
 import anndata as ad
 
+from ..training import POOLINGS
 from .base import Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable, write_h5ad
-
-POOLINGS = ("mean", "all-layers", "cls")
-
 
 @dataclass(frozen=True, kw_only=True)
 class EmbedEncoderParams(TaskParams):
@@ -21,7 +19,7 @@ class EmbedEncoderParams(TaskParams):
     input: str
     model: str
     output: str = ""
-    pooling: str = "mean"
+    pooling: str = "cell"
     layer: int = -1
     batch_size: int = 64
     device: str = "auto"

@@ -24,7 +24,7 @@ class EmbedPartitionsParams(TaskParams):
     workers: int = 1
     scheduler: str | None = None
     torch_threads: int = 1
-    pooling: str = "mean"
+    pooling: str = "cell"
     layer: int = -1
     batch_size: int = 64
     library_size_key: str | None = None

@@ -11,13 +11,15 @@ from ..training import LIKELIHOODS, TrainConfig
 from .base import Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable
 
 CONFIGS = ("small", "v1")
-OBJECTIVES = ("mlm_weight", "gep_weight", "gepc_weight", "likelihood", "contrastive_weight")  # None: the preset's
+# model settings a run may override (None: the preset's): the objectives' weights, the latent space's size and the
+# expression bins of the input
+MODEL_SETTINGS = ("mlm_weight", "gep_weight", "gepc_weight", "likelihood", "contrastive_weight", "latent_dim", "n_bins")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainParams(TaskParams):
     """Parameters of :func:`run`: the raw counts ``input``, the model folder ``out`` (empty in a job: the cache), the
-    model size, its objectives (:data:`OBJECTIVES`, ``None``: the preset's, i.e.
+    model size, its objectives, latent size and input bins (:data:`MODEL_SETTINGS`, ``None``: the preset's, i.e.
     :class:`sccore.models.EncoderConfig`'s), the obs column the decoder is conditioned on (``batch_key``), and the
     optimisation (defaults: :class:`sccore.training.TrainConfig`'s); ``resume`` continues a run ``out`` holds (a job
     always resumes)."""
@@ -31,13 +33,14 @@ class TrainParams(TaskParams):
     batch_size: int = TrainConfig.batch_size
     grad_accum: int = TrainConfig.grad_accum
     learning_rate: float = TrainConfig.learning_rate
-    n_bins: int = 0
+    n_bins: int | None = None
     cls: bool = False
     mlm_weight: float | None = None
     gep_weight: float | None = None
     gepc_weight: float | None = None
     likelihood: str | None = None
     contrastive_weight: float | None = None
+    latent_dim: int | None = None
     batch_key: str | None = None
     library_size_key: str | None = None
     seed: int = TrainConfig.seed
@@ -50,16 +53,16 @@ class TrainParams(TaskParams):
         require(self.epochs > 0, f"epochs must be more than 0, not {self.epochs}.")
         require(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be 1 or more.")
         require(self.learning_rate > 0, f"learning_rate must be more than 0, not {self.learning_rate}.")
-        require(self.n_bins >= 0, f"n_bins is 0 (rank encoding only) or more, not {self.n_bins}.")
         require(self.likelihood is None or self.likelihood in LIKELIHOODS,
                 f"likelihood is one of {', '.join(LIKELIHOODS)}, not '{self.likelihood}'.")
-        negative = [name for name in OBJECTIVES if name != "likelihood" and (getattr(self, name) or 0) < 0]
-        require(not negative, f"The objective weights are 0 (off) or more: {', '.join(negative)} is negative.")
+        negative = [name for name in MODEL_SETTINGS if name != "likelihood" and (getattr(self, name) or 0) < 0]
+        require(not negative, f"The objective weights, the latent size and n_bins are 0 (off) or more: "
+                              f"{', '.join(negative)} is negative.")
 
     @property
-    def objectives(self) -> dict:
-        """The objective settings given (those left ``None`` keep the preset's)."""
-        return {name: getattr(self, name) for name in OBJECTIVES if getattr(self, name) is not None}
+    def model_settings(self) -> dict:
+        """The model settings given (those left ``None`` keep the preset's)."""
+        return {name: getattr(self, name) for name in MODEL_SETTINGS if getattr(self, name) is not None}
 
 
 def run(params: TrainParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> dict:
@@ -68,7 +71,7 @@ def run(params: TrainParams, progress: Progress = quiet, should_stop: ShouldStop
     from ..models import preset, train
 
     out = params.output_path
-    model_config = preset(params.config, vocab_size=3, n_bins=params.n_bins, add_cls=params.cls, **params.objectives)
+    model_config = preset(params.config, vocab_size=3, add_cls=params.cls, **params.model_settings)
     adata = open_counts(params.input, params.library_size_key)
     config = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, grad_accum=params.grad_accum,
                          learning_rate=params.learning_rate, seed=params.seed, device=params.device)
