@@ -1,0 +1,162 @@
+"""Marker genes and differential expression (sccore.markers), checked against scanpy's rank_genes_groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+from sccore import markers
+from sccore.errors import InputError
+from sccore.markers import COLUMNS, differential_expression, rank_genes
+from tests.conftest import make_counts
+
+KANG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kang_se.h5ad"
+
+
+def log_normalised(adata):
+    """Counts scaled to 1e4 per cell, then log1p (in place), as the markers are computed on."""
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def normalised():
+    """300 synthetic cells x 400 genes of 3 cell types, log-normalised."""
+    return log_normalised(make_counts())
+
+
+def shifted_cells(n_per_set: int = 60, n_genes: int = 50, shifted=(3, 17, 29), seed: int = 1):
+    """log1p of Poisson counts of two sets of cells (A first, then B); the ``shifted`` genes are up in A (not
+    scaled to a total, which would move every other gene down in A)."""
+    rng = np.random.default_rng(seed)
+    rates = np.full((2 * n_per_set, n_genes), 2.0)
+    rates[:n_per_set, list(shifted)] = 12.0
+    counts = rng.poisson(rates).astype(float)
+    return np.log1p(counts), [f"G{i}" for i in range(n_genes)]
+
+
+@pytest.mark.parametrize("method", ["wilcoxon", "t-test"])
+def test_rank_genes_matches_scanpy(normalised, method):
+    """Scores, log fold changes, p-values and FDRs of every gene equal scanpy's (relative tolerance 1e-4 for
+    scores and p-values, 1e-3 for fold changes, which scanpy averages in float32); top-10 genes are the same."""
+    adata = normalised.copy()
+    sc.tl.rank_genes_groups(adata, "cell_type", method=method, tie_correct=True, pts=True)
+    expected = sc.get.rank_genes_groups_df(adata, group=None).rename(columns={"names": "gene"})
+    ours = rank_genes(adata.X, adata.var_names, adata.obs["cell_type"], method=method)
+    assert list(ours.columns) == COLUMNS
+    assert list(ours["group"].unique()) == ["type_0", "type_1", "type_2"]
+    assert len(ours) == 3 * adata.n_vars
+    both = ours.merge(expected, on=["group", "gene"], validate="one_to_one")
+    assert len(both) == len(ours)
+    np.testing.assert_allclose(both["score"], both["scores"], rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(both["pvalue"], both["pvals"], rtol=1e-4, atol=1e-300)
+    np.testing.assert_allclose(both["fdr"], both["pvals_adj"], rtol=1e-4, atol=1e-300)
+    np.testing.assert_allclose(both["logfoldchange"], both["logfoldchanges"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(both["pct_in"], both["pct_nz_group"], rtol=1e-12)
+    np.testing.assert_allclose(both["pct_out"], both["pct_nz_reference"], rtol=1e-12)
+    for group, table in ours.groupby("group"):
+        assert table["score"].is_monotonic_decreasing
+        assert set(table["gene"][:10]) == set(expected.loc[expected["group"] == group, "gene"][:10])
+
+
+def test_dense_sparse_and_chunk_size_give_the_same_ranking(normalised, monkeypatch):
+    """A dense matrix, and genes tested 7 at a time, give what the sparse matrix in chunks of 256 gives."""
+    labels = normalised.obs["cell_type"]
+    reference = rank_genes(normalised.X, normalised.var_names, labels)
+    pd.testing.assert_frame_equal(rank_genes(normalised.X.toarray(), normalised.var_names, labels), reference)
+    monkeypatch.setattr(markers, "GENES_PER_CHUNK", 7)
+    pd.testing.assert_frame_equal(rank_genes(normalised.X, normalised.var_names, labels), reference)
+
+
+def test_unlabelled_cells_are_left_out_and_groups_can_be_chosen(normalised):
+    """Cells without a label count in neither the group nor the rest; ``groups_to_test`` reports only those."""
+    labels = normalised.obs["cell_type"].astype(object).to_numpy().copy()
+    labels[:40] = None
+    labels[40:50] = np.nan
+    ours = rank_genes(normalised.X, normalised.var_names, labels, groups_to_test=["type_2", "type_0"])
+    subset = rank_genes(normalised.X[50:], normalised.var_names, labels[50:])
+    assert list(ours["group"].unique()) == ["type_0", "type_2"]
+    pd.testing.assert_frame_equal(ours, subset[subset["group"] != "type_1"].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("method", ["wilcoxon", "t-test"])
+def test_differential_expression_finds_the_shifted_genes(method):
+    """The genes shifted up in A come first, with positive fold changes and small FDRs; pct columns count cells."""
+    expression, genes = shifted_cells()
+    in_a = np.arange(120) < 60
+    result = differential_expression(sp.csr_matrix(expression), genes, in_a, ~in_a, method=method)
+    assert list(result.columns) == COLUMNS and set(result["group"]) == {"A"} and len(result) == 50
+    top = result.iloc[:3]
+    assert set(top["gene"]) == {"G3", "G17", "G29"}
+    assert (top["logfoldchange"] > 1).all() and (top["fdr"] < 1e-6).all()
+    assert (result.iloc[3:]["fdr"] > 1e-3).all()
+    row = result.set_index("gene").loc["G5"]
+    assert row["pct_in"] == pytest.approx((expression[:60, 5] > 0).mean())
+    assert row["pct_out"] == pytest.approx((expression[60:, 5] > 0).mean())
+
+
+def test_differential_expression_takes_positions_and_equals_ranking_two_groups():
+    """Positions select the same cells as masks; A against B is group A of a two-group ranking."""
+    expression, genes = shifted_cells()
+    in_a = np.arange(120) < 60
+    by_mask = differential_expression(expression, genes, in_a, ~in_a)
+    by_position = differential_expression(expression, genes, np.arange(60)[::-1], np.arange(60, 120))
+    pd.testing.assert_frame_equal(by_position, by_mask)
+    labels = np.where(in_a, "A", "B")
+    ranked = rank_genes(expression, genes, labels)
+    pd.testing.assert_frame_equal(ranked[ranked["group"] == "A"].reset_index(drop=True), by_mask)
+
+
+@pytest.mark.parametrize(("labels", "fragment"), [
+    (["x"] * 10, "choose a column with two or more groups"),
+    ([None] * 10, "choose a column with two or more groups"),
+    (["x"] * 5 + ["y"] * 4 + ["lonely"], "lonely have only one cell: merge"),
+    (["x"] * 5 + ["y"] * 4, "give one label per cell"),
+])
+def test_rank_genes_refuses_bad_groups(labels, fragment):
+    """One group, a group of one cell and labels not one per cell are refused, naming the fix."""
+    with pytest.raises(InputError, match=fragment):
+        rank_genes(np.ones((10, 3)), ["a", "b", "c"], labels)
+
+
+def test_rank_genes_refuses_bad_genes_methods_and_groups():
+    """Gene names not one per column, an unknown method and an unknown group to test are refused."""
+    labels = ["x"] * 5 + ["y"] * 5
+    with pytest.raises(InputError, match="give one name per gene"):
+        rank_genes(np.ones((10, 3)), ["a", "b"], labels)
+    with pytest.raises(InputError, match="choose one of wilcoxon, t-test"):
+        rank_genes(np.ones((10, 3)), ["a", "b", "c"], labels, method="logreg")
+    with pytest.raises(InputError, match="choose among x, y"):
+        rank_genes(np.ones((10, 3)), ["a", "b", "c"], labels, groups_to_test=["z"])
+
+
+@pytest.mark.parametrize(("in_a", "in_b", "fragment"), [
+    (np.zeros(10, bool), np.arange(10) >= 5, "Set A is empty: select at least 2 cells"),
+    ([0, 1], [], "Set B is empty"),
+    ([0, 1, 2], [2, 3], "1 cell\\(s\\) are in both A and B: remove them"),
+    ([4], [5, 6], "Set A has only one cell: select at least 2 cells"),
+    ([0, 1], [5, 10], "Set B holds positions outside"),
+    (np.ones(9, bool), [0, 1], "give one entry per cell"),
+])
+def test_differential_expression_refuses_bad_selections(in_a, in_b, fragment):
+    """Empty, overlapping, one-cell and out-of-range selections are refused, naming the fix."""
+    with pytest.raises(InputError, match=fragment):
+        differential_expression(np.ones((10, 3)), ["a", "b", "c"], in_a, in_b)
+
+
+def test_textbook_markers_of_real_pbmcs():
+    """On Kang's PBMCs, each cell type's textbook markers are among its top 10 genes."""
+    if not KANG.is_file():
+        pytest.skip(f"real data not found at {KANG} (only CI and developers have ../shared/data)")
+    adata = log_normalised(sc.read_h5ad(KANG))
+    ranked = rank_genes(adata.X, adata.var_names, adata.obs["cell_type"])
+    top = {group: set(table["gene"][:10]) for group, table in ranked.groupby("group")}
+    assert top["CD14+ Monocytes"] & {"CD14", "LYZ"}
+    assert top["B cells"] & {"MS4A1", "CD79A"}
+    assert top["NK cells"] & {"GNLY", "NKG7"}
