@@ -762,7 +762,8 @@ def main(argv: list[str] | None = None) -> int:
                   "val_loss_last": (history["val_loss"][-1] if history and history["val_loss"] else None)},
         "pca_rows": pca_rows, "encoder_rows": encoder_rows, "headline": headline, "selected_pooling": selected,
         "headline_args": [pooling, layer], "bf16": bool(bf16_supported(torch.device("cpu"))),
-        "finetuned": finetuned, "mirror_check": mirror_check, "kmeans_seeds": seeds, "bf16_cosine": bf16_cosine, "project_embed": not args.no_project_embed, "fp32_pass_s": multi_s,
+        "finetuned": finetuned, "mirror_check": mirror_check, "kmeans_seeds": seeds, "bf16_cosine": bf16_cosine,
+        "project_embed": not args.no_project_embed, "fp32_pass_s": multi_s,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{variant}.json").write_text(json.dumps(rec, indent=1))
