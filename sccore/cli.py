@@ -14,6 +14,8 @@ from dataclasses import fields
 
 from .errors import InputError
 from .tasks import atlas as atlas_task
+from .tasks import de as de_task
+from .tasks import markers as markers_task
 from .tasks import (embed_encoder, embed_partitions, embed_pca, finetune, knockout, metrics, neighbors, report, screen,
                     train)
 from .tasks import transfer as transfer_task
@@ -279,6 +281,23 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     table = pd.read_csv(params.output, index_col=0)
     print(table.T.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"Wrote {len(table)} row(s) to {params.output}")
+    return 0
+
+
+def _cmd_markers(args: argparse.Namespace) -> int:
+    params = _params(markers_task.MarkersParams, args)
+    table = _run(markers_task, params)
+    print(f"Ranked {table['gene'].nunique():,} genes in each of the {table['group'].nunique()} groups of "
+          f"obs['{params.groupby}'] ({params.method}); wrote {params.output}")
+    return 0
+
+
+def _cmd_de(args: argparse.Namespace) -> int:
+    params = _params(de_task.DEParams, args)
+    table = _run(de_task, params)
+    up = table.loc[table["score"] > 0, "gene"].head(3)
+    print(f"Tested {len(table):,} genes in A ({params.a}) against B ({params.b}) ({params.method}); top genes up in "
+          f"A: {', '.join(map(str, up)) or 'none'}; wrote {params.output}")
     return 0
 
 
@@ -685,6 +704,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed of KMeans and the silhouette sample")
     _add_scheduler_argument(scorer)
     scorer.set_defaults(run=_cmd_metrics)
+
+    markers_params = markers_task.MarkersParams
+    method_help = "wilcoxon (Mann-Whitney U, as scanpy's) or t-test (Welch's)"
+    marker = commands.add_parser("markers", help="marker genes of every group of an obs column",
+                                 description="Normalise the counts (log1p of counts per 10,000) and rank the genes of "
+                                             "each group of obs[--groupby] against the rest of the cells, as scanpy's "
+                                             "rank_genes_groups; one CSV row per group and gene (group, gene, score, "
+                                             "logfoldchange, pvalue, fdr, pct_in, pct_out).")
+    marker.add_argument("input", metavar="IN.h5ad", help="a dataset of raw counts")
+    marker.add_argument("--groupby", required=True, metavar="KEY", help="obs column of the groups, e.g. cell_type")
+    marker.add_argument("-o", "--output", metavar="OUT.csv", required=True)
+    marker.add_argument("--method", choices=markers_task.METHODS, default=markers_params.default("method"),
+                        help=method_help)
+    marker.add_argument("--library-size-key", metavar="KEY", default=markers_params.default("library_size_key"),
+                        help="obs column with each cell's total counts (default: the counts' sum, or "
+                             "obs['full_total_umis'] when present)")
+    marker.set_defaults(run=_cmd_markers)
+
+    de_params = de_task.DEParams
+    tester = commands.add_parser("de", help="differential expression of two sets of cells",
+                                 description="Normalise the counts (log1p of counts per 10,000) and test every gene in "
+                                             "the cells of A against those of B; one CSV row per gene (group A), the "
+                                             "genes up in A first.")
+    tester.add_argument("input", metavar="IN.h5ad", help="a dataset of raw counts")
+    tester.add_argument("--a", required=True, metavar="KEY=VALUE",
+                        help="set A: the cells whose obs[KEY] is VALUE, e.g. condition=stimulated")
+    tester.add_argument("--b", required=True, metavar="KEY=VALUE",
+                        help="set B: the cells whose obs[KEY] is VALUE, e.g. condition=control")
+    tester.add_argument("-o", "--output", metavar="OUT.csv", required=True)
+    tester.add_argument("--method", choices=markers_task.METHODS, default=de_params.default("method"),
+                        help=method_help)
+    tester.add_argument("--library-size-key", metavar="KEY", default=de_params.default("library_size_key"),
+                        help="obs column with each cell's total counts (default: the counts' sum, or "
+                             "obs['full_total_umis'] when present)")
+    tester.set_defaults(run=_cmd_de)
 
     report_params = report.ReportParams
     reporter = commands.add_parser("report", help="a self-contained HTML report of the analysis",

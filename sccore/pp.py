@@ -122,15 +122,22 @@ def preprocess(adata: ad.AnnData, params: PreprocessParams = PreprocessParams())
     library_size = qc["total_counts"].to_numpy()[keep_cells]
     if np.any(library_size <= 0):
         raise InputError("Some cells have no counts left; raise the minimum detected genes so empty cells are removed.")
-    normalised = sp.diags((params.target_sum / library_size).astype(np.float32)) @ counts
-    normalised = sp.csr_matrix(normalised, dtype=np.float32)
-    np.log1p(normalised.data, out=normalised.data)
-    result.X = normalised
+    result.X = log_normalise(counts, library_size, params.target_sum)
     result.var["highly_variable"] = highly_variable(result, params.n_top_genes)
     result.uns["preprocess"] = {"params": {k: ("" if v is None else v) for k, v in asdict(params).items()},
                                 "steps": pd.DataFrame(steps).to_dict(orient="list"),
                                 "n_highly_variable": int(result.var["highly_variable"].sum())}
     return result
+
+
+def log_normalise(counts: sp.spmatrix, library_size: np.ndarray,
+                  target_sum: float = PreprocessParams.target_sum) -> sp.csr_matrix:
+    """``log1p(counts / library size * target_sum)`` (natural logarithm) of a sparse cells x genes counts matrix,
+    as float32; ``library_size`` holds each cell's total (positive). :func:`preprocess` normalises with it."""
+    scale = (target_sum / np.asarray(library_size, dtype=np.float64)).astype(np.float32)
+    normalised = sp.csr_matrix(sp.diags(scale) @ counts, dtype=np.float32)
+    np.log1p(normalised.data, out=normalised.data)
+    return normalised
 
 
 def highly_variable(adata: ad.AnnData, n_top_genes: int) -> np.ndarray:

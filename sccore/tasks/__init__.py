@@ -20,6 +20,8 @@ module                     parameters                           command line    
 ``validate``               :class:`ValidateParams`              ``validate-knockout``
 ``transfer``               :class:`TransferParams`              ``transfer``
 ``metrics``                :class:`MetricsTaskParams`           ``metrics``                 ``metrics``
+``markers``                :class:`MarkersParams`               ``markers``
+``de``                     :class:`DEParams`                    ``de``
 ``atlas``                  :class:`AtlasTaskParams`             ``atlas``                   ``atlas``
 ``report``                 :class:`ReportParams`                ``report``
 ``embed_partitions``       :class:`EmbedPartitionsParams`       ``embed-partitions``

@@ -1,0 +1,75 @@
+"""The ``de`` task: differential expression of one set of cells (A) against another (B), each chosen by an
+``obs`` value (:func:`sccore.markers.differential_expression`), on log-normalised counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import pandas as pd
+
+from .base import Progress, ShouldStop, TaskParams, check_stop, never, quiet, require, write_csv
+from .markers import check_column, check_method, open_expression
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import numpy as np
+
+
+def parse_selection(name: str, text: str) -> tuple[str, str]:
+    """A set of cells written ``KEY=VALUE`` (the cells whose ``obs[KEY]``, as text, is ``VALUE``) as (KEY, VALUE)."""
+    key, _, value = text.partition("=")
+    require("=" in text and bool(key), f"{name} selects cells as KEY=VALUE, not '{text}': write KEY=VALUE, e.g. "
+                                       "condition=stimulated.")
+    return key, value
+
+
+def select_cells(adata: ad.AnnData, name: str, text: str) -> np.ndarray:
+    """The boolean mask of the cells that ``text`` (``KEY=VALUE``, :func:`parse_selection`) selects in ``adata``;
+    :class:`sccore.errors.InputError` naming the column's values when no cell has that value."""
+    key, value = parse_selection(name, text)
+    check_column(adata, key, f"--{name}")
+    labels = adata.obs[key].astype(str)
+    mask = (labels == value).to_numpy()
+    values = sorted(labels.unique())
+    require(bool(mask.any()), f"No cell has obs['{key}'] = '{value}' (--{name}): choose one of "
+                              f"{', '.join(values[:10])}{', ...' if len(values) > 10 else ''}.")
+    return mask
+
+
+@dataclass(frozen=True, kw_only=True)
+class DEParams(TaskParams):
+    """Parameters of :func:`run`: the cells of set A (``a``) and of set B (``b``), each ``KEY=VALUE`` (the cells
+    whose ``obs[KEY]``, as text, is VALUE), the test (``method``: :data:`sccore.markers.METHODS`) and the ``obs``
+    column of library sizes (``library_size_key``)."""
+
+    task: ClassVar[str] = "de"
+    input: str
+    a: str
+    b: str
+    output: str = ""
+    method: str = "wilcoxon"
+    library_size_key: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_selection("a", self.a)
+        parse_selection("b", self.b)
+        check_method(self.method)
+
+
+def run(params: DEParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> pd.DataFrame:
+    """Test every gene in the cells of A against those of B (:func:`sccore.markers.differential_expression` on
+    :func:`sccore.tasks.markers.open_expression`'s matrix); writes the table (one row per gene, group "A", sorted by
+    descending score: the genes up in A first) to ``params.output`` as CSV and returns it."""
+    from ..markers import differential_expression
+
+    output = params.output_path
+    adata, expression = open_expression(params.input, params.library_size_key)
+    in_a, in_b = select_cells(adata, "a", params.a), select_cells(adata, "b", params.b)
+    check_stop(should_stop)
+    table = differential_expression(expression, adata.var_names, in_a, in_b, method=params.method)
+    check_stop(should_stop)
+    progress(0.9, f"writing {len(table):,} rows")  # reported once the input is known good: see sccore.cli._ProgressBar
+    write_csv(table, output)
+    return table
