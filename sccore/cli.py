@@ -14,6 +14,7 @@ from dataclasses import fields
 
 from .errors import InputError
 from .tasks import atlas as atlas_task
+from .tasks import cluster as cluster_task
 from .tasks import de as de_task
 from .tasks import markers as markers_task
 from .tasks import (embed_encoder, embed_partitions, embed_pca, finetune, knockout, metrics, neighbors, report, screen,
@@ -191,6 +192,19 @@ def _cmd_neighbors(args: argparse.Namespace) -> int:
     adata = _run(neighbors, params)
     print(f"Wrote the {params.n_neighbors} nearest neighbours of obsm['{params.use_rep}'] ({adata.n_obs} cells) as "
           f"{_graph_text(params.key_added)} to {params.output}")
+    return 0
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    params = _params(cluster_task.ClusterParams, args)
+    adata = _run(cluster_task, params)
+    sizes = adata.obs[params.key_added].value_counts().tolist()
+    info = adata.uns[params.key_added]
+    agreement = info.get("agreement")
+    scores = (f"; against obs['{params.labels_key}']: ARI {agreement['ARI']:.3f}, NMI {agreement['NMI']:.3f}"
+              if agreement else "")
+    print(f"{info['n_clusters']} Leiden clusters (resolution {params.resolution:g}) of obsm['{params.use_rep}'], "
+          f"largest {', '.join(map(str, sizes[:5]))} cells{scores}; wrote obs['{params.key_added}'] to {params.output}")
     return 0
 
 
@@ -622,6 +636,28 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--key-added", default=neighbors_params.default("key_added"),
                        help="uns key of the neighbours and prefix of their obsp keys")
     graph.set_defaults(run=_cmd_neighbors)
+
+    cluster_params = cluster_task.ClusterParams
+    clusterer = commands.add_parser("cluster", help="Leiden clusters of an embedding's kNN graph",
+                                    description="The neighbours of obsm[--use-rep] (stored as `neighbors` stores "
+                                                "them, unless the file holds them), then igraph's Leiden "
+                                                "(modularity); writes obs[--key-added] (\"0\" the largest cluster) "
+                                                "and its parameters in uns[--key-added], with ARI and NMI against "
+                                                "obs[--labels-key] when given.")
+    clusterer.add_argument("input", metavar="IN.h5ad", help="a dataset with the embedding in obsm (e.g. from `embed`)")
+    clusterer.add_argument("-o", "--output", metavar="OUT.h5ad", required=True)
+    clusterer.add_argument("--use-rep", default=cluster_params.default("use_rep"), help="obsm key of the embedding")
+    clusterer.add_argument("--resolution", type=float, default=cluster_params.default("resolution"),
+                           help="higher gives more, smaller clusters")
+    clusterer.add_argument("--n-neighbors", type=int, default=cluster_params.default("n_neighbors"),
+                           help="neighbours per cell, the cell itself included")
+    clusterer.add_argument("--index", choices=neighbors.INDEX_KINDS, default=cluster_params.default("index"),
+                           help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
+    clusterer.add_argument("--key-added", default=cluster_params.default("key_added"), help="obs column to write")
+    clusterer.add_argument("--seed", type=int, default=cluster_params.default("seed"))
+    clusterer.add_argument("--labels-key", metavar="KEY", default=cluster_params.default("labels_key"),
+                           help="obs column of known labels (e.g. cell_type) to print ARI and NMI against")
+    clusterer.set_defaults(run=_cmd_cluster)
 
     umap_params = umap_task.UMAPTaskParams
     layout = commands.add_parser("umap", help="UMAP of an embedding on FAISS neighbours",

@@ -12,6 +12,7 @@ module                     parameters                           command line    
 ``embed_pca``              :class:`EmbedPCAParams`              ``embed --method pca``
 ``embed_encoder``          :class:`EmbedEncoderParams`          ``embed --method encoder``  ``embed``
 ``neighbors``              :class:`NeighborsTaskParams`         ``neighbors``
+``cluster``                :class:`ClusterParams`               ``cluster``
 ``umap``                   :class:`UMAPTaskParams`              ``umap``                    ``umap``
 ``train``                  :class:`TrainParams`                 ``train``                   ``train``
 ``finetune``               :class:`FinetuneParams`              ``finetune``                ``finetune``
