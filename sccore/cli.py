@@ -58,6 +58,15 @@ def _parse_where(items: list[str] | None) -> dict[str, str]:
     return where
 
 
+def _add_test_arguments(parser: argparse.ArgumentParser, params) -> None:
+    """The options the ``markers`` and ``de`` commands share: the test and the library sizes (defaults: ``params``')."""
+    parser.add_argument("--method", choices=markers_task.METHODS, default=params.default("method"),
+                        help="wilcoxon (Mann-Whitney U, as scanpy's) or t-test (Welch's)")
+    parser.add_argument("--library-size-key", metavar="KEY", default=params.default("library_size_key"),
+                        help="obs column with each cell's total counts (default: the counts' sum, or "
+                             "obs['full_total_umis'] when present)")
+
+
 def _names(text: str | None) -> tuple[str, ...]:
     """A comma-separated option (``G1,G2``) as a tuple of names."""
     return tuple(name.strip() for name in (text or "").split(",") if name.strip())
@@ -742,7 +751,6 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.set_defaults(run=_cmd_metrics)
 
     markers_params = markers_task.MarkersParams
-    method_help = "wilcoxon (Mann-Whitney U, as scanpy's) or t-test (Welch's)"
     marker = commands.add_parser("markers", help="marker genes of every group of an obs column",
                                  description="Normalise the counts (log1p of counts per 10,000) and rank the genes of "
                                              "each group of obs[--groupby] against the rest of the cells, as scanpy's "
@@ -751,11 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     marker.add_argument("input", metavar="IN.h5ad", help="a dataset of raw counts")
     marker.add_argument("--groupby", required=True, metavar="KEY", help="obs column of the groups, e.g. cell_type")
     marker.add_argument("-o", "--output", metavar="OUT.csv", required=True)
-    marker.add_argument("--method", choices=markers_task.METHODS, default=markers_params.default("method"),
-                        help=method_help)
-    marker.add_argument("--library-size-key", metavar="KEY", default=markers_params.default("library_size_key"),
-                        help="obs column with each cell's total counts (default: the counts' sum, or "
-                             "obs['full_total_umis'] when present)")
+    _add_test_arguments(marker, markers_params)
     marker.set_defaults(run=_cmd_markers)
 
     de_params = de_task.DEParams
@@ -769,11 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     tester.add_argument("--b", required=True, metavar="KEY=VALUE",
                         help="set B: the cells whose obs[KEY] is VALUE, e.g. condition=control")
     tester.add_argument("-o", "--output", metavar="OUT.csv", required=True)
-    tester.add_argument("--method", choices=markers_task.METHODS, default=de_params.default("method"),
-                        help=method_help)
-    tester.add_argument("--library-size-key", metavar="KEY", default=de_params.default("library_size_key"),
-                        help="obs column with each cell's total counts (default: the counts' sum, or "
-                             "obs['full_total_umis'] when present)")
+    _add_test_arguments(tester, de_params)
     tester.set_defaults(run=_cmd_de)
 
     report_params = report.ReportParams

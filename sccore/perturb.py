@@ -183,10 +183,11 @@ def choose_cells(adata: ad.AnnData, where: dict[str, str] | None) -> np.ndarray:
     mask = np.ones(adata.n_obs, dtype=bool)
     for key, value in (where or {}).items():
         if key not in adata.obs.columns:
-            raise InputError(f"obs has no column '{key}'; columns: {', '.join(map(str, adata.obs.columns))}.")
+            raise InputError(f"obs has no column '{key}': choose one of {', '.join(map(str, adata.obs.columns))}.")
         values = adata.obs[key].astype(str)
         if value not in set(values):
-            raise InputError(f"obs['{key}'] has no value '{value}'; values: {', '.join(sorted(set(values))[:20])}.")
+            raise InputError(f"obs['{key}'] has no value '{value}': choose one of "
+                             f"{', '.join(sorted(set(values))[:20])}.")
         mask &= (values == value).to_numpy()
     if not mask.any():
         raise InputError(f"No cell matches {where}: the population is empty.")

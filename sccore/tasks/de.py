@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import pandas as pd
 
 from .base import Progress, ShouldStop, TaskParams, check_stop, never, quiet, require, write_csv
-from .markers import check_column, check_method, open_expression
+from .markers import check_method, open_expression
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -25,16 +25,11 @@ def parse_selection(name: str, text: str) -> tuple[str, str]:
 
 
 def select_cells(adata: ad.AnnData, name: str, text: str) -> np.ndarray:
-    """The boolean mask of the cells that ``text`` (``KEY=VALUE``, :func:`parse_selection`) selects in ``adata``;
-    :class:`sccore.errors.InputError` naming the column's values when no cell has that value."""
-    key, value = parse_selection(name, text)
-    check_column(adata, key, f"--{name}")
-    labels = adata.obs[key].astype(str)
-    mask = (labels == value).to_numpy()
-    values = sorted(labels.unique())
-    require(bool(mask.any()), f"No cell has obs['{key}'] = '{value}' (--{name}): choose one of "
-                              f"{', '.join(values[:10])}{', ...' if len(values) > 10 else ''}.")
-    return mask
+    """The positions of the cells that ``text`` (``KEY=VALUE``, :func:`parse_selection`) selects in ``adata``
+    (:func:`sccore.perturb.choose_cells`: an unknown column or a value no cell has is refused, naming the choices)."""
+    from ..perturb import choose_cells
+
+    return choose_cells(adata, dict([parse_selection(name, text)]))
 
 
 @dataclass(frozen=True, kw_only=True)
