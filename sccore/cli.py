@@ -189,6 +189,19 @@ def _cmd_add_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dask_certificates(args: argparse.Namespace) -> int:
+    from .dask_security import CA_FILE, CERT_FILE, KEY_FILE, tls_environment, write_certificates
+
+    folder = write_certificates(args.folder).absolute()
+    flags = f"--tls-ca-file {folder / CA_FILE} --tls-cert {folder / CERT_FILE} --tls-key {folder / KEY_FILE}"
+    print(f"# A certificate for a Dask cluster is in {folder} (readable by this account only).\n"
+          f"# Scheduler: dask scheduler --protocol tls {flags}\n# Workers:   dask worker tls://HOST:8786 {flags}\n"
+          "# The app and the command line (scheduler_address = \"tls://HOST:8786\"), in their environment:")
+    for name, value in tls_environment(folder).items():
+        print(f"export {name}={value}")
+    return 0
+
+
 def _graph_text(key: str) -> str:
     from .neighbors import graph_keys
 
@@ -467,7 +480,7 @@ def _add_perturbation_arguments(parser: argparse.ArgumentParser, params: type[Ta
 
 def _add_scheduler_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="run the work as a job on this Dask scheduler (e.g. tcp://host:8786), wait for it with "
+                        help="run the work as a job on this Dask scheduler (e.g. tls://host:8786), wait for it with "
                              "a progress bar, then write the same output; its workers must see the same files")
 
 
@@ -822,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a parameter of the kind's task (sccore.jobs.JOB_KINDS; its dataclass in "
                                 "sccore.tasks), e.g. model=pca, top=100, epochs=2, "
                                 'where=\'{"cell_type": "B"}\', embeddings=X_pca,X_encoder')
-    submitter.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786")
+    submitter.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tls://host:8786")
     submitter.add_argument("--wait", action="store_true", help="wait for the job with a progress bar")
     submitter.add_argument("--user", default=LOCAL_USER, help="whose job it is (default: the app's local user)")
     submitter.set_defaults(run=_cmd_submit)
@@ -844,6 +857,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read the password from the first line of standard input instead of prompting")
     users.set_defaults(run=_cmd_add_user)
 
+    certificates = commands.add_parser(
+        "dask-certificates", help="a TLS certificate for a lab's Dask cluster (scheduler, workers and the app)",
+        description="Write a new self-signed certificate and key (ca.pem, cert.pem, key.pem) into FOLDER (made "
+                    "private to this account), and print the dask scheduler / dask worker flags and the environment "
+                    "variables with which the app and the command line reach that cluster over TLS.")
+    certificates.add_argument("folder", metavar="FOLDER", help="a new or empty folder")
+    certificates.set_defaults(run=_cmd_dask_certificates)
+
     partition_params = embed_partitions.EmbedPartitionsParams
     partitioner = commands.add_parser(
         "embed-partitions", help="encoder embedding of a large file as Dask tasks over partitions, resumable",
@@ -860,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
                              metavar="N", help="cells per task")
     partitioner.add_argument("--workers", type=int, default=partition_params.default("workers"), metavar="N",
                              help="worker processes of the local cluster (without --scheduler)")
-    partitioner.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786, whose "
+    partitioner.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tls://host:8786, whose "
                                                                     "workers share this file system (default: "
                                                                     "scheduler_address in the settings, else a local "
                                                                     "cluster)")

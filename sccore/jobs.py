@@ -40,6 +40,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -86,6 +87,8 @@ HEARTBEAT_INTERVAL_S = 10.0  # a running job rewrites its record's heartbeat thi
 STALE_AFTER_S = 60.0  # a running job whose heartbeat is older than this lost its worker
 _LOST = ("Submit it again: training resumes from its last checkpoint, other jobs restart; no half result was "
          "kept.")
+_START_LOCK = threading.Lock()  # one local cluster starts at a time (they read the environment)
+_certificate_folders: dict[int, Path] = {}  # id of a local cluster -> the folder of its certificate
 _futures: dict = {}  # job id -> the Dask future of a job this process submitted
 
 
@@ -176,35 +179,70 @@ class JobStore:
 
 
 def connect(scheduler_address: str = "", n_workers: int = 1):
-    """A Dask client: to the scheduler at ``scheduler_address``, or (``""``) to a new local cluster of
+    """A Dask client: to the scheduler at ``scheduler_address`` (``tls://`` only, with the certificate Dask's
+    configuration names: :func:`sccore.dask_security.configured_security`), or (``""``) to a new local cluster of
     ``n_workers`` workers with one thread each and no dashboard. Close it with :func:`close`.
 
     The local cluster's scheduler and workers run as their own subprocesses (``python -m dask spec``), not
     as children forked or spawned from this one, so they never re-run the caller's main script (Streamlit's
-    pages); they run this interpreter, so they import the ``sccore`` installed in its environment.
+    pages); they run this interpreter, so they import the ``sccore`` installed in its environment. They accept only
+    TLS connections made with a certificate created for this cluster, in a folder only this account can read
+    (:func:`sccore.dask_security.write_certificates`), so no other local account can submit work to them.
     """
     from distributed import Client
     from distributed.deploy.subprocess import SubprocessCluster
 
+    from .dask_security import configured_security, security, tls_environment, write_certificates
+
     if scheduler_address:
+        credentials = configured_security(scheduler_address)
         try:
-            return Client(scheduler_address, timeout="10s")
+            return Client(scheduler_address, timeout="10s", security=credentials)
         except (OSError, TimeoutError, ValueError) as error:
             raise InputError(f"No Dask scheduler answers at {scheduler_address} ({error}). Start the cluster, fix "
-                             "scheduler_address in the settings (or --scheduler), or leave it empty for a local "
-                             "cluster.") from error
-    cluster = SubprocessCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=None,
-                                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its health page: a free port
-                                silence_logs=logging.ERROR)
+                             "scheduler_address in the settings (or --scheduler) and the certificate Dask's settings "
+                             "name, or leave the address empty for a local cluster.") from error
+    folder = write_certificates(tempfile.mkdtemp(prefix="sccore-dask-"))
+    with _START_LOCK, _environment(tls_environment(folder)):
+        cluster = SubprocessCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=None,
+                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0",  # its health page
+                                                      "protocol": "tls"},
+                                    silence_logs=logging.ERROR, security=security(folder))
+    _certificate_folders[id(cluster)] = folder
     return Client(cluster)
 
 
+def certificate_folder(client) -> Path | None:
+    """The folder of the certificate of the local cluster :func:`connect` started for ``client`` (None for a lab's
+    cluster): with :func:`sccore.dask_security.tls_config` of it, another client in this account may connect."""
+    return _certificate_folders.get(id(client.cluster)) if client.cluster is not None else None
+
+
+@contextmanager
+def _environment(variables: dict[str, str]):
+    """Set environment ``variables`` (read by the subprocesses started meanwhile), then restore the old values."""
+    old = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def close(client) -> None:
-    """Close ``client`` and the local cluster :func:`connect` started for it (a lab's cluster stays up)."""
+    """Close ``client`` and the local cluster :func:`connect` started for it, with its certificate (a lab's cluster
+    stays up)."""
     cluster = client.cluster
     client.close()
     if cluster is not None:
         cluster.close()
+        folder = _certificate_folders.pop(id(cluster), None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def file_digest(path: str | os.PathLike) -> str:

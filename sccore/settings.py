@@ -50,7 +50,8 @@ class AuthSettings:
 class Settings:
     """Folders the app offers and writes, the upload limit, the job scheduler and access control.
 
-    ``scheduler_address`` is a Dask scheduler (``tcp://host:8786``) for background jobs; ``""`` means a
+    ``scheduler_address`` is a Dask scheduler reached over TLS (``tls://host:8786``, see
+    :mod:`sccore.dask_security`) for background jobs; ``""`` means a
     local cluster the app starts itself.
     """
 
@@ -211,9 +212,10 @@ def _build(values: dict, auth: dict, origin: str) -> Settings:
     if mode not in AUTH_MODES:
         raise InputError(f"Setting auth.mode must be one of {', '.join(AUTH_MODES)}, not '{mode}' (from {origin}).")
     scheduler_address = text("scheduler_address", values.get("scheduler_address", "")).strip()
-    if scheduler_address and not re.fullmatch(r"(tcp|tls|ucx|ws|wss|inproc)://\S+", scheduler_address):
-        raise InputError(f"Setting scheduler_address '{scheduler_address}' is not a Dask scheduler address such as "
-                         f"tcp://host:8786 (from {origin}); leave it empty for a local cluster.")
+    if scheduler_address and not re.fullmatch(r"tls://\S+", scheduler_address):
+        raise InputError(f"Setting scheduler_address '{scheduler_address}' is not a Dask scheduler reached over TLS "
+                         f"such as tls://host:8786 (from {origin}): a scheduler without TLS runs code from anyone who "
+                         "reaches its port (README, 'An existing cluster'); leave it empty for a local cluster.")
     password_file = text("auth.password_file", auth.get("password_file", "")).strip()
     if mode == "password" and not password_file:
         raise InputError(f"auth.mode is 'password' but auth.password_file is not set (from {origin}). Name the file "

@@ -122,3 +122,14 @@ def app_folders(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SCCORE_DATA_DIRS", str(tmp_path_factory.mktemp("data")))
     monkeypatch.setenv("SCCORE_MODEL_DIR", str(tmp_path_factory.mktemp("models")))
     monkeypatch.setenv("SCCORE_SETTINGS", os.devnull)  # defaults and these variables only, whatever sccore.toml says
+
+
+def certificate_settings(client):
+    """Dask's settings naming the certificate of the local cluster ``client`` reaches (``sccore.jobs.connect``), as a
+    context: within it, `--scheduler ADDRESS` and the app's own client can connect to that cluster."""
+    import dask
+
+    from sccore.dask_security import tls_config
+    from sccore.jobs import certificate_folder
+
+    return dask.config.set(tls_config(certificate_folder(client)))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import anndata as ad
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from sccore.embed import pca
 from sccore.errors import InputError
 from sccore.perturb import screen
 from sccore.pp import default_params, preprocess
-from tests.conftest import ROOT, make_counts
+from tests.conftest import ROOT, certificate_settings, make_counts
 
 SMALL = {"min_genes": 0, "top": 40}
 
@@ -26,12 +27,37 @@ SMALL = {"min_genes": 0, "top": 40}
 @pytest.fixture(scope="module")
 def client():
     """A local cluster of one worker process; a task whose worker dies fails at once (no retry), so the test
-    sees the failure the page would show."""
+    sees the failure the page would show. Dask's settings name its certificate, so `--scheduler` reaches it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")  # read by the scheduler's subprocess
         client = jobs.connect()
-    yield client
+    with certificate_settings(client):
+        yield client
     jobs.close(client)
+
+
+def test_only_a_process_with_the_cluster_s_certificate_can_connect(client, tmp_path):
+    """Another account (here: a process without the certificate, or with a certificate of its own) cannot submit
+    work to the local cluster's scheduler, over TLS or plain TCP; the certificate's folder is private."""
+    address = client.scheduler.address
+    assert address.startswith("tls://127.0.0.1:")
+    folder = jobs.certificate_folder(client)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert all((folder / name).stat().st_mode & 0o777 == 0o600 for name in ("ca.pem", "cert.pem", "key.pem"))
+    attempt = ("import sys\nfrom distributed import Client\nfrom distributed.security import Security\n"
+               "address, own = sys.argv[1], sys.argv[2] == 'own'\n"
+               "try:\n    Client(address, timeout='5s', security=Security.temporary() if own else None)\n"
+               "except Exception as error:\n    print('refused', type(error).__name__)\nelse:\n    print('connected')")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DASK_")}
+    for target, certificate in ((address, "none"), (address, "own"), (address.replace("tls://", "tcp://"), "none")):
+        run = subprocess.run([sys.executable, "-c", attempt, target, certificate], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert run.stdout.startswith("refused"), (target, certificate, run.stdout, run.stderr[-2000:])
+    assert client.submit(sum, [1, 2]).result() == 3  # the app's own client still works
+    with pytest.raises(InputError, match="not reached over TLS"):
+        jobs.connect(address.replace("tls://", "tcp://"))
+    with dask.config.set({"distributed.comm.tls.ca-file": None}), pytest.raises(InputError, match="No certificate"):
+        jobs.connect(address)
 
 
 @pytest.fixture(scope="module")

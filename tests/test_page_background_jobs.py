@@ -13,14 +13,16 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import background, cached
 from sccore import jobs
-from tests.conftest import ROOT, make_counts
+from tests.conftest import ROOT, certificate_settings, make_counts
 
 
 @pytest.fixture(scope="module")
 def scheduler():
-    """A local cluster of one worker process; the settings name its scheduler, as a lab's would be."""
+    """A local cluster of one worker process; the settings name its scheduler, as a lab's would be, and Dask's
+    settings its certificate."""
     client = jobs.connect()
-    yield client.scheduler.address
+    with certificate_settings(client):
+        yield client.scheduler.address
     background.dask_client(client.scheduler.address).close()  # the app's client to it
     background._dask_client.clear()
     jobs.close(client)

@@ -18,7 +18,7 @@ from sccore.encode import embed_cells
 from sccore.errors import InputError
 from sccore.models.store import load_model, model_fingerprint
 from sccore.partitions import embed_partitions
-from tests.conftest import ROOT
+from tests.conftest import ROOT, certificate_settings
 
 MODEL = ROOT / "assets" / "demo_model"
 SIZES = "full_total_umis"  # the demo's whole-transcriptome library sizes
@@ -33,7 +33,8 @@ def client():
     """A local cluster of 2 worker processes with one thread each."""
     client = jobs.connect(n_workers=2)
     client.wait_for_workers(2, timeout=60)
-    yield client
+    with certificate_settings(client):
+        yield client
     jobs.close(client)
 
 

@@ -40,12 +40,12 @@ def test_the_file_is_read_and_variables_override_it(tmp_path, no_settings_file):
     (tmp_path / "etc").mkdir()
     path = tmp_path / "etc" / "sccore.toml"
     path.write_text('data_dirs = ["shared/a", "/srv/b"]\nmodel_dir = "models"\nmax_upload_mb = 500\n'
-                    'scheduler_address = "tcp://10.0.0.5:8786"\n'
+                    'scheduler_address = "tls://10.0.0.5:8786"\n'
                     '[auth]\nmode = "password"\npassword_file = "users.txt"\n')
     from_file = load_settings({"SCCORE_SETTINGS": str(path)})
     assert from_file.data_dirs == (tmp_path / "etc" / "shared" / "a", Path("/srv/b"))  # relative to the file
     assert from_file.model_dir == tmp_path / "etc" / "models"
-    assert from_file.max_upload_mb == 500 and from_file.scheduler_address == "tcp://10.0.0.5:8786"
+    assert from_file.max_upload_mb == 500 and from_file.scheduler_address == "tls://10.0.0.5:8786"
     assert from_file.auth.mode == "password" and from_file.auth.password_file == tmp_path / "etc" / "users.txt"
     overridden = load_settings({"SCCORE_SETTINGS": str(path), "SCCORE_DATA_DIRS": f"x{os.pathsep}y",
                                 "SCCORE_MAX_UPLOAD_MB": "10", "SCCORE_AUTH_MODE": "none",
@@ -66,7 +66,8 @@ def test_sccore_toml_in_the_working_directory_is_read(tmp_path, no_settings_file
     ('[auth]\nmode = "password"\n', "password_file is not set"),
     ("max_upload_mb = 0\n", "max_upload_mb must be a whole number"),
     ('model_dir = ""\n', "model_dir is empty"),
-    ('scheduler_address = "scheduler:8786"\n', "not a Dask scheduler address"),
+    ('scheduler_address = "scheduler:8786"\n', "not a Dask scheduler reached over TLS"),
+    ('scheduler_address = "tcp://10.0.0.5:8786"\n', "not a Dask scheduler reached over TLS"),
     ("data_dirs = [\n", "not valid TOML"),
 ])
 def test_wrong_settings_are_refused_with_the_fix(tmp_path, no_settings_file, content, message):
