@@ -3,7 +3,11 @@ on a shared server (``auth.mode`` in the settings, see :mod:`sccore.settings`).
 
 ``app.py`` calls :func:`gate` before ``st.navigation``: until someone logs in, the only page is the login
 form. The pages read the user through :func:`current_user`, which shows the login form instead of any page
-reached without login.
+reached without login. Failed password logins are logged and slowed down per user name
+(:class:`sccore.auth.LoginThrottle`, shared by every session); an OpenID Connect identity needs a verified e-mail
+address that the settings allow (:func:`sccore.auth.oidc_user`). Under Streamlit's server profile
+(``.streamlit/config.server.toml``, recognised by its ``client.toolbarMode = "viewer"``) the app refuses to run
+unless the settings choose ``auth.mode`` explicitly, so a server started without its settings file never runs open.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 import streamlit as st
 
 from sccore import InputError
-from sccore.auth import verify_password
+from sccore.auth import LoginThrottle, oidc_user, verify_password
 from sccore.settings import LOCAL_USER, Settings, load_settings
 
 FAILED_LOGIN_DELAY_S = 1.0
@@ -26,8 +30,23 @@ def signed_in_user(settings: Settings) -> str | None:
     if settings.auth.mode == "password":
         return st.session_state.get("user")
     if st.user.get("is_logged_in", False):
-        return str(st.user.get("email") or st.user.get("sub") or "") or None
+        try:
+            return oidc_user(st.user.to_dict(), settings.auth.allowed_users, settings.auth.allowed_domains)
+        except InputError as error:
+            st.session_state["login_refused"] = str(error)
     return None
+
+
+def server_profile() -> bool:
+    """Whether Streamlit runs with the server profile (``.streamlit/config.server.toml``: users get the viewer
+    toolbar), where the settings must choose ``auth.mode`` explicitly."""
+    return st.get_option("client.toolbarMode") == "viewer"
+
+
+@st.cache_resource
+def login_throttle() -> LoginThrottle:
+    """The failed-login counts of every session of this server."""
+    return LoginThrottle()
 
 
 def current_user() -> str:
@@ -59,6 +78,10 @@ def login_page() -> None:
     settings = _settings_or_stop()
     st.title("Single-cell embeddings explorer")
     if settings.auth.mode == "oidc":
+        if st.session_state.get("login_refused"):
+            st.error(st.session_state["login_refused"])
+            st.button("Log out", key="refused_logout", on_click=_log_out, args=("oidc",))
+            return
         _oidc_login(settings.auth.oidc_provider)
         return
     with st.form("login", clear_on_submit=True):
@@ -66,14 +89,21 @@ def login_page() -> None:
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
+        name, throttle = name.strip(), login_throttle()
+        wait = throttle.wait_s(name, time.monotonic())
+        if wait > 0:
+            st.error(f"Too many failed logins for this user name: try again in {wait:.0f} s.")
+            return
         try:
-            accepted = verify_password(settings.auth.password_file, name.strip(), password)
+            accepted = verify_password(settings.auth.password_file, name, password)
         except InputError as error:
             st.error(str(error))
             return
         if accepted:
-            st.session_state["user"] = name.strip()
+            throttle.succeeded(name)
+            st.session_state["user"] = name
             st.rerun()
+        throttle.failed(name, time.monotonic())
         time.sleep(FAILED_LOGIN_DELAY_S)  # slows down guessing
         st.error("Wrong user name or password.")
 
@@ -101,9 +131,17 @@ def _log_out(mode: str) -> None:
 
 
 def _settings_or_stop() -> Settings:
-    """The settings, or an error box and a stopped page when the settings file is wrong."""
+    """The settings, or an error box and a stopped page when the settings file is wrong or the server profile runs
+    without an explicit ``auth.mode``."""
     try:
-        return load_settings()
+        settings = load_settings()
     except InputError as error:
         st.error(f"The app's settings are wrong: {error}")
         st.stop()
+    if server_profile() and not settings.auth.explicit:
+        st.error("This server runs Streamlit's server profile, but no settings file chooses who may log in (started "
+                 "outside the folder of sccore.toml, or without SCCORE_SETTINGS?). Point SCCORE_SETTINGS at the "
+                 "server's settings file with an [auth] mode of 'password' or 'oidc', or set auth.mode = 'none' there "
+                 "to serve everyone without login.")
+        st.stop()
+    return settings

@@ -31,7 +31,7 @@ AUTH_MODES = ("none", "password", "oidc")
 LOCAL_USER = "local"
 _HOME_CACHE = Path("~/.cache/sccore")
 _TOP_KEYS = ("data_dirs", "model_dir", "cache_dir", "upload_dir", "max_upload_mb", "scheduler_address")
-_AUTH_KEYS = ("mode", "password_file", "oidc_provider")
+_AUTH_KEYS = ("mode", "password_file", "oidc_provider", "allowed_users", "allowed_domains")
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,16 @@ class AuthSettings:
     """Access control: ``mode`` is ``"none"`` (a laptop), ``"password"`` (a password file of
     ``user:salt:hash`` lines, see :mod:`sccore.auth`) or ``"oidc"`` (OpenID Connect through Streamlit's
     ``st.login``, configured in ``.streamlit/secrets.toml``; ``oidc_provider`` names an ``[auth.<provider>]``
-    section there, ``""`` for the ``[auth]`` section alone)."""
+    section there, ``""`` for the ``[auth]`` section alone; ``allowed_users`` and ``allowed_domains`` say whose
+    verified e-mail addresses may log in, ``"*"`` in the domains for anyone's). ``explicit`` says whether a settings
+    file or variable chose the mode (the server profile refuses to start on the default)."""
 
     mode: str = "none"
     password_file: Path | None = None
     oidc_provider: str = ""
+    allowed_users: tuple[str, ...] = ()
+    allowed_domains: tuple[str, ...] = ()
+    explicit: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,11 @@ def _build(values: dict, auth: dict, origin: str) -> Settings:
         raise InputError(f"Setting scheduler_address '{scheduler_address}' is not a Dask scheduler reached over TLS "
                          f"such as tls://host:8786 (from {origin}): a scheduler without TLS runs code from anyone who "
                          "reaches its port (README, 'An existing cluster'); leave it empty for a local cluster.")
+    allowed = {key: _names(f"auth.{key}", auth.get(key, []), origin) for key in ("allowed_users", "allowed_domains")}
+    if mode == "oidc" and not any(allowed.values()):
+        raise InputError(f"auth.mode is 'oidc' but neither auth.allowed_users nor auth.allowed_domains is set (from "
+                         f"{origin}), so any account of the provider could log in. List the users' e-mail addresses "
+                         "or the lab's domains (allowed_domains = [\"lab.example.org\"]; [\"*\"] admits everyone).")
     password_file = text("auth.password_file", auth.get("password_file", "")).strip()
     if mode == "password" and not password_file:
         raise InputError(f"auth.mode is 'password' but auth.password_file is not set (from {origin}). Name the file "
@@ -228,5 +238,15 @@ def _build(values: dict, auth: dict, origin: str) -> Settings:
         max_upload_mb=max_upload_mb,
         scheduler_address=scheduler_address,
         auth=AuthSettings(mode=mode, password_file=Path(password_file).expanduser() if password_file else None,
-                          oidc_provider=text("auth.oidc_provider", auth.get("oidc_provider", "")).strip()),
+                          oidc_provider=text("auth.oidc_provider", auth.get("oidc_provider", "")).strip(),
+                          explicit="mode" in auth, **allowed),
     )
+
+
+def _names(key: str, value, origin: str) -> tuple[str, ...]:
+    """A list setting of names: a TOML list of text, or (from a variable) text separated by commas."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise InputError(f"Setting {key} must be a list of text such as [\"a@lab.org\"], not {value!r} (from {origin}).")
+    return tuple(name.strip() for name in value if name.strip())

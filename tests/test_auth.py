@@ -1,13 +1,18 @@
-"""Login for a shared server: the password file, ``python -m sccore add-user``, the login gate and per-user uploads."""
+"""Login for a shared server: the password file, ``python -m sccore add-user``, the login gate and per-user uploads,
+the back-off after failed logins, who may log in with OpenID Connect, and no server that runs open by accident."""
 
 import io
+import logging
 import stat
 
 import pytest
+from streamlit import config
 from streamlit.testing.v1 import AppTest
 
+from dashboard import access
 from sccore import InputError
-from sccore.auth import add_user, read_password_file, verify_password
+from sccore.auth import FREE_ATTEMPTS, LoginThrottle, add_user, oidc_user, read_password_file, verify_password
+from sccore.settings import load_settings
 from sccore.cli import main
 from tests.conftest import ROOT, make_counts
 
@@ -68,6 +73,47 @@ def test_add_user_command(tmp_path, monkeypatch, capsys):
     assert "No password file" in capsys.readouterr().err
 
 
+def test_failed_logins_are_logged_and_make_that_user_name_wait_longer(caplog):
+    throttle, now = LoginThrottle(), 1000.0
+    with caplog.at_level(logging.WARNING, logger="sccore.auth"):
+        for attempt in range(FREE_ATTEMPTS):
+            assert throttle.wait_s("alice", now) == 0
+            throttle.failed("alice", now, origin="10.0.0.9")
+    assert "Failed login for user 'alice' (3 in a row) from 10.0.0.9" in caplog.text
+    waits = [throttle.wait_s("alice", now)]
+    throttle.failed("alice", now)
+    waits.append(throttle.wait_s("alice", now))
+    assert waits == [2.0, 4.0] and throttle.wait_s("alice", now + 4.0) == 0  # the wait doubles, then ends
+    assert throttle.wait_s("bob", now) == 0  # other names are not slowed down
+    for _ in range(40):
+        throttle.failed("mallory", now)
+    assert throttle.wait_s("mallory", now) == 900.0  # at most a quarter of an hour
+    throttle.succeeded("alice")
+    assert throttle.wait_s("alice", now) == 0
+
+
+@pytest.mark.parametrize("claims, message", [
+    ({"email": "eve@gmail.com", "email_verified": False}, "did not confirm an e-mail address"),
+    ({"email": "ann@lab.org"}, "did not confirm an e-mail address"),
+    ({"sub": "12345", "email_verified": True}, "did not confirm an e-mail address"),
+    ({"email": "eve@gmail.com", "email_verified": True}, "eve@gmail.com may not use this server"),
+    ({"email": "eve@evil-lab.org", "email_verified": True}, "may not use this server"),
+])
+def test_openid_connect_admits_only_verified_allowed_addresses(claims, message):
+    with pytest.raises(InputError, match=message):
+        oidc_user(claims, allowed_users=["guest@uni.edu"], allowed_domains=["lab.org"])
+
+
+def test_openid_connect_users_are_their_verified_addresses():
+    assert oidc_user({"email": "Ann@Lab.org", "email_verified": True}, [], ["lab.org"]) == "ann@lab.org"
+    assert oidc_user({"email": "guest@uni.edu", "email_verified": "true"}, ["guest@uni.edu"], []) == "guest@uni.edu"
+    assert oidc_user({"email": "x@y.com", "email_verified": True}, [], ["*"]) == "x@y.com"
+    with pytest.raises(InputError, match="neither auth.allowed_users nor auth.allowed_domains"):
+        load_settings({"SCCORE_AUTH_MODE": "oidc"})
+    assert load_settings({"SCCORE_AUTH_MODE": "oidc", "SCCORE_AUTH_ALLOWED_DOMAINS": "lab.org, uni.edu"}
+                         ).auth.allowed_domains == ("lab.org", "uni.edu")
+
+
 # --- The login gate -------------------------------------------------------------------------------------------------
 
 
@@ -78,6 +124,7 @@ def password_login(app_folders, tmp_path, monkeypatch):
     add_user(tmp_path / "users", "bob", "bob's password")
     monkeypatch.setenv("SCCORE_AUTH_MODE", "password")
     monkeypatch.setenv("SCCORE_AUTH_PASSWORD_FILE", str(tmp_path / "users"))
+    access.login_throttle.clear()
 
 
 def app() -> AppTest:
@@ -118,6 +165,36 @@ def test_a_wrong_password_is_refused(password_login):
     assert "user" not in test.session_state
 
 
+def test_repeated_wrong_passwords_lock_the_user_name_out_for_a_while(password_login):
+    test = app().run()
+    for _ in range(FREE_ATTEMPTS):
+        log_in(test, "alice", "a guess")
+    log_in(test, "alice", "alice password")  # even the right password waits now
+    assert not test.exception and not shows_home(test)
+    assert "Too many failed logins for this user name: try again in" in test.error[0].value
+    log_in(test, "bob", "bob's password")  # other users are not locked out
+    assert not test.exception and shows_home(test)
+
+
+@pytest.fixture
+def server_profile():
+    """Streamlit's options as .streamlit/config.server.toml sets them (the viewer toolbar marks the profile)."""
+    before = config.get_option("client.toolbarMode")
+    config.set_option("client.toolbarMode", "viewer")
+    yield
+    config.set_option("client.toolbarMode", before)
+
+
+def test_the_server_profile_refuses_to_run_without_a_login_setting(app_folders, server_profile, monkeypatch):
+    monkeypatch.delenv("SCCORE_AUTH_MODE", raising=False)
+    test = app().run()
+    assert not test.exception and not shows_home(test)
+    assert "no settings file chooses who may log in" in test.error[0].value
+    monkeypatch.setenv("SCCORE_AUTH_MODE", "none")  # an explicit choice to serve without login
+    test = app().run()
+    assert not test.exception and not test.error and shows_home(test)
+
+
 def test_a_page_reached_without_app_py_asks_for_login_too(password_login):
     """A page run alone (a deep link to a freshly started server) shows the login form and none of the data."""
     test = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=TIMEOUT).run()
@@ -128,6 +205,7 @@ def test_a_page_reached_without_app_py_asks_for_login_too(password_login):
 
 def test_openid_connect_needs_its_secrets(app_folders, monkeypatch):
     monkeypatch.setenv("SCCORE_AUTH_MODE", "oidc")
+    monkeypatch.setenv("SCCORE_AUTH_ALLOWED_DOMAINS", "lab.example")
     test = app().run()
     assert not test.exception and not shows_home(test)
     assert "[auth] section in .streamlit/secrets.toml" in test.error[0].value
@@ -162,6 +240,7 @@ def test_each_users_uploads_are_kept_apart(password_login, tmp_path):
 
 def test_openid_connect_offers_the_providers_login_button(app_folders, monkeypatch):
     monkeypatch.setenv("SCCORE_AUTH_MODE", "oidc")
+    monkeypatch.setenv("SCCORE_AUTH_ALLOWED_DOMAINS", "lab.example")
     monkeypatch.setenv("SCCORE_AUTH_OIDC_PROVIDER", "lab")
     test = app()
     test.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "s" * 32,

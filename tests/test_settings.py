@@ -132,7 +132,7 @@ def test_uploads_results_and_trained_models_are_kept_per_user(tmp_path):
     assert laptop.user_model_dir("local") == tmp_path / "models"
     server = load_settings({"SCCORE_UPLOAD_DIR": str(tmp_path / "up"), "SCCORE_CACHE_DIR": str(tmp_path / "cache"),
                             "SCCORE_MODEL_DIR": str(tmp_path / "models"), "SCCORE_SETTINGS": os.devnull,
-                            "SCCORE_AUTH_MODE": "oidc"})
+                            "SCCORE_AUTH_MODE": "oidc", "SCCORE_AUTH_ALLOWED_DOMAINS": "lab.org"})
     assert server.user_upload_dir("alice") == tmp_path / "up" / "alice"
     assert server.user_model_dir("alice") == tmp_path / "up" / "alice" / "models"  # the shared folder is read-only
     assert server.results_dir(tmp_path / "up" / "alice" / "x.h5ad") == tmp_path / "cache" / "users" / "alice"
