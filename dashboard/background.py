@@ -43,7 +43,7 @@ def job_input(source: str, create: bool = True) -> str | None:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            atomic_write(path, load_dataset(DEMO, None).copy().write_h5ad, suffix=".h5ad")
+            atomic_write(path, load_dataset(DEMO, None).copy().write_h5ad, suffix=".h5ad", private=True)
     return str(path) if path.exists() else None
 
 

@@ -122,8 +122,15 @@ def save_upload(name: str, content: bytes) -> str:
     digest = hashlib.blake2b(content, digest_size=12).hexdigest()
     path = current.user_upload_dir(current_user()) / f"{digest}-{safe_file_name(name)}"
     if not path.exists():
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(content), suffix=".h5ad")
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(content), suffix=".h5ad", private=True)
     return str(path)
+
+
+def discard_upload(path: str) -> None:
+    """Remove a refused upload (a file in the user's upload folder) from the disk."""
+    folder = settings().user_upload_dir(current_user()).resolve()
+    if Path(path).resolve().parent == folder:
+        Path(path).unlink(missing_ok=True)
 
 
 def checked_source(source: str) -> str:
@@ -188,8 +195,9 @@ def pipeline_params(adata, source: str) -> PipelineParams:
 def _analysis(source: str, library_size_key: str | None, params: PipelineParams) -> Analysis:
     adata = _open_source(source, library_size_key)
     with progress_bar("Preparing the dataset…") as progress:
-        return analyse(adata, params, DiskCache(settings().results_dir(None if source == DEMO else source)),
-                       progress=progress)
+        current = settings()
+        cache = DiskCache(current.results_dir(None if source == DEMO else source), max_bytes=current.cache_max_bytes)
+        return analyse(adata, params, cache, progress=progress)
 
 
 def current_analysis() -> Analysis:

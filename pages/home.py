@@ -19,13 +19,16 @@ library_size_key = st.text_input(
     help="An obs column with each cell's whole-transcriptome total counts, for files that hold only some genes.")
 
 
-def open_chosen(locate) -> None:
-    """Open the dataset at the path ``locate()`` returns and make it current; on bad input say why and keep the
-    dataset that was open."""
+def open_chosen(locate, upload: bool = False) -> None:
+    """Open the dataset at the path ``locate()`` returns and make it current; on bad input say why, keep the
+    dataset that was open, and remove a refused ``upload`` from the server's disk."""
+    source = None
     try:
         source = locate()
         state.load_dataset(source, library_size_key or None)
     except InputError as error:
+        if upload and source is not None:
+            state.discard_upload(source)
         st.error(str(error))
         st.info("The dataset that was open is still open (below): choose another file, or the demo.")
     else:
@@ -48,7 +51,7 @@ else:
     upload = st.file_uploader("An AnnData .h5ad file of raw counts", type=["h5ad"],
                               max_upload_size=state.settings().max_upload_mb)
     if upload is not None and st.button("Open upload", type="primary"):
-        open_chosen(lambda: state.save_upload(upload.name, upload.getvalue()))
+        open_chosen(lambda: state.save_upload(upload.name, upload.getvalue()), upload=True)
 
 tour.offer()
 source, key = state.current_source()

@@ -139,7 +139,8 @@ class JobStore:
     def write(self, record: JobRecord) -> None:
         """Write ``record`` (atomically: a reader never sees half a record)."""
         text = json.dumps(asdict(record), indent=1, default=str)
-        atomic_write(self.path(record.user, record.id), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(self.path(record.user, record.id), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+                     private=True)
 
     def read(self, user: str, job_id: str) -> JobRecord:
         """The record of ``user``'s job ``job_id``; :class:`InputError` when there is none."""

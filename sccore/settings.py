@@ -4,8 +4,9 @@ Settings come from a TOML file (the path in ``SCCORE_SETTINGS``, else ``sccore.t
 directory when there is one; ``sccore.example.toml`` documents every key), and each key can be
 overridden by an environment variable: ``SCCORE_<KEY>`` for a top-level key (``SCCORE_DATA_DIRS``,
 ``:``-separated, ``SCCORE_MODEL_DIR``, ``SCCORE_CACHE_DIR``, ``SCCORE_UPLOAD_DIR``,
-``SCCORE_MAX_UPLOAD_MB``, ``SCCORE_SCHEDULER_ADDRESS``) and ``SCCORE_AUTH_<KEY>`` for a key of the
-``[auth]`` table (``SCCORE_AUTH_MODE``, ``SCCORE_AUTH_PASSWORD_FILE``, ``SCCORE_AUTH_OIDC_PROVIDER``).
+``SCCORE_MAX_UPLOAD_MB``, ``SCCORE_CACHE_MAX_GB``, ``SCCORE_SCHEDULER_ADDRESS``) and ``SCCORE_AUTH_<KEY>`` for a
+key of the ``[auth]`` table (``SCCORE_AUTH_MODE``, ``SCCORE_AUTH_PASSWORD_FILE``, ``SCCORE_AUTH_OIDC_PROVIDER``,
+``SCCORE_AUTH_ALLOWED_USERS``, ``SCCORE_AUTH_ALLOWED_DOMAINS``: comma-separated).
 Relative paths in the file are relative to the file's folder; in variables and defaults, to the
 working directory.
 
@@ -30,7 +31,8 @@ SETTINGS_FILE = "sccore.toml"
 AUTH_MODES = ("none", "password", "oidc")
 LOCAL_USER = "local"
 _HOME_CACHE = Path("~/.cache/sccore")
-_TOP_KEYS = ("data_dirs", "model_dir", "cache_dir", "upload_dir", "max_upload_mb", "scheduler_address")
+_TOP_KEYS = ("data_dirs", "model_dir", "cache_dir", "upload_dir", "max_upload_mb", "cache_max_gb",
+             "scheduler_address")
 _AUTH_KEYS = ("mode", "password_file", "oidc_provider", "allowed_users", "allowed_domains")
 
 
@@ -65,6 +67,7 @@ class Settings:
     cache_dir: Path = _HOME_CACHE.expanduser() / "results"
     upload_dir: Path = _HOME_CACHE.expanduser() / "uploads"
     max_upload_mb: int = 2000
+    cache_max_gb: float = 50.0  # the entries of each cache folder are kept under this size (least recently used go)
     scheduler_address: str = ""
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -90,6 +93,11 @@ class Settings:
             if path.is_relative_to(uploads) and path != uploads:
                 return self.cache_dir / "users" / path.relative_to(uploads).parts[0]
         return self.cache_dir
+
+    @property
+    def cache_max_bytes(self) -> int | None:
+        """:attr:`cache_max_gb` in bytes (None: no limit, ``cache_max_gb = 0``)."""
+        return int(self.cache_max_gb * 2**30) if self.cache_max_gb > 0 else None
 
     def check_upload_size(self, name: str, n_bytes: int) -> None:
         """Raise :class:`InputError` when an upload of ``n_bytes`` exceeds ``max_upload_mb``."""
@@ -205,14 +213,18 @@ def _build(values: dict, auth: dict, origin: str) -> Settings:
         data_dirs = data_dirs.split(os.pathsep)
     if not isinstance(data_dirs, list):
         raise InputError(f"Setting data_dirs must be a list of folders (from {origin}).")
-    max_upload_mb = values.get("max_upload_mb", default.max_upload_mb)
-    try:
-        max_upload_mb = int(max_upload_mb)
-    except (TypeError, ValueError):
-        max_upload_mb = 0
-    if max_upload_mb < 1:
-        raise InputError(f"Setting max_upload_mb must be a whole number of megabytes >= 1, not "
-                         f"{values.get('max_upload_mb')!r} (from {origin}).")
+    def number(key: str, kind: type, minimum: float, unit: str):
+        value = values.get(key, getattr(default, key))
+        try:
+            parsed = kind(value)
+        except (TypeError, ValueError):
+            parsed = minimum - 1
+        if parsed < minimum:
+            raise InputError(f"Setting {key} must be a {'whole ' if kind is int else ''}number of {unit} >= "
+                             f"{minimum}, not {value!r} (from {origin}).")
+        return parsed
+
+    max_upload_mb = number("max_upload_mb", int, 1, "megabytes")
     mode = text("auth.mode", auth.get("mode", "none")).strip().lower()
     if mode not in AUTH_MODES:
         raise InputError(f"Setting auth.mode must be one of {', '.join(AUTH_MODES)}, not '{mode}' (from {origin}).")
@@ -236,6 +248,7 @@ def _build(values: dict, auth: dict, origin: str) -> Settings:
         cache_dir=folder("cache_dir", values.get("cache_dir", str(default.cache_dir))),
         upload_dir=folder("upload_dir", values.get("upload_dir", str(default.upload_dir))),
         max_upload_mb=max_upload_mb,
+        cache_max_gb=number("cache_max_gb", float, 0, "gigabytes (0: no limit)"),
         scheduler_address=scheduler_address,
         auth=AuthSettings(mode=mode, password_file=Path(password_file).expanduser() if password_file else None,
                           oidc_provider=text("auth.oidc_provider", auth.get("oidc_provider", "")).strip(),

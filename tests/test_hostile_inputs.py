@@ -354,6 +354,7 @@ def test_a_hostile_upload_gives_a_clear_message_and_the_app_stays_up(folders, co
     with pytest.raises(InputError, match=message):
         open_dataset(path)
     assert_refused_and_up(app, message)
+    assert not list(folders.uploads.rglob(f"*-{path.name}")), "a refused upload stays on the server's disk"
 
 
 def test_an_upload_over_the_size_limit_is_refused(folders, computed_before, tmp_path, monkeypatch):
@@ -372,6 +373,7 @@ def test_an_upload_named_with_a_path_stays_in_the_users_upload_folder(folders, c
     stored = Path(app.session_state["source"])
     assert stored.parent == folders.uploads / "local" and stored.name.endswith("-escaped.h5ad")
     assert app.metric[0].value == "60"
+    assert stored.stat().st_mode & 0o777 == 0o600 and stored.parent.stat().st_mode & 0o777 == 0o700  # private
 
 
 def test_a_symlink_in_the_data_folder_that_leads_outside_is_refused(folders, computed_before):
