@@ -9,12 +9,15 @@ folder outgrow it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -53,6 +56,36 @@ def make_private_dirs(folder: str | os.PathLike) -> None:
             os.mkdir(part, 0o700)
         except FileExistsError:
             pass
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, should_stop: Callable[[], bool] = lambda: False,
+              waiting: Callable[[], None] = lambda: None, poll_s: float = 0.2):
+    """Hold an exclusive lock on the file ``path`` (made private if missing) for the block, across threads and
+    processes of this machine (and of machines sharing a file system with working ``flock``). While another holder
+    has it, ``waiting()`` is called once and ``should_stop()`` every ``poll_s`` seconds; when that returns True,
+    :class:`sccore.errors.Cancelled` is raised without the lock."""
+    from .errors import Cancelled
+
+    path = Path(path)
+    make_private_dirs(path.parent)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        announced = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not announced:
+                    waiting()
+                    announced = True
+                if should_stop():
+                    raise Cancelled("cancelled while waiting") from None
+                time.sleep(poll_s)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "",

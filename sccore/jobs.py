@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from .cache import atomic_write, make_key
+from .cache import atomic_write, file_lock, make_key
 from .errors import Cancelled, InputError
 from .settings import user_folder_name
 from .tasks import atlas as tasks_atlas
@@ -151,12 +151,18 @@ class JobStore:
         known = {item.name for item in fields(JobRecord)}
         return JobRecord(**{key: value for key, value in data.items() if key in known})
 
-    def update(self, user: str, job_id: str, **changes) -> JobRecord:
-        """Change some fields of a record and write it back; returns the new record."""
-        record = self.read(user, job_id)
-        for key, value in changes.items():
-            setattr(record, key, value)
-        self.write(record)
+    def update(self, user: str, job_id: str, when: Callable[[JobRecord], bool] | None = None,
+               **changes) -> JobRecord:
+        """Change some fields of a record and write it back, holding the record's lock so that no other process's
+        update comes between the read and the write; with ``when``, only if ``when(record)`` holds for the record
+        as read under the lock. Returns the record as it is then."""
+        with file_lock(self.path(user, job_id).with_suffix(".lock")):
+            record = self.read(user, job_id)
+            if when is not None and not when(record):
+                return record
+            for key, value in changes.items():
+                setattr(record, key, value)
+            self.write(record)
         return record
 
     def list_jobs(self, user: str) -> list[JobRecord]:
@@ -345,9 +351,11 @@ def status(store: JobStore, user: str, job_id: str) -> JobRecord:
     """The job's record; a job whose Dask task failed outside the job (a worker that died), or a running job whose
     heartbeat is older than :data:`STALE_AFTER_S`, is marked failed."""
     record = store.read(user, job_id)
-    reason = "" if record.done else _lost(record, _futures.get(job_id))
-    if reason:
-        record = store.update(user, job_id, status="failed", finished=time.time(),
+    future = _futures.get(job_id)
+    reason = "" if record.done else _lost(record, future)
+    if reason:  # checked again under the record's lock: a job that finished meanwhile stays finished
+        record = store.update(user, job_id, when=lambda current: not current.done and bool(_lost(current, future)),
+                              status="failed", finished=time.time(),
                               error=f"The worker running this job stopped ({reason}). {_LOST}")
     if record.done:
         _futures.pop(job_id, None)
@@ -457,16 +465,22 @@ def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
     record = store.update(user, job_id, status="running", started=time.time(), heartbeat=time.time(), finished=None,
                           progress=0.0, message="starting", error="")
     lock = threading.Lock()
+
+    def should_stop() -> bool:
+        return store.cancel_requested(user, job_id)
+
+    reporter = _Reporter(store, user, job_id, lock)
     try:
         spec = JOB_KINDS[record.kind]
         params = spec.params.from_dict(record.params)
         target = result_path(record.kind, record.params, results_dir)
-        cached = _is_finished(record.kind, record.params, target)
-        if not cached:
-            _remove_stale_temporaries(record.kind, target)
-            with _heartbeat(store, user, job_id, lock):
-                spec.run(replace(params, **{spec.params.output_field: str(target)}),
-                         _Reporter(store, user, job_id, lock), lambda: store.cancel_requested(user, job_id))
+        with _heartbeat(store, user, job_id, lock), file_lock(
+                store.cache_dir / "locks" / f"{make_key(str(target))}.lock", should_stop,
+                lambda: reporter(0.0, "waiting for the same job (same input and parameters) to finish")):
+            cached = _is_finished(record.kind, record.params, target)  # the same job may have just finished it
+            if not cached:
+                _remove_stale_temporaries(record.kind, target)  # safe: no other job writes this result now
+                spec.run(replace(params, **{spec.params.output_field: str(target)}), reporter, should_stop)
         store.update(user, job_id, status="finished", finished=time.time(), progress=1.0, result=str(target),
                      cached=cached, message="found in the cache" if cached else "done")
         return str(target)

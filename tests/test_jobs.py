@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -206,6 +207,40 @@ def test_a_running_job_whose_heartbeat_stopped_is_marked_failed(tmp_path, monkey
     assert listed["fresh"].status == "running" and listed["waiting"].status == "queued"  # a queue may be long
     monkeypatch.setattr(jobs, "STALE_AFTER_S", 1.0)
     assert jobs.status(store, "alice", "fresh").status == "failed"
+
+
+def test_the_same_job_started_twice_at_once_runs_once_and_both_get_its_result(tmp_path):
+    """Two identical jobs (two users' clicks, or one impatient user's) on two workers: the second waits for the first
+    and finds its result, instead of computing it again or deleting the first one's temporary files."""
+    make_counts().write_h5ad(tmp_path / "counts.h5ad")
+    store, cache = jobs.JobStore(tmp_path / "cache"), str(tmp_path / "cache")
+    params = jobs.checked_params("screen", {"input": str(tmp_path / "counts.h5ad"), "model": "pca", **SMALL})
+    for job_id in ("first", "second"):
+        store.write(jobs.JobRecord(id=job_id, user="local", kind="screen", params=params))
+    workers = [threading.Thread(target=jobs.run_job, args=(cache, cache, "local", job_id)) for job_id in ("first",
+                                                                                                          "second")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    records = [store.read("local", job_id) for job_id in ("first", "second")]
+    assert [record.status for record in records] == ["finished", "finished"], [record.error for record in records]
+    assert sorted(record.cached for record in records) == [False, True]  # computed once
+    assert records[0].result == records[1].result and Path(records[0].result).is_file()
+
+
+def test_a_job_that_finished_meanwhile_is_not_marked_failed_by_a_stale_check(tmp_path, monkeypatch):
+    store = jobs.JobStore(tmp_path)
+    long_ago = time.time() - 10 * jobs.STALE_AFTER_S
+    store.write(jobs.JobRecord(id="j", user="u", kind="umap", params={}, status="running", started=long_ago,
+                               heartbeat=long_ago))
+    stale = store.read("u", "j")  # what the page read just before the job's own last update
+    store.update("u", "j", status="finished", finished=time.time(), result="done.h5ad")
+    reads = iter([stale])
+    real_read = store.read
+    monkeypatch.setattr(store, "read", lambda user, job_id: next(reads, None) or real_read(user, job_id))
+    assert jobs.status(store, "u", "j").status == "finished"
+    assert real_read("u", "j").status == "finished" and real_read("u", "j").result == "done.h5ad"
 
 
 def test_the_heartbeat_thread_beats_while_the_job_runs_and_then_stops(tmp_path, monkeypatch):
