@@ -8,13 +8,14 @@ the cells it was fitted on: new cells cannot be mapped into its space.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .perturb import KnockoutResult
 
 METHODS = ("harmony",)
 
@@ -109,3 +110,11 @@ def harmony_info(batch_key: str, use_rep: str, n_batches: int, params: HarmonyPa
 
     return {"method": "harmony", "batch_key": batch_key, "use_rep": use_rep, "n_batches": int(n_batches),
             "params": asdict(params), "harmonypy_version": harmonypy.__version__}
+
+
+def corrected_knockout(result: KnockoutResult, uncorrected: np.ndarray, corrected: np.ndarray) -> KnockoutResult:
+    """A knockout computed in the uncorrected embedding (e.g. PCA's baselines) moved into its Harmony integration:
+    each knocked-out cell's own correction (``corrected - uncorrected``: its soft clusters' batch offsets, held fixed)
+    is added to its original and perturbed embeddings, so the moves stay the baseline's, placed in Harmony's space."""
+    correction = (np.asarray(corrected, dtype=np.float64) - np.asarray(uncorrected, dtype=np.float64))[result.cells]
+    return replace(result, original=result.original + correction, perturbed=result.perturbed + correction)

@@ -14,8 +14,9 @@ import pytest
 from sccore import InputError, jobs
 from sccore.cache import DiskCache
 from sccore.cli import build_parser
-from sccore.integrate import HarmonyParams, harmony
+from sccore.integrate import HarmonyParams, corrected_knockout, harmony
 from sccore.metrics import kmeans_nmi_ari, silhouette_batch, silhouette_label
+from sccore.perturb import KnockoutResult
 from sccore.pp import PreprocessParams
 from sccore.tasks import integrate
 from sccore.workflow import PipelineParams, analyse
@@ -133,3 +134,14 @@ def test_analyse_adds_harmony_and_its_layout_cached_by_content(tmp_path):
     adata.obs["run"] = pd.Categorical(["run1"] * adata.n_obs)
     with pytest.raises(InputError, match="'run' has a single value"):
         analyse(adata, replace(plain_params, batch_key="run"), DiskCache(tmp_path))
+
+
+def test_a_pca_knockout_moved_into_harmony_keeps_its_moves():
+    adata = batched_embedding(90)
+    harmony(adata, "donor")
+    cells = np.array([3, 7, 40])
+    original = adata.obsm["X_pca"][cells].astype(np.float64)
+    result = KnockoutResult(["G"], "pca", cells, np.array([], dtype=int), original, original + 0.5)
+    moved = corrected_knockout(result, adata.obsm["X_pca"], adata.obsm["X_pca_harmony"])
+    np.testing.assert_allclose(moved.original, adata.obsm["X_pca_harmony"][cells], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(moved.shift, result.shift)
