@@ -222,7 +222,9 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
     params = _params(integrate_task.IntegrateParams, args)
     _run(integrate_task, params, args.scheduler, "integrate")
     adata = _read_backed(params.output)
-    key = params.key_added or f"{params.use_rep}_harmony"
+    from .integrate import default_key
+
+    key = params.key_added or default_key(params.use_rep)
     info = adata.uns[key]
     print(f"Integrated the {info['n_batches']} batches of obs['{params.batch_key}'] in obsm['{params.use_rep}'] with "
           f"Harmony ({adata.n_obs} cells); wrote obsm['{key}'] to {params.output}")
