@@ -162,6 +162,7 @@ def choose_source(source: str, library_size_key: str | None = None) -> None:
     st.session_state.pop("preprocess_overrides", None)
     st.session_state.pop("n_comps", None)
     st.session_state.pop("encoder_model", None)
+    st.session_state.pop("batch_key", None)
 
 
 def load_dataset(source: str, library_size_key: str | None) -> "object":
@@ -184,10 +185,12 @@ def _open_atlas(source: str):
 
 
 def pipeline_params(adata, source: str) -> PipelineParams:
-    """Pipeline parameters: the dataset's defaults with the user's changes (Data and Encoder pages)."""
+    """Pipeline parameters: the dataset's defaults with the user's changes (Data, Encoder and Metrics pages: the
+    Metrics page's Harmony toggle sets ``batch_key``)."""
     params = PipelineParams(preprocess=default_params(adata, **st.session_state.get("preprocess_overrides", {})),
                             encoder_model=encoder_model_for(source),
-                            encoder_device=st.session_state.get("device", "auto"))
+                            encoder_device=st.session_state.get("device", "auto"),
+                            batch_key=st.session_state.get("batch_key", ""))
     return replace(params, pca=replace(params.pca, n_comps=st.session_state.get("n_comps", params.pca.n_comps)))
 
 
@@ -232,6 +235,10 @@ def open_or_stop(atlas_ok: bool = False) -> Analysis:
             if st.button("Continue without the encoder (PCA only)"):
                 st.session_state["encoder_model"] = ""
                 st.rerun()
+        if st.session_state.get("batch_key"):
+            if st.button("Continue without batch correction"):
+                st.session_state["batch_key"] = ""
+                st.rerun()
         st.info("Or choose another dataset on the Home page; the demo always works.")
         st.stop()
 
@@ -271,6 +278,18 @@ def layout_of(analysis: Analysis, rep: str) -> str:
 def default_view(analysis: Analysis, layout: str, width: int = 800, height: int = 600) -> View:
     """A view of the whole layout."""
     return fit_view(analysis.layouts()[layout], width, height)
+
+
+EMBEDDING_NAMES = {"X_pca": "PCA", "X_pca_harmony": "PCA + Harmony", "X_encoder": "Encoder"}
+
+
+def embedding_choices(analysis: Analysis, new_cells: bool = False) -> dict[str, str]:
+    """The embeddings the pages offer (obsm key -> name; Search & transfer, Knockout's layouts) that the analysis
+    holds: PCA, Harmony's integration of it (with a batch key, set on the Metrics page) and
+    the encoder's. ``new_cells``: only those that other cells can be mapped into (PCA's loadings and the encoder;
+    Harmony corrects only the cells it was fitted on)."""
+    return {key: name for key, name in EMBEDDING_NAMES.items()
+            if key in analysis.adata.obsm and not (new_cells and key == "X_pca_harmony")}
 
 
 def metric_embeddings(analysis: Analysis) -> list[str]:

@@ -163,4 +163,6 @@ def show_transfer_by_embedding(scores: pd.DataFrame) -> None:
     st.markdown("**The same transfer in each embedding** (same reference, query, k and threshold)")
     st.dataframe(scores, hide_index=True, key="tr_by_embedding",
                  column_config=column_help(scores, {"accuracy": "%.3f", "macro_f1": "%.3f"}))
-    st.info(transfer_note(scores))
+    note = transfer_note(scores)  # the encoder beside PCA; none without the encoder
+    if note:
+        st.info(note)

@@ -14,6 +14,7 @@ from dashboard.explain import column_help
 from dashboard.expression import show_expression_changes
 from dashboard.session import KnockoutRecord, KnockoutRequest, ScreenRequest
 from sccore.glossary import HELP
+from sccore.integrate import corrected_knockout
 from sccore.perturb import suggest_gene
 from sccore.plots import add_arrows, group_shift_figure, layout_figure
 from sccore.render import fit_view, legend_table
@@ -96,9 +97,12 @@ record = widgets.shown_result(session.outcome_of(session.KNOCKOUTS, request),
                               "Choose a gene and cells, then press **Run knockout**.")
 
 
-def arrow_figure(method: str, result, zoom: bool):
-    """The UMAP of the method's embedding with arrows from a sample of cells to their perturbed positions."""
+def arrow_figure(method: str, result, zoom: bool, baseline_rep: str):
+    """The UMAP of the method's embedding (the baselines': ``baseline_rep``, PCA or its Harmony integration) with
+    arrows from a sample of cells to their perturbed positions."""
     rep, layouts = screens.REP[method], analysis.layouts()
+    if rep == "X_pca" and baseline_rep != rep:
+        rep, result = baseline_rep, corrected_knockout(result, adata.obsm["X_pca"], adata.obsm[baseline_rep])
     layout = layout_key(rep)
     if rep not in analysis.umap_models or layout not in layouts:
         return None, f"No UMAP of {rep} to place the perturbed cells in."
@@ -151,6 +155,11 @@ if record is not None and done:
     st.markdown("**Where the knocked-out cells move** (each method in the UMAP of its own embedding)")
     zoom = st.toggle("Zoom to the knocked-out cells", value=True, key="ko_zoom",
                      help="Off: the whole layout. Either way, plotly's zoom re-scales the plot.")
+    baseline_names = {rep: name for rep, name in state.embedding_choices(analysis).items() if rep != "X_encoder"}
+    baseline_rep = st.radio("The baselines' moves in the UMAP of", list(baseline_names), horizontal=True,
+                            key="ko_baseline_rep", format_func=lambda rep: f"{baseline_names[rep]} ({rep})",
+                            help="PCA + Harmony: each cell keeps its own Harmony correction, so the baselines' "
+                                 "moves are PCA's, placed in Harmony's UMAP.") if len(baseline_names) > 1 else "X_pca"
     if group_column:
         values = adata.obs[group_column].astype("category")
         colors = state.category_palette(values)  # the colours cached.category_image uses
@@ -158,7 +167,7 @@ if record is not None and done:
                                                         colors), "→ knocked out")
     for area, (method, result) in zip(st.columns(len(done)), done.items()):
         with area:
-            figure, note = arrow_figure(method, result, zoom)
+            figure, note = arrow_figure(method, result, zoom, baseline_rep)
             if figure is not None:
                 st.plotly_chart(figure, key=f"ko_umap_{method}", **CHART)
             st.caption(note)

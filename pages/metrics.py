@@ -48,18 +48,34 @@ label_key = left.selectbox("Cell-type labels (label key)", columns, key="mt_labe
 batch_options = [column for column in candidate_batches if column != label_key]
 drop_stale("mt_batch", batch_options, explain=st.session_state.get("mt_batch") != label_key)
 n_values = {column: adata.obs[column].nunique() for column in batch_options}
+integrated = st.session_state.get("batch_key", "")  # the batches Harmony integrates (state.pipeline_params)
 batch_key = right.selectbox("Batches (batch key)", batch_options, key="mt_batch",
-                            index=batch_options.index(guess_batch_column(adata.obs, batch_options)),
+                            index=batch_options.index(integrated if integrated in batch_options
+                                                      else guess_batch_column(adata.obs, batch_options)),
                             help="The column whose values should mix: batch, sample, donor, run…")
+n_batches = n_values[batch_key]
+harmony_on = right.toggle("Correct batches with Harmony", value=bool(integrated), key="mt_harmony",
+                          disabled=n_batches < 2,
+                          help="Integrates these batches in the PCA with Harmony (harmonypy): X_pca_harmony, scored "
+                               "here beside X_pca, with its UMAP (X_umap_pca_harmony) among Explore's layouts and "
+                               "its neighbours on Search & transfer and Knockout.")
+wanted = batch_key if harmony_on and n_batches >= 2 else ""
+if wanted != integrated:  # the analysis at the top of every page reads it: compute it again with (or without) Harmony
+    st.session_state["batch_key"] = wanted
+    if wanted:
+        st.session_state["mt_embeddings"] = [*st.session_state.get("mt_embeddings", embeddings), "X_pca_harmony"]
+    st.rerun()
 remembered = st.session_state.get("mt_embeddings", embeddings)
-st.session_state["mt_embeddings"] = [key for key in remembered if key in embeddings]
+st.session_state["mt_embeddings"] = list(dict.fromkeys(key for key in remembered if key in embeddings))
 chosen = st.multiselect("Embeddings", embeddings, key="mt_embeddings",
                         help="obsm keys with more than two dimensions; pcr_comparison compares each with X_pca.")
+if integrated:
+    st.caption(f"Harmony integrates the {n_batches} batches of '{integrated}' in X_pca: X_pca_harmony.")
 
-n_batches = n_values[batch_key]
 if n_batches < 2:
-    st.warning(f"'{batch_key}' has a single value in every cell, so there are no batches to mix and batch correction "
-               "cannot be scored. Choose a column that names batches (sample, donor, sequencing run…).")
+    st.warning(f"'{batch_key}' has a single value in every cell, so there are no batches to mix: batch correction "
+               "can be neither scored nor applied with Harmony. Choose a column that names batches (sample, donor, "
+               "sequencing run…).")
 elif not looks_like(batch_key, "batch"):
     demo = state.current_source()[0] == state.DEMO
     st.info(f"'{batch_key}' does not look like a batch column. With it, the batch-correction scores measure how well "

@@ -25,16 +25,16 @@ from sccore.transfer import (UNASSIGNED, cell_positions, compositions, default_r
                              neighbour_table, reference_split)
 from sccore.workflow import layout_key
 
-REP_LABEL = {"X_pca": "PCA", "X_encoder": "Encoder"}
 MAX_QUERY_MARKERS = 2000
 RANDOM_HALF, BY_VALUES = "A random half of the cells", "Cells with chosen values of an annotation"
 
 st.title("Search & transfer")
-st.caption("Find the cells most similar to a cell or a group, and label cells from reference cells by a "
-           "similarity-weighted vote of their nearest neighbours (FAISS), in the PCA or the encoder embedding.")
+st.caption("Find the cells most similar to a cell or a group, and label cells from reference cells by a similarity-"
+           "weighted vote of their nearest neighbours (FAISS), in PCA, Harmony's or the encoder's embedding.")
 analysis = state.open_or_stop(atlas_ok=True)  # an atlas: search and transfer within it, not mapping
 adata = analysis.adata
-reps = [rep for rep in REP_LABEL if rep in adata.obsm]
+rep_names = state.embedding_choices(analysis)
+reps = list(rep_names)
 annotations = state.color_options(analysis)
 first_annotation = annotations[0] if annotations else None
 layouts = analysis.layouts()
@@ -44,7 +44,7 @@ layouts = analysis.layouts()
 
 st.header("Similar cells")
 top = st.columns([2, 3, 2, 2])
-rep = top[0].selectbox("Embedding", reps, key="search_rep", format_func=lambda r: f"{REP_LABEL[r]} ({r})")
+rep = top[0].selectbox("Embedding", reps, key="search_rep", format_func=lambda r: f"{rep_names[r]} ({r})")
 how = top[1].radio("Query", ["One cell", "A group", "Selection on the plot"], horizontal=True, key="search_how",
                    help="A group or a selection is searched by its mean embedding.")
 k = int(top[2].number_input("Neighbours (k)", 1, 1000, 15, key="search_k"))
@@ -89,7 +89,7 @@ if len(query_cells):
         st.error(str(error))
 if len(neighbours):
     target = f"cell {cell_id}" if how == "One cell" else f"{len(query_cells):,} cells (their mean)"
-    st.write(f"**{len(neighbours)} nearest cells** to {target} in {REP_LABEL[rep]}, by {metric} similarity.")
+    st.write(f"**{len(neighbours)} nearest cells** to {target} in {rep_names[rep]}, by {metric} similarity.")
     shown = neighbour_table(neighbours, adata.obs, annotations)
     st.dataframe(shown, hide_index=True, key="search_table", width="stretch",
                  column_config=column_help(shown, {"euclidean_distance": "%.4g", "cosine_similarity": "%.4f"}))
@@ -127,7 +127,7 @@ st.caption("Reference cells keep their labels; every other cell gets the similar
            "keeps the query out of the fit entirely.")
 left, middle, right = st.columns([2, 3, 2])
 label_key = left.selectbox("Labels to transfer", label_candidates(adata), key="tr_label")
-tr_rep = left.selectbox("Embedding", reps, key="tr_rep", format_func=lambda r: f"{REP_LABEL[r]} ({r})")
+tr_rep = left.selectbox("Embedding", reps, key="tr_rep", format_func=lambda r: f"{rep_names[r]} ({r})")
 split_columns = [c for c in annotations if c != label_key]
 by_donor = guess_column(split_columns, "batch")  # donors, samples or batches: split by them at first
 split_by = middle.radio("Reference cells", [BY_VALUES, RANDOM_HALF] if split_columns else [RANDOM_HALF],
@@ -163,7 +163,7 @@ if entry is not None:
     show_if_fine_tuned(analysis, tr_rep, label_key, np.asarray(adata.obsm[tr_rep])[query], adata.uns.get(tr_rep, {}),
                        result.assigned(threshold), result.confidence, adata.obs[label_key].iloc[query],
                        adata.obs_names[query], threshold, "tr")
-    if set(reps) == {"X_pca", "X_encoder"} and adata.obs[label_key].iloc[query].notna().any():
+    if len(reps) > 1 and adata.obs[label_key].iloc[query].notna().any():
         widgets.show_transfer_by_embedding(cached.transfer_scores(analysis, reps, label_key, split.reference, query,
                                                                   tr_k, threshold))
 
@@ -201,7 +201,8 @@ this_is_reference = direction == "This dataset"
 map_columns = (label_candidates(adata if this_is_reference else other) if this_is_reference or other is not None
                else [])
 map_label = middle.selectbox("Labels to transfer", map_columns, key="map_label") if map_columns else None
-map_rep = right.selectbox("Embedding", reps, key="map_rep", format_func=lambda r: f"{REP_LABEL[r]} ({r})")
+map_names = state.embedding_choices(analysis, new_cells=True)  # Harmony corrects only the cells it was fitted on
+map_rep = right.selectbox("Embedding", list(map_names), key="map_rep", format_func=lambda r: f"{map_names[r]} ({r})")
 gene_id_key = right.text_input("Gene ID column (optional)", key="map_gene_id_key",
                                help="A var column with Ensembl IDs in both datasets, to match genes by instead of "
                                     "symbols.").strip()

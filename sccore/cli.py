@@ -16,6 +16,7 @@ from .errors import InputError
 from .tasks import atlas as atlas_task
 from .tasks import cluster as cluster_task
 from .tasks import de as de_task
+from .tasks import integrate as integrate_task
 from .tasks import markers as markers_task
 from .tasks import (embed_encoder, embed_partitions, embed_pca, finetune, knockout, metrics, neighbors, report, screen,
                     train)
@@ -227,6 +228,20 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
               if agreement else "")
     print(f"{info['n_clusters']} Leiden clusters (resolution {params.resolution:g}) of obsm['{params.use_rep}'], "
           f"largest {', '.join(map(str, sizes[:5]))} cells{scores}; wrote obs['{params.key_added}'] to {params.output}")
+    return 0
+
+
+def _cmd_integrate(args: argparse.Namespace) -> int:
+    params = _params(integrate_task.IntegrateParams, args)
+    _run(integrate_task, params, args.scheduler, "integrate")
+    adata = _read_backed(params.output)
+    from .integrate import default_key
+
+    key = params.key_added or default_key(params.use_rep)
+    info = adata.uns[key]
+    print(f"Integrated the {info['n_batches']} batches of obs['{params.batch_key}'] in obsm['{params.use_rep}'] with "
+          f"Harmony ({adata.n_obs} cells); wrote obsm['{key}'] to {params.output}")
+    adata.file.close()
     return 0
 
 
@@ -680,6 +695,32 @@ def build_parser() -> argparse.ArgumentParser:
     clusterer.add_argument("--labels-key", metavar="KEY", default=cluster_params.default("labels_key"),
                            help="obs column of known labels (e.g. cell_type) to print ARI and NMI against")
     clusterer.set_defaults(run=_cmd_cluster)
+
+    integrate_params = integrate_task.IntegrateParams
+    integrator = commands.add_parser("integrate", help="batch integration of an embedding (Harmony)",
+                                     description="Harmony (harmonypy) on obsm[--use-rep] over the batches of "
+                                                 "obs[--batch-key]; writes obsm['<use-rep>_harmony'] (e.g. "
+                                                 "X_pca_harmony) with its parameters in uns. A file of raw counts "
+                                                 "without X_pca is first filtered and embedded as `embed --method "
+                                                 "pca` does.")
+    integrator.add_argument("input", metavar="IN.h5ad", help="raw counts, or a file with the embedding (from `embed`)")
+    integrator.add_argument("--batch-key", required=True, metavar="KEY", help="obs column of the batches, e.g. donor")
+    integrator.add_argument("--method", choices=integrate_task.METHODS, default=integrate_params.default("method"))
+    integrator.add_argument("-o", "--output", metavar="OUT.h5ad", required=True)
+    integrator.add_argument("--use-rep", default=integrate_params.default("use_rep"),
+                            help="obsm key of the embedding to integrate")
+    integrator.add_argument("--key-added", default=integrate_params.default("key_added"),
+                            help="obsm key to write (default: <use-rep>_harmony)")
+    integrator.add_argument("--theta", type=float, default=integrate_params.default("theta"),
+                            help="Harmony's diversity penalty (higher mixes batches harder)")
+    integrator.add_argument("--max-iter", type=int, default=integrate_params.default("max_iter"),
+                            help="at most this many rounds of Harmony's clustering and correction")
+    integrator.add_argument("--seed", type=int, default=integrate_params.default("seed"))
+    integrator.add_argument("--n-comps", type=int, default=integrate_params.default("n_comps"),
+                            help="principal components when the file has no X_pca")
+    _add_preprocess_arguments(integrator, integrate_params)
+    _add_scheduler_argument(integrator)
+    integrator.set_defaults(run=_cmd_integrate)
 
     umap_params = umap_task.UMAPTaskParams
     layout = commands.add_parser("umap", help="UMAP of an embedding on FAISS neighbours",

@@ -1,5 +1,5 @@
-"""Background jobs on Dask distributed: training, fine-tuning, encoder embedding, UMAP, knockout screens, metrics and
-atlases.
+"""Background jobs on Dask distributed: training, fine-tuning, encoder embedding, batch integration, UMAP, knockout
+screens, metrics and atlases.
 
 Each job kind is a task of :mod:`sccore.tasks` (:data:`JOB_KINDS`: its parameters dataclass and its ``run``), so
 a job computes exactly what the command line and the pages compute. A job's record holds its parameters as the
@@ -54,6 +54,7 @@ from .settings import user_folder_name
 from .tasks import atlas as tasks_atlas
 from .tasks import embed_encoder as tasks_embed
 from .tasks import finetune as tasks_finetune
+from .tasks import integrate as tasks_integrate
 from .tasks import metrics as tasks_metrics
 from .tasks import screen as tasks_screen
 from .tasks import train as tasks_train
@@ -77,6 +78,7 @@ class JobKind:
 JOB_KINDS = {"train": JobKind(tasks_train.TrainParams, tasks_train.run, "model"),
              "finetune": JobKind(tasks_finetune.FinetuneParams, tasks_finetune.run, "model"),
              "embed": JobKind(tasks_embed.EmbedEncoderParams, tasks_embed.run, "embedded.h5ad"),
+             "integrate": JobKind(tasks_integrate.IntegrateParams, tasks_integrate.run, "integrated.h5ad"),
              "umap": JobKind(tasks_umap.UMAPTaskParams, tasks_umap.run, "umap.h5ad"),
              "screen": JobKind(tasks_screen.ScreenParams, tasks_screen.run, "screen.csv"),
              "metrics": JobKind(tasks_metrics.MetricsTaskParams, tasks_metrics.run, "metrics.csv"),

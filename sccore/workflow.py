@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from .cache import DiskCache, fingerprint, make_key
 from .embed import PCAParams, pca_arrays, store_pca
 from .errors import InputError
+from .integrate import HarmonyParams
 from .neighbors import IndexParams, Neighbors, build_index, knn, load_index, neighbors, save_index
 from .pp import PreprocessParams, preprocess
 from .umap import UMAPModel, UMAPParams, fit_umap, umap
@@ -44,6 +45,8 @@ class PipelineParams:
     encoder_model: str = ""  # a model folder: adds obsm['X_encoder'] and its UMAP; "" for PCA only
     encoder_pooling: str = "cell"
     encoder_device: str = "auto"
+    batch_key: str = ""  # an obs column: adds Harmony's obsm['X_pca_harmony'] and its UMAP; "" for no integration
+    harmony: HarmonyParams = HarmonyParams()
 
 
 @dataclass
@@ -179,9 +182,11 @@ def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache:
             progress: Progress = _quiet) -> Analysis:
     """Preprocess ``adata`` (raw counts in ``X``), compute PCA, FAISS neighbours and UMAP; reuse cached steps.
 
-    The result's AnnData holds ``obsm['X_pca']``, its neighbours (``obsp['distances']``,
-    ``obsp['connectivities']``, ``uns['neighbors']``, as ``scanpy.pp.neighbors`` stores them), ``obsm['X_umap']`` and the QC report in
-    ``uns['preprocess']``; the FAISS index, neighbours and UMAP model sit beside it.
+    The result's AnnData holds ``obsm['X_pca']``, its neighbours (``obsp['distances']``, ``obsp['connectivities']``,
+    ``uns['neighbors']``, as ``scanpy.pp.neighbors`` stores them), ``obsm['X_umap']`` and the QC report in
+    ``uns['preprocess']``; the FAISS index, neighbours and UMAP model sit beside it. With ``params.batch_key``, also
+    Harmony's ``obsm['X_pca_harmony']`` and its layout (:func:`add_harmony_embedding`); with ``params.encoder_model``,
+    the encoder's ``obsm['X_encoder']`` and its layout.
     """
     cache = cache or DiskCache(None)
     progress(0.0, "Fingerprinting the data")
@@ -197,10 +202,32 @@ def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache:
     store_pca(processed, arrays, params.pca)
     analysis = Analysis(adata=processed, key=pca_key, params=params)
     add_neighbors_and_layout(analysis, "X_pca", cache, progress)
+    if params.batch_key:
+        add_harmony_embedding(analysis, cache, progress)
     if params.encoder_model:
         add_encoder_embedding(analysis, cache, pp_key, progress)
     progress(1.0, "Done")
     return analysis
+
+
+def add_harmony_embedding(analysis: Analysis, cache: DiskCache, progress: Progress = _quiet) -> None:
+    """Integrate the batches of ``obs[params.batch_key]`` in the analysis's PCA with Harmony into
+    ``obsm['X_pca_harmony']`` (:func:`sccore.integrate.harmony`), cached by content under a key made from the PCA's and
+    Harmony's parameters, then index and lay it out (``X_umap_pca_harmony``). The analysis's key then names the
+    integration too, so that results cached for another batch key are never reused."""
+    from .integrate import check_batches, default_key, harmony_embedding, harmony_info
+
+    params, adata = analysis.params, analysis.adata
+    n_batches = check_batches(adata, params.batch_key)
+    key = make_key(analysis.key, "harmony", params.batch_key, params.harmony)
+    key_added = default_key("X_pca")
+    progress(0.75, f"Harmony: integrating the {n_batches} batches of {params.batch_key}")
+    adata.obsm[key_added] = cache.fetch(
+        key, "harmony.npy", lambda: harmony_embedding(adata.obsm["X_pca"], adata.obs[params.batch_key], params.harmony),
+        lambda value, path: np.save(path, value), np.load)
+    adata.uns[key_added] = harmony_info(params.batch_key, "X_pca", n_batches, params.harmony)
+    analysis.key = key
+    add_neighbors_and_layout(analysis, key_added, cache, progress, progress_range=(0.75, 0.8))
 
 
 def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str, progress: Progress = _quiet) -> None:

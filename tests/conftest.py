@@ -41,6 +41,7 @@ SLOW_UNIT_TESTS = {  # measured (--durations): the slowest of the unit tests, ea
     "tests/test_metrics.py::test_cli_writes_one_row_per_embedding",
     "tests/test_atlas.py::test_cli_builds_an_atlas_and_keeps_the_file_s_library_sizes",
     "tests/test_cluster.py::test_cli_writes_clusters_and_scores",
+    "tests/test_integrate.py::test_cli_integrates_raw_counts_after_their_pca_and_refuses_one_batch",
     # the real CRISPR screen through the command line
     "tests/test_cli.py::test_embed_real_crispr_screen_with_whole_transcriptome_library_sizes",
     "tests/test_cli.py::test_validate_knockout_prints_spearman_last",

@@ -56,7 +56,7 @@ def test_metrics_page_explains_one_batch_and_bad_labels():
     app.run()
     assert_clean(app)
     assert any("single value in every cell" in warning.value for warning in app.warning)
-    assert app.button(key="mt_run").disabled
+    assert app.button(key="mt_run").disabled and app.toggle(key="mt_harmony").disabled
     app.selectbox(key="mt_label").set_value("cell_id").run()
     app.selectbox(key="mt_batch").set_value("batch").run()
     app.button(key="mt_run").click().run()
@@ -71,3 +71,41 @@ def test_metrics_page_forgets_a_column_the_dataset_lacks():
     assert_clean(app)
     assert any("no annotation 'donor_from_another_file'" in warning.value for warning in app.warning)
     assert app.selectbox(key="mt_label").value == "cell_type"
+
+
+def test_harmony_switched_on_here_is_scored_and_offered_on_the_other_pages():
+    path = Path(os.environ["SCCORE_DATA_DIRS"]) / "two_batches.h5ad"
+    make_counts(n_cells=240).write_h5ad(path)
+    chosen = {"source": str(path), "preprocess_overrides": {"min_genes": 0}}
+    app = page()
+    for key, value in chosen.items():
+        app.session_state[key] = value
+    app.run()
+    assert_clean(app)
+    assert app.selectbox(key="mt_batch").value == "batch" and not app.toggle(key="mt_harmony").value
+    assert "X_pca_harmony" not in app.multiselect(key="mt_embeddings").options
+    app.toggle(key="mt_harmony").set_value(True).run()
+    assert_clean(app)
+    assert app.session_state["batch_key"] == "batch"
+    assert app.multiselect(key="mt_embeddings").value == ["X_pca", "X_pca_harmony"]
+    app.button(key="mt_run").click().run()
+    assert_clean(app)
+    assert set(app.dataframe[0].value.index) == {"X_pca", "X_pca_harmony"}
+
+    others = {name: AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=240)
+              for name in ("explore", "search", "knockout")}
+    for other in others.values():
+        for key, value in {**chosen, "batch_key": "batch"}.items():
+            other.session_state[key] = value
+        assert_clean(other.run())
+    assert "X_umap_pca_harmony" in others["explore"].selectbox(key="layout_a").options
+    search = others["search"]
+    assert "PCA + Harmony (X_pca_harmony)" in search.selectbox(key="search_rep").options
+    assert "PCA + Harmony (X_pca_harmony)" in search.selectbox(key="tr_rep").options
+    assert "PCA + Harmony (X_pca_harmony)" not in search.selectbox(key="map_rep").options  # it maps no new cells
+    knockout = others["knockout"]
+    knockout.button(key="ko_run").click().run()
+    assert_clean(knockout)
+    knockout.radio(key="ko_baseline_rep").set_value("X_pca_harmony").run()
+    assert_clean(knockout)
+    assert any("X_umap_pca_harmony" in chart.proto.spec for chart in knockout.get("plotly_chart"))

@@ -13,6 +13,7 @@ module                     parameters                           command line    
 ``embed_encoder``          :class:`EmbedEncoderParams`          ``embed --method encoder``  ``embed``
 ``neighbors``              :class:`NeighborsTaskParams`         ``neighbors``
 ``cluster``                :class:`ClusterParams`               ``cluster``
+``integrate``              :class:`IntegrateParams`             ``integrate``               ``integrate``
 ``umap``                   :class:`UMAPTaskParams`              ``umap``                    ``umap``
 ``train``                  :class:`TrainParams`                 ``train``                   ``train``
 ``finetune``               :class:`FinetuneParams`              ``finetune``                ``finetune``

@@ -27,20 +27,27 @@ class EmbedPCAParams(QualityControl):
         require(bool(self.key_added), "key_added names the obsm key to write, e.g. X_pca.")
 
 
-def run(params: EmbedPCAParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> ad.AnnData:
-    """Filter, normalise and embed ``params.input``'s cells; writes the processed cells with
-    ``obsm[key_added]`` to ``params.output`` and returns them."""
+def compute(raw: ad.AnnData, params: EmbedPCAParams, progress: Progress = quiet,
+            should_stop: ShouldStop = never) -> ad.AnnData:
+    """Filter, normalise and embed the standardised raw counts ``raw`` (:func:`sccore.io.standardise`): the processed
+    cells with ``obsm[key_added]``. :func:`run` and the ``integrate`` task (for a file without a PCA) call it."""
     from ..embed import pca
     from ..pp import preprocess
 
-    output = params.output_path
-    raw = open_counts(params.input, params.library_size_key)
     check_stop(should_stop)
     progress(0.1, "quality control, normalisation and highly variable genes")
     processed = preprocess(raw, params.preprocess_params(raw))
     check_stop(should_stop)
     progress(0.6, f"PCA ({params.n_comps} components)")
     pca(processed, PCAParams(n_comps=params.n_comps), key_added=params.key_added)
+    return processed
+
+
+def run(params: EmbedPCAParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> ad.AnnData:
+    """Filter, normalise and embed ``params.input``'s cells (:func:`compute`); writes the processed cells with
+    ``obsm[key_added]`` to ``params.output`` and returns them."""
+    output = params.output_path
+    processed = compute(open_counts(params.input, params.library_size_key), params, progress, should_stop)
     progress(0.9, "writing")
     write_h5ad(processed, output)
     return processed
