@@ -231,7 +231,9 @@ def add_harmony_embedding(analysis: Analysis, cache: DiskCache, progress: Progre
 
 
 def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str, progress: Progress = _quiet) -> None:
-    """Embed the processed cells with ``params.encoder_model`` into ``obsm['X_encoder']``, then index and lay it out."""
+    """Embed the processed cells with ``params.encoder_model`` into ``obsm['X_encoder']``, then index and lay it out.
+    The analysis's key then names the model (its folder and its files' content), so that what was cached for one
+    model (the pages' tables, indexes and downloads) is never served for another."""
     from .device import resolve_device
     from .encode import embed_cells
     from .models.store import load_model, model_fingerprint
@@ -248,4 +250,5 @@ def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str,
 
     adata.obsm["X_encoder"] = cache.fetch(key, "encoder.npy", compute, lambda value, path: np.save(path, value), np.load)
     adata.uns["X_encoder"] = {"method": "encoder", "model": params.encoder_model, "pooling": params.encoder_pooling}
+    analysis.key = make_key(analysis.key, "encoder", params.encoder_model, key)  # the model's folder and content
     add_neighbors_and_layout(analysis, "X_encoder", cache, progress, parent_key=key, progress_range=(0.85, 1.0))

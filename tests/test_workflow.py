@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 
 from sccore.cache import DiskCache
@@ -59,6 +61,8 @@ def test_analyse_real_pbmcs_from_eight_donors(shared_data, tmp_path):
 def test_analyse_with_an_encoder_adds_its_embedding_and_layout(demo, tmp_path):
     from dataclasses import replace
 
+    from safetensors.torch import load_file, save_file
+
     from sccore.models import EncoderConfig, TrainConfig, train
 
     tiny = EncoderConfig(vocab_size=3, n_layers=1, d_model=16, n_heads=2, d_ff=32, max_length=256)
@@ -70,5 +74,15 @@ def test_analyse_with_an_encoder_adds_its_embedding_and_layout(demo, tmp_path):
     assert analysis.adata.obsm["X_umap_encoder"].shape == (700, 2)
     assert {"X_pca", "X_encoder"} <= set(analysis.indexes)
     again = DiskCache(tmp_path / "cache")
-    analyse(demo, params, again)
-    assert again.computed == 0
+    assert analyse(demo, params, again).key == analysis.key and again.computed == 0
+    # another model (other weights of the same size), or the same files in another user's folder: another key, so
+    # no cached page result (downloads, indexes, tables keyed by the analysis) of one is served for the other
+    shutil.copytree(tmp_path / "model", tmp_path / "copy")
+    copied = analyse(demo, replace(params, encoder_model=str(tmp_path / "copy")), DiskCache(tmp_path / "cache"))
+    shutil.copytree(tmp_path / "model", tmp_path / "other")
+    weights = load_file(tmp_path / "other" / "model.safetensors")
+    save_file({name: value + 0.1 for name, value in weights.items()}, tmp_path / "other" / "model.safetensors")
+    other = analyse(demo, replace(params, encoder_model=str(tmp_path / "other")), DiskCache(tmp_path / "cache"))
+    assert len({analysis.key, copied.key, other.key, analyse(demo, replace(params, encoder_model="")).key}) == 4
+    np.testing.assert_array_equal(copied.adata.obsm["X_encoder"], analysis.adata.obsm["X_encoder"])
+    assert not np.allclose(other.adata.obsm["X_encoder"], analysis.adata.obsm["X_encoder"])
