@@ -50,7 +50,7 @@ from typing import Callable
 
 from .cache import atomic_write, file_lock, make_key
 from .errors import Cancelled, InputError
-from .settings import user_folder_name
+from .settings import load_settings, user_folder_name
 from .tasks import atlas as tasks_atlas
 from .tasks import embed_encoder as tasks_embed
 from .tasks import finetune as tasks_finetune
@@ -320,15 +320,22 @@ def checked_params(kind: str, params: dict | TaskParams) -> dict:
 
 
 def submit(client, store: JobStore, user: str, kind: str, params: dict | TaskParams,
-           results_dir: str | os.PathLike | None = None) -> str:
+           results_dir: str | os.PathLike | None = None, max_active: int | None = None) -> str:
     """Queue a ``kind`` job for ``user`` on ``client``'s cluster and return its id.
 
     The result goes under ``results_dir`` (default: the store's cache folder). A job on ``device="cuda"``
-    runs only on workers offering the ``GPU`` resource.
+    runs only on workers offering the ``GPU`` resource. A user with ``max_active`` jobs queued or running (default:
+    the settings' ``max_jobs_per_user``) is refused until one ends.
     """
     from distributed import fire_and_forget
 
     params = checked_params(kind, params)
+    limit = load_settings().max_jobs_per_user if max_active is None else max_active
+    active = [record for record in store.list_jobs(user) if not record.done]
+    if len(active) >= limit:
+        raise InputError(f"{user} already has {len(active)} job(s) queued or running, this server's limit per user "
+                         f"({limit}). Wait for one to finish or cancel one (Jobs page, or `python -m sccore jobs "
+                         "--cancel JOB_ID`), then submit again.")
     resources = {"GPU": 1} if str(params.get("device", "")).startswith("cuda") else None
     if resources and getattr(client, "cluster", None) is not None and not _offers_gpu(client):
         raise InputError("This job asks for a GPU (device cuda) but the local cluster has no GPU worker. Use "

@@ -4,7 +4,8 @@ Settings come from a TOML file (the path in ``SCCORE_SETTINGS``, else ``sccore.t
 directory when there is one; ``sccore.example.toml`` documents every key), and each key can be
 overridden by an environment variable: ``SCCORE_<KEY>`` for a top-level key (``SCCORE_DATA_DIRS``,
 ``:``-separated, ``SCCORE_MODEL_DIR``, ``SCCORE_CACHE_DIR``, ``SCCORE_UPLOAD_DIR``,
-``SCCORE_MAX_UPLOAD_MB``, ``SCCORE_CACHE_MAX_GB``, ``SCCORE_SCHEDULER_ADDRESS``) and ``SCCORE_AUTH_<KEY>`` for a
+``SCCORE_MAX_UPLOAD_MB``, ``SCCORE_CACHE_MAX_GB``, ``SCCORE_MAX_JOBS_PER_USER``,
+``SCCORE_SCHEDULER_ADDRESS``) and ``SCCORE_AUTH_<KEY>`` for a
 key of the ``[auth]`` table (``SCCORE_AUTH_MODE``, ``SCCORE_AUTH_PASSWORD_FILE``, ``SCCORE_AUTH_OIDC_PROVIDER``,
 ``SCCORE_AUTH_ALLOWED_USERS``, ``SCCORE_AUTH_ALLOWED_DOMAINS``: comma-separated).
 Relative paths in the file are relative to the file's folder; in variables and defaults, to the
@@ -32,7 +33,7 @@ AUTH_MODES = ("none", "password", "oidc")
 LOCAL_USER = "local"
 _HOME_CACHE = Path("~/.cache/sccore")
 _TOP_KEYS = ("data_dirs", "model_dir", "cache_dir", "upload_dir", "max_upload_mb", "cache_max_gb",
-             "scheduler_address")
+             "max_jobs_per_user", "scheduler_address")
 _AUTH_KEYS = ("mode", "password_file", "oidc_provider", "allowed_users", "allowed_domains")
 
 
@@ -68,6 +69,7 @@ class Settings:
     upload_dir: Path = _HOME_CACHE.expanduser() / "uploads"
     max_upload_mb: int = 2000
     cache_max_gb: float = 50.0  # the entries of each cache folder are kept under this size (least recently used go)
+    max_jobs_per_user: int = 4  # background jobs a user may have queued or running at once
     scheduler_address: str = ""
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -249,6 +251,7 @@ def _build(values: dict, auth: dict, origin: str) -> Settings:
         upload_dir=folder("upload_dir", values.get("upload_dir", str(default.upload_dir))),
         max_upload_mb=max_upload_mb,
         cache_max_gb=number("cache_max_gb", float, 0, "gigabytes (0: no limit)"),
+        max_jobs_per_user=number("max_jobs_per_user", int, 1, "jobs"),
         scheduler_address=scheduler_address,
         auth=AuthSettings(mode=mode, password_file=Path(password_file).expanduser() if password_file else None,
                           oidc_provider=text("auth.oidc_provider", auth.get("oidc_provider", "")).strip(),

@@ -71,7 +71,7 @@ def test_missing_graph_and_bad_resolution_name_the_fix(synthetic):
         leiden(synthetic.copy(), neighbors_key="neighbors_encoder")
     with pytest.raises(InputError, match="resolution must be above 0"):
         leiden(synthetic.copy(), resolution=0)
-    with pytest.raises(InputError, match="resolution"):
+    with pytest.raises(InputError, match="resolution must lie between 0.001 and 100"):
         cluster.ClusterParams(input="in.h5ad", resolution=-1.0)
 
 

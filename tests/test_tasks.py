@@ -34,11 +34,66 @@ def test_bad_parameters_are_refused_with_the_fix():
         ScreenParams.from_dict({"input": "x", "top": "many"})
     with pytest.raises(InputError, match="goal_start is cells .* or population"):
         ScreenParams(input="x", goal_start="everyone")
-    with pytest.raises(InputError, match="max_pct_mito is a percentage"):
+    with pytest.raises(InputError, match="max_pct_mito must lie between 0 and 100 for the screen task, not 150"):
         ScreenParams(input="x", max_pct_mito=150)
     with pytest.raises(InputError, match="needs an output path"):
         screen.run(ScreenParams(input="x"))
     assert ScreenParams.from_dict({"input": "x", "max_pct_mito": 5}).max_pct_mito == 5.0
+
+
+def task_parameter_classes() -> list[type]:
+    """Every task's parameters dataclass (the CLI's, the jobs' and the pages'), and the classes they extend."""
+    import importlib
+    import pkgutil
+
+    from sccore import tasks
+    from sccore.tasks.base import TaskParams
+
+    found = set()
+    for module in pkgutil.iter_modules(tasks.__path__):
+        for value in vars(importlib.import_module(f"sccore.tasks.{module.name}")).values():
+            if isinstance(value, type) and issubclass(value, TaskParams) and value is not TaskParams:
+                found.add(value)
+    return sorted(found, key=lambda kind: kind.__name__)
+
+
+@pytest.mark.parametrize("kind", task_parameter_classes(), ids=lambda kind: kind.__name__)
+def test_every_numeric_parameter_of_every_task_has_bounds(kind):
+    """So that no request (a page, the CLI, a job) can ask for 10^9 epochs or 10^7 neighbours on a shared server."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(kind)
+    numeric = [item.name for item in dataclasses.fields(kind)
+               if {int, float} & set(typing.get_args(hints[item.name]) or (hints[item.name],))]
+    assert sorted(set(numeric) - set(kind.bounds())) == []
+
+
+def test_out_of_bounds_requests_are_refused_by_the_cli_the_jobs_and_the_dataclasses(tmp_path, capsys):
+    make_counts(n_cells=50).write_h5ad(tmp_path / "counts.h5ad")
+    counts = str(tmp_path / "counts.h5ad")
+    with pytest.raises(InputError, match="epochs must lie between 0.001 and 1000 for the train task, not 1000000000"):
+        jobs.checked_params("train", {"input": counts, "epochs": 1e9})
+    with pytest.raises(InputError, match="n_neighbors must lie between 2 and 1000 for the umap task, not 10000000"):
+        jobs.checked_params("umap", {"input": counts, "n_neighbors": 10_000_000})
+    with pytest.raises(InputError, match="top must lie between 1 and 50000"):
+        ScreenParams(input=counts, top=10**8)
+    from sccore.cli import main
+
+    assert main(["umap", counts, "-o", str(tmp_path / "u.h5ad"), "--n-neighbors", "10000000"]) == 2
+    assert "n_neighbors must lie between 2 and 1000" in capsys.readouterr().err
+
+
+def test_a_user_with_too_many_jobs_under_way_is_refused_until_one_ends(tmp_path):
+    make_counts(n_cells=50).write_h5ad(tmp_path / "counts.h5ad")
+    store = jobs.JobStore(tmp_path / "cache")
+    for number in range(2):
+        store.write(jobs.JobRecord(id=f"j{number}", user="alice", kind="umap", params={}, status="running"))
+    with pytest.raises(InputError, match="alice already has 2 job.* queued or running, this server's limit per user"):
+        jobs.submit(None, store, "alice", "umap", {"input": str(tmp_path / "counts.h5ad")}, max_active=2)
+    store.update("alice", "j0", status="finished")
+    with pytest.raises(AttributeError):  # past the limit check: it reaches the (absent) cluster
+        jobs.submit(None, store, "alice", "umap", {"input": str(tmp_path / "counts.h5ad")}, max_active=2)
 
 
 def test_the_cli_flags_default_to_the_dataclasses():
@@ -93,7 +148,7 @@ def test_training_parameters_have_one_home_for_their_defaults():
     assert (args.gepc_weight, args.likelihood, args.mlm_weight, args.batch_key) == (1.0, "poisson", 0.0, "donor")
     with pytest.raises(InputError, match="likelihood is one of nb, poisson"):
         train.TrainParams(input="x", likelihood="gaussian")
-    with pytest.raises(InputError, match="gep_weight is negative"):
+    with pytest.raises(InputError, match="gep_weight must lie between 0 and 1000 for the train task, not -1"):
         train.TrainParams(input="x", gep_weight=-1.0)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..atlas import Atlas, AtlasParams
-from .base import Progress, ShouldStop, TaskParams, never, quiet, require, stoppable
+from .base import Limits, Progress, ShouldStop, TaskParams, never, quiet, require, stoppable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,6 +16,8 @@ class AtlasTaskParams(TaskParams):
     the index must reach, and whether to replace an atlas of other inputs in ``out``."""
 
     task: ClassVar[str] = "atlas"
+    limits: ClassVar[Limits] = {"chunk_cells": (1_000, 10_000_000), "recall": (0.5, 1.0), "min_genes": (0, 100_000),
+                                "n_top_genes": (1, 100_000)}
     output_field: ClassVar[str] = "out"
     input: str
     out: str = ""
@@ -24,13 +26,6 @@ class AtlasTaskParams(TaskParams):
     n_top_genes: int | None = None
     recall: float = AtlasParams.target_recall
     overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.chunk_cells >= 1, f"chunk_cells must be 1 or more, not {self.chunk_cells}.")
-        require(0 < self.recall <= 1, f"recall is a share (above 0, at most 1), not {self.recall}.")
-        require(self.min_genes is None or self.min_genes >= 0, "min_genes is a count: give 0 or more.")
-        require(self.n_top_genes is None or self.n_top_genes >= 1, "n_top_genes must be 1 or more.")
 
 
 def run(params: AtlasTaskParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> Atlas:

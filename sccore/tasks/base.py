@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
+Limits = dict[str, tuple[float, float]]  # a numeric parameter -> the lowest and highest values it may take
 
 
 def quiet(fraction: float, message: str) -> None:
@@ -60,9 +61,25 @@ class TaskParams:
 
     task: ClassVar[str] = "task"  # the task's name in messages (the job kind or subcommand)
     output_field: ClassVar[str] = "output"  # the field naming what the task writes
+    limits: ClassVar[Limits] = {}  # numeric field -> (lowest, highest) value it may take: the upper bounds keep one
+    # request from holding a shared server's workers for everyone
 
     def __post_init__(self) -> None:
-        """Check the parameters (subclasses add their bounds and call this first)."""
+        """Check the parameters: every numeric field within its bounds (:meth:`bounds`); subclasses add their own
+        checks and call this first."""
+        for name, (low, high) in self.bounds().items():
+            value = getattr(self, name)
+            require(value is None or low <= value <= high,
+                    f"{name} must lie between {low:g} and {high:g} for the {self.task} task, not {value}.")
+
+    @classmethod
+    def bounds(cls) -> dict[str, tuple[float, float]]:
+        """The bounds of every numeric field: :attr:`limits` of this class and the classes it extends (the nearest
+        wins), shared by the CLI, the jobs and the pages because they all build this dataclass."""
+        merged: dict[str, tuple[float, float]] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("limits", {}))
+        return merged
 
     def asdict(self) -> dict:
         """The parameters as a plain JSON dict (tuples become lists)."""
@@ -123,13 +140,8 @@ class QualityControl(TaskParams):
     min_cells: int = PreprocessParams.min_cells
     n_top_genes: int = PreprocessParams.n_top_genes
     library_size_key: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.min_genes >= 0 and self.min_cells >= 0,
-                "min_genes and min_cells are counts: give 0 or more (0 keeps every cell or gene).")
-        require(0 <= self.max_pct_mito <= 100, f"max_pct_mito is a percentage (0-100), not {self.max_pct_mito}.")
-        require(self.n_top_genes >= 1, f"n_top_genes must be 1 or more, not {self.n_top_genes}.")
+    limits: ClassVar[Limits] = {"min_genes": (0, 100_000), "max_pct_mito": (0, 100), "min_cells": (0, 10_000_000),
+                                "n_top_genes": (1, 100_000), "n_comps": (1, 500), "seed": (0, 2**32 - 1)}
 
     def preprocess_params(self, adata: ad.AnnData) -> PreprocessParams:
         """These filters for ``adata`` (:func:`sccore.pp.default_params`: its whole-transcriptome columns)."""

@@ -9,7 +9,7 @@ from typing import ClassVar
 import anndata as ad
 
 from ..neighbors import IndexParams
-from .base import Progress, ShouldStop, check_stop, never, quiet, require, write_h5ad
+from .base import Limits, Progress, ShouldStop, check_stop, never, quiet, require, write_h5ad
 from .neighbors import GraphParams
 
 
@@ -20,6 +20,7 @@ class ClusterParams(GraphParams):
     against ``obs[labels_key]`` when given."""
 
     task: ClassVar[str] = "cluster"
+    limits: ClassVar[Limits] = {"resolution": (0.001, 100), "seed": (0, 2**32 - 1)}
     resolution: float = 1.0
     key_added: str = "leiden"
     seed: int = 0
@@ -27,7 +28,6 @@ class ClusterParams(GraphParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.resolution > 0, f"resolution must be above 0 (higher gives more clusters), not {self.resolution}.")
         require(bool(self.key_added), "key_added names the obs column of the clusters, e.g. leiden.")
 
 

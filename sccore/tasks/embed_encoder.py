@@ -8,7 +8,7 @@ from typing import ClassVar
 import anndata as ad
 
 from ..training import POOLINGS
-from .base import Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable, write_h5ad
+from .base import Limits, Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable, write_h5ad
 
 @dataclass(frozen=True, kw_only=True)
 class EmbedEncoderParams(TaskParams):
@@ -16,6 +16,7 @@ class EmbedEncoderParams(TaskParams):
     the cache), how the token outputs are pooled and where the counts' library sizes and gene IDs are."""
 
     task: ClassVar[str] = "embed"
+    limits: ClassVar[Limits] = {"layer": (-64, 64), "batch_size": (1, 4096)}
     input: str
     model: str
     output: str = ""
@@ -30,7 +31,6 @@ class EmbedEncoderParams(TaskParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.pooling in POOLINGS, f"pooling is one of {', '.join(POOLINGS)}, not '{self.pooling}'.")
-        require(self.batch_size >= 1, f"batch_size must be 1 or more, not {self.batch_size}.")
         require(bool(self.key_added), "key_added names the obsm key to write, e.g. X_encoder.")
 
 

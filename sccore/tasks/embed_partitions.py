@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..partitions import PARTITION_CELLS, PartitionedEmbedding
-from .base import Progress, ShouldStop, TaskParams, never, quiet, require, stoppable
+from .base import Limits, Progress, ShouldStop, TaskParams, never, quiet, require, stoppable
 from .embed_encoder import POOLINGS
 
 
@@ -17,6 +17,8 @@ class EmbedPartitionsParams(TaskParams):
     ``workers`` processes), and the encoder's options on each worker."""
 
     task: ClassVar[str] = "embed-partitions"
+    limits: ClassVar[Limits] = {"partition_cells": (100, 10_000_000), "workers": (1, 64), "torch_threads": (1, 256),
+                                "layer": (-64, 64), "batch_size": (1, 4096)}
     input: str
     model: str
     output: str = ""
@@ -35,8 +37,6 @@ class EmbedPartitionsParams(TaskParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.pooling in POOLINGS, f"pooling is one of {', '.join(POOLINGS)}, not '{self.pooling}'.")
-        require(min(self.partition_cells, self.workers, self.torch_threads, self.batch_size) >= 1,
-                "partition_cells, workers, torch_threads and batch_size must be 1 or more.")
 
 
 def run(params: EmbedPartitionsParams, progress: Progress = quiet,

@@ -23,7 +23,6 @@ class EmbedPCAParams(QualityControl):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.n_comps >= 1, f"n_comps (principal components) must be 1 or more, not {self.n_comps}.")
         require(bool(self.key_added), "key_added names the obsm key to write, e.g. X_pca.")
 
 

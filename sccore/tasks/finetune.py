@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..training import FinetuneConfig
-from .base import Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable
+from .base import Limits, Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +20,8 @@ class FinetuneParams(TaskParams):
     (defaults and bounds: :class:`sccore.training.FinetuneConfig`'s)."""
 
     task: ClassVar[str] = "finetune"
+    limits: ClassVar[Limits] = {"epochs": (0.001, 1000), "batch_size": (1, 4096), "learning_rate": (1e-8, 1.0),
+                                "head_learning_rate": (1e-8, 1.0), "seed": (0, 2**32 - 1)}
     output_field: ClassVar[str] = "out"
     input: str
     model: str
@@ -35,8 +37,6 @@ class FinetuneParams(TaskParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.learning_rate > 0 and self.head_learning_rate > 0,
-                "learning_rate and head_learning_rate must be more than 0.")
         self.finetune_config()  # its bounds
 
     def finetune_config(self) -> FinetuneConfig:

@@ -10,7 +10,7 @@ import anndata as ad
 
 from ..embed import PCAParams
 from ..integrate import METHODS, HarmonyParams
-from .base import Progress, QualityControl, ShouldStop, check_stop, never, quiet, require, write_h5ad
+from .base import Limits, Progress, QualityControl, ShouldStop, check_stop, never, quiet, require, write_h5ad
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +21,7 @@ class IntegrateParams(QualityControl):
     quality-control fields)."""
 
     task: ClassVar[str] = "integrate"
+    limits: ClassVar[Limits] = {"theta": (0, 100), "max_iter": (1, 1000)}
     input: str
     batch_key: str
     output: str = ""
@@ -36,7 +37,6 @@ class IntegrateParams(QualityControl):
         super().__post_init__()
         require(self.method in METHODS, f"method is one of {', '.join(METHODS)}, not '{self.method}'.")
         require(bool(self.use_rep), "use_rep names the obsm embedding to integrate, e.g. X_pca.")
-        require(self.n_comps >= 1, f"n_comps (principal components) must be 1 or more, not {self.n_comps}.")
         self.harmony_params()
 
     def harmony_params(self) -> HarmonyParams:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..metrics import MetricsParams
 from ..neighbors import IndexParams
-from .base import Progress, ShouldStop, TaskParams, check_stop, never, quiet, require, stoppable, write_csv
+from .base import Limits, Progress, ShouldStop, TaskParams, check_stop, never, quiet, require, stoppable, write_csv
 from .neighbors import INDEX_KINDS
 
 
@@ -20,6 +20,7 @@ class MetricsTaskParams(TaskParams):
     ``batch_key``, against the ``unintegrated_key`` embedding; silhouettes on at most ``max_silhouette_cells``."""
 
     task: ClassVar[str] = "metrics"
+    limits: ClassVar[Limits] = {"max_silhouette_cells": (2, 1_000_000), "seed": (0, 2**32 - 1)}
     input: str
     label_key: str
     batch_key: str
@@ -33,8 +34,6 @@ class MetricsTaskParams(TaskParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(bool(self.embeddings), "Name the embeddings to score (obsm keys), e.g. X_pca,X_encoder.")
-        require(self.max_silhouette_cells >= 2, f"max_silhouette_cells must be 2 or more, not "
-                                                f"{self.max_silhouette_cells}.")
         require(self.index in INDEX_KINDS, f"index is one of {', '.join(INDEX_KINDS)}, not '{self.index}'.")
 
 

@@ -9,7 +9,7 @@ import anndata as ad
 
 from ..neighbors import IndexParams
 from ..umap import UMAPParams
-from .base import Progress, ShouldStop, TaskParams, check_stop, never, quiet, require, write_h5ad
+from .base import Limits, Progress, ShouldStop, TaskParams, check_stop, never, quiet, require, write_h5ad
 
 INDEX_KINDS = ("auto", "flat", "hnsw")
 
@@ -19,6 +19,7 @@ class GraphParams(TaskParams):
     """What the neighbours and UMAP tasks share: ``n_neighbors`` per cell (itself included, as scanpy counts them)
     of ``obsm[use_rep]`` in ``input``, found by a FAISS index of ``index`` kind; the result goes to ``output``."""
 
+    limits: ClassVar[Limits] = {"n_neighbors": (2, 1000)}
     input: str
     output: str = ""
     use_rep: str = "X_pca"
@@ -27,7 +28,6 @@ class GraphParams(TaskParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.n_neighbors >= 2, f"n_neighbors counts the cell itself: give 2 or more, not {self.n_neighbors}.")
         require(self.index in INDEX_KINDS, f"index is one of {', '.join(INDEX_KINDS)}, not '{self.index}'.")
 
 

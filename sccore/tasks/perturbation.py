@@ -25,10 +25,6 @@ class PerturbationParams(QualityControl):
     device: str = "auto"
     n_comps: int = PCAParams.n_comps
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.n_comps >= 1, f"n_comps (principal components) must be 1 or more, not {self.n_comps}.")
-
     @property
     def method(self) -> str:
         """``pca``, ``linear`` or ``encoder``."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, stoppable
+from .base import (Limits, Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require,
+                   stoppable)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,6 +16,7 @@ class ReportParams(QualityControl):
     ``screen`` the ``top`` genes toward a ``goal``, and the ``rows`` shown of each ranked table."""
 
     task: ClassVar[str] = "report"
+    limits: ClassVar[Limits] = {"top": (1, 50_000), "max_cells": (0, 10_000_000), "rows": (1, 10_000)}
     input: str
     output: str = ""
     model: str | None = None
@@ -28,11 +30,6 @@ class ReportParams(QualityControl):
     max_cells: int = 0
     seed: int = 0
     rows: int = 20
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.top >= 1 and self.rows >= 1, "top and rows must be 1 or more.")
-        require(self.max_cells >= 0, f"max_cells is 0 (every cell) or more, not {self.max_cells}.")
 
 
 @dataclass

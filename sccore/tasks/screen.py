@@ -13,7 +13,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .base import Progress, ShouldStop, check_stop, never, quiet, require, stoppable, write_csv
+from .base import Limits, Progress, ShouldStop, check_stop, never, quiet, require, stoppable, write_csv
 from .perturbation import PerturbationParams, open_for_perturbation
 
 GOAL_STARTS = ("cells", "population")
@@ -28,6 +28,7 @@ class ScreenParams(PerturbationParams):
     (``goal_start="cells"``, as ``screen --goal``) or every ``where`` cell (``"population"``, as the Knockout page)."""
 
     task: ClassVar[str] = "screen"
+    limits: ClassVar[Limits] = {"top": (1, 50_000), "max_cells": (0, 10_000_000), "exact_top": (1, 50_000)}
     model: str = "pca"
     where: dict[str, str] = field(default_factory=dict)
     goal: dict[str, str] = field(default_factory=dict)
@@ -44,9 +45,6 @@ class ScreenParams(PerturbationParams):
                                                 f"screen --goal`) or population (every cell of where, as the Knockout "
                                                 f"page), not '{self.goal_start}'.")
         require(self.estimate in ESTIMATES, f"estimate is one of {', '.join(ESTIMATES)}, not '{self.estimate}'.")
-        require(self.top is None or self.top >= 1, f"top must be 1 or more (or left out: every gene), not {self.top}.")
-        require(self.max_cells >= 0, f"max_cells is 0 (every cell) or more, not {self.max_cells}.")
-        require(self.exact_top >= 1, f"exact_top must be 1 or more, not {self.exact_top}.")
 
 
 def screened_cells(adata: ad.AnnData, params: ScreenParams) -> tuple[np.ndarray, np.ndarray]:

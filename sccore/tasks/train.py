@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..training import LIKELIHOODS, TrainConfig
-from .base import Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable
+from .base import Limits, Progress, ShouldStop, TaskParams, never, open_counts, quiet, require, stoppable
 
 CONFIGS = ("small", "v1")
 # model settings a run may override (None: the preset's): the objectives' weights, the latent space's size and the
@@ -25,6 +25,10 @@ class TrainParams(TaskParams):
     always resumes)."""
 
     task: ClassVar[str] = "train"
+    limits: ClassVar[Limits] = {"epochs": (0.001, 1000), "batch_size": (1, 4096), "grad_accum": (1, 1024),
+                                "learning_rate": (1e-8, 1.0), "n_bins": (0, 1024), "mlm_weight": (0, 1000),
+                                "gep_weight": (0, 1000), "gepc_weight": (0, 1000), "contrastive_weight": (0, 1000),
+                                "latent_dim": (0, 4096), "seed": (0, 2**32 - 1)}
     output_field: ClassVar[str] = "out"
     input: str
     out: str = ""
@@ -50,14 +54,8 @@ class TrainParams(TaskParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.config in CONFIGS, f"config is one of {', '.join(CONFIGS)}, not '{self.config}'.")
-        require(self.epochs > 0, f"epochs must be more than 0, not {self.epochs}.")
-        require(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be 1 or more.")
-        require(self.learning_rate > 0, f"learning_rate must be more than 0, not {self.learning_rate}.")
         require(self.likelihood is None or self.likelihood in LIKELIHOODS,
                 f"likelihood is one of {', '.join(LIKELIHOODS)}, not '{self.likelihood}'.")
-        negative = [name for name in MODEL_SETTINGS if name != "likelihood" and (getattr(self, name) or 0) < 0]
-        require(not negative, f"The objective weights, the latent size and n_bins are 0 (off) or more: "
-                              f"{', '.join(negative)} is negative.")
 
     @property
     def model_settings(self) -> dict:

@@ -10,8 +10,8 @@ import anndata as ad
 
 from ..embed import PCAParams
 from ..errors import InputError
-from .base import (Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require, stoppable,
-                   write_h5ad)
+from .base import (Limits, Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require,
+                   stoppable, write_h5ad)
 
 REPRESENTATIONS = ("X_pca", "X_encoder")
 
@@ -23,6 +23,7 @@ class TransferParams(QualityControl):
     the vote (``k`` neighbours, ``threshold``), and where the labels go (``output``, ``obs[key_added]``)."""
 
     task: ClassVar[str] = "transfer"
+    limits: ClassVar[Limits] = {"k": (1, 1000), "threshold": (0, 1)}
     reference: str
     query: str
     label_key: str
@@ -41,8 +42,6 @@ class TransferParams(QualityControl):
         super().__post_init__()
         require(self.use_rep in REPRESENTATIONS, f"use_rep is one of {', '.join(REPRESENTATIONS)}, not "
                                                  f"'{self.use_rep}'.")
-        require(self.k >= 1, f"k (reference neighbours that vote) must be 1 or more, not {self.k}.")
-        require(0 <= self.threshold <= 1, f"The confidence threshold must lie between 0 and 1, not {self.threshold}.")
 
 
 @dataclass

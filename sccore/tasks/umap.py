@@ -9,7 +9,7 @@ import anndata as ad
 
 from ..neighbors import IndexParams
 from ..umap import UMAPParams
-from .base import Progress, ShouldStop, check_stop, never, quiet, require, write_h5ad
+from .base import Limits, Progress, ShouldStop, check_stop, never, quiet, require, write_h5ad
 from .neighbors import GraphParams
 
 
@@ -19,6 +19,7 @@ class UMAPTaskParams(GraphParams):
     (:class:`~sccore.tasks.neighbors.GraphParams`), stored under ``neighbors_key``."""
 
     task: ClassVar[str] = "umap"
+    limits: ClassVar[Limits] = {"n_neighbors": (2, 1000), "min_dist": (0, 10), "seed": (0, 2**32 - 1)}
     key_added: str = "X_umap"
     min_dist: float = UMAPParams.min_dist
     seed: int = UMAPParams.random_state
@@ -26,7 +27,6 @@ class UMAPTaskParams(GraphParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.min_dist >= 0, f"min_dist is a distance in the layout: give 0 or more, not {self.min_dist}.")
         require(bool(self.key_added and self.neighbors_key), "key_added and neighbors_key name where to write.")
 
 

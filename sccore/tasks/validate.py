@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from .base import Progress, ShouldStop, never, quiet, require, stoppable, write_csv
+from .base import Limits, Progress, ShouldStop, never, quiet, require, stoppable, write_csv
 from .knockout import check_strategy
 from .perturbation import PerturbationParams, open_for_perturbation
 
@@ -19,6 +19,7 @@ class ValidateParams(PerturbationParams):
     ``strategy`` (:data:`sccore.perturb.STRATEGIES`)."""
 
     task: ClassVar[str] = "validate-knockout"
+    limits: ClassVar[Limits] = {"min_knockout_cells": (1, 1_000_000)}
     perturbation_key: str = "perturbation"
     control: str = "control"
     where: dict[str, str] = field(default_factory=dict)
@@ -27,7 +28,6 @@ class ValidateParams(PerturbationParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.min_knockout_cells >= 1, f"min_knockout_cells must be 1 or more, not {self.min_knockout_cells}.")
         check_strategy(self.strategy)
 
 
