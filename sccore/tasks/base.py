@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 from ..cache import atomic_write
 from ..errors import Cancelled, InputError
-from ..pp import PreprocessParams
+from ..pp import QC_RULES, PreprocessParams
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -116,16 +116,21 @@ def _coerced(name: str, hint, value):
 @dataclass(frozen=True, kw_only=True)
 class QualityControl(TaskParams):
     """Quality control and normalisation of the tasks that start from raw counts (defaults:
-    :class:`sccore.pp.PreprocessParams`'s; whole-transcriptome ``obs`` columns are used where the file has them)."""
+    :class:`sccore.pp.PreprocessParams`'s, which explains both rules; whole-transcriptome ``obs`` columns are used
+    where the file has them)."""
 
     min_genes: int = PreprocessParams.min_genes
     max_pct_mito: float = PreprocessParams.max_pct_mito
     min_cells: int = PreprocessParams.min_cells
     n_top_genes: int = PreprocessParams.n_top_genes
     library_size_key: str | None = None
+    qc_rule: str = PreprocessParams.qc_rule
+    n_mads: float = PreprocessParams.n_mads
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.qc_rule in QC_RULES, f"qc_rule is one of {', '.join(QC_RULES)}, not '{self.qc_rule}'.")
+        require(self.n_mads > 0, f"n_mads (median absolute deviations) must be above 0, not {self.n_mads}; 5 is usual.")
         require(self.min_genes >= 0 and self.min_cells >= 0,
                 "min_genes and min_cells are counts: give 0 or more (0 keeps every cell or gene).")
         require(0 <= self.max_pct_mito <= 100, f"max_pct_mito is a percentage (0-100), not {self.max_pct_mito}.")
@@ -135,9 +140,15 @@ class QualityControl(TaskParams):
         """These filters for ``adata`` (:func:`sccore.pp.default_params`: its whole-transcriptome columns)."""
         from ..pp import default_params
 
-        return default_params(adata, min_genes=self.min_genes, max_pct_mito=self.max_pct_mito,
-                              min_cells=self.min_cells, n_top_genes=self.n_top_genes,
+        return default_params(adata, qc_rule=self.qc_rule, n_mads=self.n_mads, min_genes=self.min_genes,
+                              max_pct_mito=self.max_pct_mito, min_cells=self.min_cells, n_top_genes=self.n_top_genes,
                               **({"library_size_key": self.library_size_key} if self.library_size_key else {}))
+
+
+def quality_control_fields(source) -> dict:
+    """The :class:`QualityControl` fields of ``source`` (a task's parameters or a
+    :class:`sccore.pp.PreprocessParams`): what a task needs to reproduce the same quality control."""
+    return {item.name: getattr(source, item.name) for item in fields(QualityControl)}
 
 
 def open_counts(path: str, library_size_key: str | None = None) -> ad.AnnData:
