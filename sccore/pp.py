@@ -187,7 +187,7 @@ def compare_rules(qc: pd.DataFrame, params: PreprocessParams, gene_panel: bool =
 def _half_warning(metric: str, params: PreprocessParams, removed: int, before: int, median: float) -> str:
     """The reason and the fix when the criterion on ``metric`` removed more than half of the ``before`` cells."""
     share = f"removed {removed:,} of {before:,} cells ({removed / before:.0%})"
-    outliers = "use the outlier rule (--qc-rule outliers, or the Data & QC page's 'outliers')"
+    outliers = "use the outlier rule (--qc-rule outliers, or Outliers on the Data & QC page)"
     if params.qc_rule == "outliers":
         return (f"The {params.n_mads:g}-MAD outlier cut on {QC_LABELS[metric]} {share}. The cells may form separate "
                 "populations (cell types, samples or a failed lane): check the histograms, and widen the cut "
