@@ -208,7 +208,8 @@ def pca_baselines(adata, is_test: np.ndarray, n_hvg: int) -> dict[str, tuple[np.
     from sccore.embed import fit_pca, project_pca
     from sccore.pp import PreprocessParams, highly_variable, preprocess
     t0 = now()
-    params = PreprocessParams(min_genes=0, max_pct_mito=100.0, min_cells=0, n_top_genes=adata.n_vars)
+    params = PreprocessParams(qc_rule="thresholds", min_genes=0, max_pct_mito=100.0, min_cells=0,
+                              n_top_genes=adata.n_vars)
     lognorm = preprocess(adata, params)
     if lognorm.n_obs != adata.n_obs or lognorm.n_vars != adata.n_vars:
         raise RuntimeError("preprocess removed cells or genes although every filter is off")

@@ -64,7 +64,7 @@ OUT_DIR = REPO_ROOT / "benchmarks" / "out" / "transfer"
 K = 15
 THRESHOLD = 0.5
 TARGET = 0.90
-NO_FILTERS = ["--min-genes", "0", "--max-pct-mito", "100", "--min-cells", "0"]
+NO_FILTERS = ["--qc-rule", "thresholds", "--min-genes", "0", "--max-pct-mito", "100", "--min-cells", "0"]
 
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
 
@@ -142,7 +142,7 @@ def pca_method(reference_raw, query_raw) -> tuple:
     from sccore.transfer import map_query
 
     load, started = OtherLoad(), time.perf_counter()
-    params = default_params(reference_raw, min_genes=0, max_pct_mito=100.0, min_cells=0)
+    params = default_params(reference_raw, qc_rule="thresholds", min_genes=0, max_pct_mito=100.0, min_cells=0)
     reference = preprocess(reference_raw, params)
     pca(reference, PCAParams(n_comps=50))
     query = query_raw.copy()

@@ -25,6 +25,7 @@ from sccore.io import load_demo, open_dataset
 from sccore.pp import default_params
 from sccore.render import View, category_colors, fit_view, safe_category_colors
 from sccore.settings import Settings, load_settings, printable, resolve_inside, safe_file_name
+from sccore.tasks.base import quality_control_fields
 from sccore.workflow import Analysis, PipelineParams, analyse, layout_key
 
 from dashboard import presentation
@@ -249,9 +250,7 @@ def perturbation_fields(analysis: Analysis, model_folder: str, method: str) -> d
     and the analysis's device, filters and PCA."""
     pipeline, preprocess = analysis.params, analysis.params.preprocess
     return {"input": current_source()[0], "model": model_folder if method == "encoder" else method,
-            "device": pipeline.encoder_device, "n_comps": pipeline.pca.n_comps, "min_genes": preprocess.min_genes,
-            "max_pct_mito": preprocess.max_pct_mito, "min_cells": preprocess.min_cells,
-            "n_top_genes": preprocess.n_top_genes, "library_size_key": preprocess.library_size_key}
+            "device": pipeline.encoder_device, "n_comps": pipeline.pca.n_comps, **quality_control_fields(preprocess)}
 
 
 def color_options(analysis: Analysis) -> list[str]:

@@ -43,7 +43,8 @@ from .embed import PCAParams, gram_and_sum, pca_from_gram
 from .errors import InputError
 from .io import check_h5ad_layout, classify_matrix, printable, read_rows, read_var, row_readable_counts
 from .neighbors import IndexParams, build_index, load_index, save_index, search
-from .pp import PreprocessParams, default_params, highly_variable_from_moments, qc_metrics
+from .pp import (PreprocessParams, cells_failing, default_params, highly_variable_from_moments, is_gene_panel,
+                 qc_cuts, qc_metrics)
 from .umap import UMAPModel, UMAPParams
 from .workflow import Analysis, PipelineParams, neighbors_and_umap
 
@@ -61,7 +62,8 @@ def _quiet(fraction: float, message: str) -> None:
 class AtlasParams:
     """Every parameter of :func:`build_atlas`; preprocessing, PCA and index defaults are
     :func:`sccore.workflow.analyse`'s, and UMAP is fitted on 100,000 cells above 200,000. ``preprocess=None``
-    takes :func:`sccore.pp.default_params` for the file (its whole-transcriptome ``obs`` columns, if any)."""
+    takes :func:`sccore.pp.default_params` for the file (its whole-transcriptome ``obs`` columns, if any) with the
+    explicit-threshold rule: the cells are filtered chunk by chunk, where the outlier rule would need all of them."""
 
     preprocess: PreprocessParams | None = None
     pca: PCAParams = PCAParams()
@@ -185,7 +187,7 @@ def atlas_params(path: str | os.PathLike, chunk_cells: int = 50_000, target_reca
     if overrides:
         source = _CountsFile(Path(path))
         try:
-            preprocess = default_params(ad.AnnData(obs=source.obs), **overrides)
+            preprocess = default_params(ad.AnnData(obs=source.obs), qc_rule="thresholds", **overrides)
         finally:
             source.close()
     return AtlasParams(preprocess=preprocess, chunk_cells=chunk_cells, target_recall=target_recall)
@@ -229,6 +231,10 @@ def _scan_genes(source: _CountsFile, params: AtlasParams, progress: Progress) ->
     """Pass 1: per-cell QC and the cells kept; per-gene detection, mean and mean square of normalised expression
     over the kept cells; the genes kept and the highly variable ones among them."""
     pre = params.preprocess
+    if pre.qc_rule != "thresholds":
+        raise InputError("An atlas filters its cells chunk by chunk, so by fixed thresholds: give its preprocessing "
+                         "qc_rule='thresholds' (the outlier rule needs every cell's figures at once).")
+    gene_panel = is_gene_panel(source.n_vars, pre)
     var = pd.DataFrame(index=source.var.index.astype(str))
     columns = {name: [] for name in ("total_counts", "n_genes", "pct_mito", "keep")}
     detected = np.zeros(source.n_vars, dtype=np.int64)
@@ -238,7 +244,7 @@ def _scan_genes(source: _CountsFile, params: AtlasParams, progress: Progress) ->
             raise InputError(f"{printable(source.path.name)}: X does not hold raw counts (it looks "
                              f"{classify_matrix(counts)}). An atlas is built from raw integer counts.")
         qc = qc_metrics(ad.AnnData(X=counts, obs=source.obs.iloc[start:stop], var=var), pre)
-        keep = ((qc["n_genes"] >= pre.min_genes) & (qc["pct_mito"] <= pre.max_pct_mito)).to_numpy()
+        keep = ~cells_failing(qc, qc_cuts(qc, pre, gene_panel)).any(axis=1).to_numpy()
         for name in ("total_counts", "n_genes", "pct_mito"):
             columns[name].append(qc[name].to_numpy(dtype=np.float32))
         columns["keep"].append(keep)
@@ -371,7 +377,7 @@ def build_atlas(path: str | os.PathLike, folder: str | os.PathLike, params: Atla
     source = _CountsFile(path)
     try:
         if params.preprocess is None:
-            params = replace(params, preprocess=default_params(ad.AnnData(obs=source.obs)))
+            params = replace(params, preprocess=default_params(ad.AnnData(obs=source.obs), qc_rule="thresholds"))
         manifest = _start_manifest(folder, path, params, overwrite)
         done = manifest["stages"]
         manifest.update(n_obs=source.n_obs, n_vars=source.n_vars)

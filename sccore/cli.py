@@ -9,10 +9,12 @@ input.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import fields
 
 from .errors import InputError
+from .pp import QC_RULES
 from .tasks import atlas as atlas_task
 from .tasks import cluster as cluster_task
 from .tasks import de as de_task
@@ -46,6 +48,17 @@ class _ProgressBar:
         """Remove the bar."""
         if self.bar is not None:
             self.bar.close()
+
+
+class _StderrWarnings(logging.Handler):
+    """Prints the library's logged warnings (e.g. a quality-control step that removed most cells, with its fix) on
+    stderr as ``warning: ...``, above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print ``record``'s message."""
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {record.getMessage()}", file=sys.stderr)
 
 
 def _parse_where(items: list[str] | None) -> dict[str, str]:
@@ -472,10 +485,16 @@ def _add_preprocess_arguments(parser: argparse.ArgumentParser, params: type[Task
     group.add_argument("--library-size-key", metavar="KEY",
                        help="obs column with each cell's whole-transcriptome total counts (default: the counts' sum, "
                             "or obs['full_total_umis'] when present)")
+    group.add_argument("--qc-rule", choices=QC_RULES, default=params.default("qc_rule"),
+                       help="outliers (best practice): remove cells more than --n-mads median absolute deviations "
+                            "from the median in log counts or log detected genes, or above it in mitochondrial %%; "
+                            "thresholds: --min-genes and --max-pct-mito (skipped for a gene panel's figures)")
+    group.add_argument("--n-mads", type=float, default=params.default("n_mads"),
+                       help="median absolute deviations from the median beyond which a cell is an outlier")
     group.add_argument("--min-genes", type=int, default=params.default("min_genes"),
-                       help="keep cells with at least this many detected genes")
+                       help="--qc-rule thresholds: keep cells with at least this many detected genes")
     group.add_argument("--max-pct-mito", type=float, default=params.default("max_pct_mito"),
-                       help="keep cells with at most this %% mitochondrial counts")
+                       help="--qc-rule thresholds: keep cells with at most this %% mitochondrial counts")
     group.add_argument("--min-cells", type=int, default=params.default("min_cells"),
                        help="keep genes detected in at least this many cells")
     group.add_argument("--n-top-genes", type=int, default=params.default("n_top_genes"),
@@ -958,7 +977,8 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("-o", "--output", dest="out", metavar="OUT_DIR", required=True, help="the atlas folder")
     atlas.add_argument("--chunk-cells", type=int, default=atlas_params.default("chunk_cells"), metavar="N",
                        help="cells read at a time")
-    atlas.add_argument("--min-genes", type=int, help="keep cells with at least this many detected genes (default 200)")
+    atlas.add_argument("--min-genes", type=int, help="keep cells with at least this many detected genes (default 200; "
+                                                     "an atlas is filtered chunk by chunk, so by fixed thresholds)")
     atlas.add_argument("--n-top-genes", type=int, help="highly variable genes for PCA (default 2000)")
     atlas.add_argument("--recall", type=float, default=atlas_params.default("recall"),
                        help="recall@15 the index must reach (default 0.95)")
@@ -979,6 +999,9 @@ def _limit_threads(n_threads: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; bad input gives a one-line reason and exit status 2."""
     args = build_parser().parse_args(argv)
+    library_logger = logging.getLogger("sccore")
+    if not any(isinstance(handler, _StderrWarnings) for handler in library_logger.handlers):
+        library_logger.addHandler(_StderrWarnings(logging.WARNING))
     if args.threads > 0:
         _limit_threads(args.threads)
     try:

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from .render import EXPRESSION_CMAP, View, png_bytes
 
 MAX_LEGEND_ENTRIES = 40
+QC_RULE_COLORS = ("#009E73", "#D55E00", "#CC79A7")  # Okabe-Ito: the cut lines of each quality-control rule
 SELECTION_SAMPLE = 4000
 
 
@@ -55,19 +56,27 @@ def layout_figure(image: np.ndarray, view: View, legend: pd.DataFrame | None = N
     return figure
 
 
-def qc_histograms(qc: pd.DataFrame, min_genes: float, max_pct_mito: float) -> go.Figure:
-    """Histograms of detected genes, total counts and mitochondrial percentage, with the filter thresholds."""
+def qc_histograms(qc: pd.DataFrame, cuts: dict[str, pd.DataFrame]) -> go.Figure:
+    """Histograms of detected genes, total counts and mitochondrial percentage with each rule's cuts: ``cuts`` maps a
+    rule's name (its legend entry) to its :func:`sccore.pp.qc_cuts` table, drawn as dashed lines in the rule's
+    colour; skipped cuts are not drawn."""
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=3, subplot_titles=("Detected genes per cell", "Counts per cell",
                                                            "Mitochondrial counts (%)"))
-    for column, (name, threshold) in enumerate([("n_genes", min_genes), ("total_counts", None),
-                                                ("pct_mito", max_pct_mito)], start=1):
-        figure.add_trace(go.Histogram(x=qc[name], nbinsx=60, marker_color="#0072B2", showlegend=False),
+    for column, metric in enumerate(("n_genes", "total_counts", "pct_mito"), start=1):
+        figure.add_trace(go.Histogram(x=qc[metric], nbinsx=60, marker_color="#0072B2", showlegend=False),
                          row=1, col=column)
-        if threshold is not None:
-            figure.add_vline(x=threshold, line_color="#D55E00", line_dash="dash", row=1, col=column)
-    figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.02)
+    for (rule, table), color, dash in zip(cuts.items(), QC_RULE_COLORS, ("dash", "dot", "dashdot")):
+        applied = table[table["skipped"] == ""]
+        for cut in applied.itertuples():
+            column = ("n_genes", "total_counts", "pct_mito").index(cut.metric) + 1
+            for value in (cut.low, cut.high):
+                if np.isfinite(value):
+                    figure.add_vline(x=value, line_color=color, line_dash=dash, row=1, col=column)
+        figure.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=rule, line={"color": color, "dash": dash}))
+    figure.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.02,
+                         legend={"orientation": "h", "yanchor": "bottom", "y": -0.3, "x": 0})
     return figure
 
 

@@ -267,16 +267,19 @@ def method_agreement(tables: dict[str, pd.DataFrame], score: str, top: int = TOP
 # --- Sections -----------------------------------------------------------------------------------------------------
 
 
-def _qc_png(qc: pd.DataFrame, params: dict) -> bytes:
+def _qc_png(qc: pd.DataFrame, criteria: pd.DataFrame) -> bytes:
+    """The QC histograms with the applied rule's cuts (``criteria``: ``uns['preprocess']['criteria']``; skipped
+    criteria are not drawn)."""
     def draw(figure) -> None:
-        panels = [("n_genes", "Detected genes per cell", params.get("min_genes")),
-                  ("total_counts", "Counts per cell", None),
-                  ("pct_mito", "Mitochondrial counts (%)", params.get("max_pct_mito"))]
-        for axis, (column, title, threshold) in zip(figure.subplots(1, 3), panels):
+        panels = [("n_genes", "Detected genes per cell"), ("total_counts", "Counts per cell"),
+                  ("pct_mito", "Mitochondrial counts (%)")]
+        for axis, (column, title) in zip(figure.subplots(1, 3), panels):
             values = pd.to_numeric(qc[column], errors="coerce").dropna()
             axis.hist(values, bins=60, color="#0072B2")
-            if threshold not in (None, ""):
-                axis.axvline(float(threshold), color="#D55E00", linestyle="--")
+            for cut in criteria.itertuples():
+                for value in (cut.low, cut.high) if cut.metric == column and not cut.skipped else ():
+                    if np.isfinite(value):
+                        axis.axvline(float(value), color="#D55E00", linestyle="--")
             axis.set_title(title, fontsize=10)
             axis.tick_params(labelsize=8)
 
@@ -312,13 +315,15 @@ def _dataset_section(adata: ad.AnnData, qc: pd.DataFrame | None) -> str:
         parts.append("<h3>What each filter removed</h3>" + _table(steps, help_text=False))
     else:
         parts.append(f"<p><b>{adata.n_obs:,} cells × {adata.n_vars:,} genes</b>.</p>")
-    params = adata.uns.get("preprocess", {}).get("params", {})
+    preprocess = adata.uns.get("preprocess", {})
+    parts.extend(f"<p><b>Warning:</b> {_text(str(warning))}</p>" for warning in preprocess.get("warnings", []))
+    criteria = pd.DataFrame(preprocess.get("criteria", {}))
     if qc is None and {"qc_n_genes", "qc_total_counts", "qc_pct_mito"} <= set(adata.obs.columns):
         qc = adata.obs[["qc_n_genes", "qc_total_counts", "qc_pct_mito"]].rename(columns=lambda c: c[3:])
         caption = "Quality control of the cells kept (the dashed lines are the filters)."
     else:
         caption = "Quality control of every cell in the file, before filtering (the dashed lines are the filters)."
-    figures = [_image(_qc_png(qc, params), "Quality-control histograms", caption)] if qc is not None else []
+    figures = [_image(_qc_png(qc, criteria), "Quality-control histograms", caption)] if qc is not None else []
     ratio = adata.uns.get("X_pca", {}).get("variance_ratio")
     if ratio is not None and len(ratio):
         figures.append(_image(_variance_png(np.asarray(ratio)), "Variance explained per principal component",

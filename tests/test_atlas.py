@@ -37,8 +37,10 @@ def built(demo_file, tmp_path_factory):
 
 
 def test_atlas_equals_the_in_memory_pipeline(demo, built):
-    """Read in chunks of 150 cells, the QC, genes, PCA and expression are those of preprocess + pca on the whole."""
-    whole = preprocess(demo, default_params(demo))
+    """Read in chunks of 150 cells, the QC (an atlas's: fixed thresholds), genes, PCA and expression are those of
+    preprocess + pca on the whole."""
+    assert built.manifest["params"]["preprocess"]["qc_rule"] == "thresholds"
+    whole = preprocess(demo, default_params(demo, qc_rule="thresholds"))
     pca(whole)
     atlas = built.adata
     assert list(atlas.obs_names) == list(whole.obs_names)
@@ -56,7 +58,7 @@ def test_highly_variable_genes_chosen_in_chunks_match_scanpy(demo_file, demo, tm
     """With fewer top genes than the data has, the chunked moments pick scanpy's Seurat-flavour genes."""
     import scanpy as sc
 
-    params = AtlasParams(preprocess=default_params(demo, n_top_genes=200), **SMALL)
+    params = AtlasParams(preprocess=default_params(demo, n_top_genes=200, qc_rule="thresholds"), **SMALL)
     atlas = build_atlas(demo_file, tmp_path / "hvg", params)
     whole = preprocess(demo, params.preprocess)
     with warnings.catch_warnings():
@@ -64,6 +66,11 @@ def test_highly_variable_genes_chosen_in_chunks_match_scanpy(demo_file, demo, tm
         expected = sc.pp.highly_variable_genes(whole, n_top_genes=200, flavor="seurat", inplace=False)
     np.testing.assert_array_equal(atlas.adata.var["highly_variable"], expected["highly_variable"])
     assert atlas.adata.var["highly_variable"].sum() == 200
+
+
+def test_an_atlas_refuses_the_outlier_rule_with_the_fix(demo_file, demo, tmp_path):
+    with pytest.raises(InputError, match="qc_rule='thresholds'"):
+        build_atlas(demo_file, tmp_path / "outliers", AtlasParams(preprocess=default_params(demo), **SMALL))
 
 
 def test_an_interrupted_build_resumes_after_the_last_finished_stage(demo_file, tmp_path):

@@ -55,6 +55,35 @@ def test_help_names_issue_13s_flags(command, flags, capsys):
     assert all(flag in text for flag in flags), text
 
 
+@pytest.mark.parametrize("command", ["embed", "knockout", "screen", "validate-knockout", "transfer", "report"])
+def test_every_command_that_filters_cells_offers_both_qc_rules(command, capsys):
+    from sccore.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(flag in text for flag in ("--qc-rule {outliers,thresholds}", "--n-mads", "--min-genes")), text
+
+
+def test_embed_warns_on_stderr_when_a_qc_step_removes_more_than_half_of_the_cells(tmp_path, capsys):
+    import numpy as np
+
+    from sccore.cli import main
+    from sccore.pp import qc_metrics
+    from tests.test_pp import whole_transcriptome
+
+    adata = whole_transcriptome(n_cells=200)  # fixed cuts apply
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    limit = float(np.percentile(qc_metrics(adata)["pct_mito"], 30))
+    out = tmp_path / "pca.h5ad"
+    assert main(["embed", str(tmp_path / "counts.h5ad"), "-o", str(out), "--n-comps", "5", "--n-top-genes", "100",
+                 "--qc-rule", "thresholds", "--max-pct-mito", f"{limit}"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "mitochondrial cut removed 140 of 200 cells (70%)" in warning[0], warning
+    assert "--qc-rule outliers" in warning[0]
+    assert list(ad.read_h5ad(out).uns["preprocess"]["warnings"]) == [warning[0].removeprefix("warning: ")]
+
+
 @pytest.mark.parametrize("content", [b"not an h5ad file at all", b""])
 def test_bad_input_exits_non_zero_with_one_line(tmp_path, content):
     bad = tmp_path / "bad.h5ad"

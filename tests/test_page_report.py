@@ -58,7 +58,7 @@ def test_report_page_includes_the_knockouts_and_label_transfer_of_this_session(d
         session.KnockoutRequest(analysis.key, model, "LYZ", ("cell_type", "CD14+ Monocyte"), "delete", 1000):
             session.KnockoutRecord(results, n_population=len(cells), n_chosen=len(cells))}
     embedding, labels = analysis.adata.obsm["X_pca"], analysis.adata.obs["cell_type"].astype(str).to_numpy()
-    reference, query = np.arange(0, 700, 2), np.arange(1, 700, 2)
+    reference, query = np.arange(0, len(labels), 2), np.arange(1, len(labels), 2)
     app.session_state[session.TRANSFERS] = {
         session.TransferRequest(analysis.key, "X_pca", "cell_type", "a random half of the cells", 15):
             session.TransferRecord(knn_transfer(embedding[reference], labels[reference], embedding[query], 15), query)}

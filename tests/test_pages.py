@@ -56,17 +56,31 @@ def test_home_page_reports_a_bad_file_and_stays_up():
 def test_data_page_shows_qc_and_applies_new_filters():
     app = page("pages/data.py").run()
     assert_clean(app)
-    steps = app.dataframe[0].value
-    assert steps["cells_left"].iloc[-1] == 700
-    app.number_input[0].set_value(1200)  # minimum detected genes (whole transcriptome)
-    app.button[0].click().run()
+    comparison, steps = app.dataframe[0].value, app.dataframe[1].value
+    assert comparison["rule"].tolist() == ["outliers (5 MADs)", "thresholds"]
+    assert steps["cells_left"].iloc[-1] == 700 - comparison["cells removed"].iloc[0]  # the outlier rule applied
+    app.radio(key="qc_rule").set_value("thresholds").run()
+    app.number_input(key="min_genes").set_value(1200).run()  # minimum detected genes (whole transcriptome)
+    comparison = app.dataframe[0].value
+    assert comparison["detected genes"].iloc[1] == comparison["cells removed"].iloc[1] > 0  # before applying
+    assert app.dataframe[1].value["cells_left"].iloc[-1] == 700 - comparison["cells removed"].iloc[0]
+    app.button(key="apply_qc").click().run()
     assert_clean(app)
-    assert app.dataframe[0].value["cells_left"].iloc[-1] < 700
+    assert app.dataframe[1].value["cells_left"].iloc[-1] == 700 - comparison["cells removed"].iloc[1]
+
+
+def test_data_page_warns_when_a_step_removes_more_than_half_of_the_cells():
+    app = page("pages/data.py")
+    app.session_state["preprocess_overrides"] = {"qc_rule": "thresholds", "max_pct_mito": 1.0}
+    app.run()
+    assert_clean(app)
+    assert any("mitochondrial cut removed" in warning.value and "--qc-rule outliers" in warning.value
+               for warning in app.warning)
 
 
 def test_data_page_recovers_from_filters_that_remove_every_cell():
     app = page("pages/data.py")
-    app.session_state["preprocess_overrides"] = {"min_genes": 20000}
+    app.session_state["preprocess_overrides"] = {"qc_rule": "thresholds", "min_genes": 20000}
     app.run()
     assert not app.exception and "removed every cell" in app.error[0].value
     app.button[0].click().run()  # "Reset the filters to their defaults"

@@ -18,7 +18,7 @@ from sccore.transfer import (UNASSIGNED, cell_positions, compositions, confusion
                              score, search_index, similar_cells, transfer, vote)
 from tests.conftest import ROOT, make_counts
 
-NO_FILTERS = PreprocessParams(min_genes=0, min_cells=0)
+NO_FILTERS = PreprocessParams(qc_rule="thresholds", min_genes=0, min_cells=0)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 from sccore.cache import DiskCache
 from sccore.io import open_dataset, standardise
 from sccore.neighbors import IndexParams
-from sccore.pp import PreprocessParams, default_params
+from sccore.pp import PreprocessParams, default_params, steps_table
 from sccore.workflow import PipelineParams, analyse, layout_key
 
 
@@ -15,7 +15,9 @@ def test_analyse_demo_and_reopen_recomputes_nothing(demo, tmp_path):
     first_cache = DiskCache(tmp_path)
     analysis = analyse(demo, params, first_cache, progress=lambda f, m: messages.append((f, m)))
     adata = analysis.adata
-    assert adata.obsm["X_pca"].shape == (700, 50) and adata.obsm["X_umap"].shape == (700, 2)
+    n_kept = 700 - sum(steps_table(adata)["cells_removed"])  # the outlier rule's 5-MAD cuts on the demo
+    assert 650 < n_kept <= 700
+    assert adata.obsm["X_pca"].shape == (n_kept, 50) and adata.obsm["X_umap"].shape == (n_kept, 2)
     assert first_cache.computed == 5  # preprocess, PCA, index, neighbours, UMAP
     assert messages[-1][0] == 1.0 and all(b[0] >= a[0] for a, b in zip(messages, messages[1:]))
     assert set(analysis.layouts()) >= {"X_umap", "X_pca (PC1 vs PC2)"}
@@ -29,7 +31,7 @@ def test_analyse_demo_and_reopen_recomputes_nothing(demo, tmp_path):
     assert second_cache.computed == 0
     np.testing.assert_array_equal(again.adata.obsm["X_umap"], adata.obsm["X_umap"])
     np.testing.assert_array_equal(again.neighbors["X_pca"].indices, neighbors.indices)
-    assert again.expression("CD79A").shape == (700,)
+    assert again.expression("CD79A").shape == (n_kept,)
 
 
 def test_changed_parameters_recompute_only_what_they_touch(counts_adata, tmp_path):
@@ -70,8 +72,9 @@ def test_analyse_with_an_encoder_adds_its_embedding_and_layout(demo, tmp_path):
     params = replace(PipelineParams(preprocess=default_params(demo)), encoder_model=str(tmp_path / "model"))
     cache = DiskCache(tmp_path / "cache")
     analysis = analyse(demo, params, cache)
-    assert analysis.adata.obsm["X_encoder"].shape == (700, 16)
-    assert analysis.adata.obsm["X_umap_encoder"].shape == (700, 2)
+    n_kept = analysis.adata.n_obs
+    assert analysis.adata.obsm["X_encoder"].shape == (n_kept, 16) and n_kept > 650
+    assert analysis.adata.obsm["X_umap_encoder"].shape == (n_kept, 2)
     assert {"X_pca", "X_encoder"} <= set(analysis.indexes)
     again = DiskCache(tmp_path / "cache")
     assert analyse(demo, params, again).key == analysis.key and again.computed == 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 from ..cache import atomic_write
 from ..errors import Cancelled, InputError
-from ..pp import PreprocessParams
+from ..pp import QC_RULES, PreprocessParams
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -133,23 +133,37 @@ def _coerced(name: str, hint, value):
 @dataclass(frozen=True, kw_only=True)
 class QualityControl(TaskParams):
     """Quality control and normalisation of the tasks that start from raw counts (defaults:
-    :class:`sccore.pp.PreprocessParams`'s; whole-transcriptome ``obs`` columns are used where the file has them)."""
+    :class:`sccore.pp.PreprocessParams`'s, which explains both rules; whole-transcriptome ``obs`` columns are used
+    where the file has them)."""
 
     min_genes: int = PreprocessParams.min_genes
     max_pct_mito: float = PreprocessParams.max_pct_mito
     min_cells: int = PreprocessParams.min_cells
     n_top_genes: int = PreprocessParams.n_top_genes
     library_size_key: str | None = None
+    qc_rule: str = PreprocessParams.qc_rule
+    n_mads: float = PreprocessParams.n_mads
     limits: ClassVar[Limits] = {"min_genes": (0, 100_000), "max_pct_mito": (0, 100), "min_cells": (0, 10_000_000),
-                                "n_top_genes": (1, 100_000), "n_comps": (1, 500), "seed": (0, 2**32 - 1)}
+                                "n_top_genes": (1, 100_000), "n_mads": (0.5, 100), "n_comps": (1, 500),
+                                "seed": (0, 2**32 - 1)}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.qc_rule in QC_RULES, f"qc_rule is one of {', '.join(QC_RULES)}, not '{self.qc_rule}'.")
 
     def preprocess_params(self, adata: ad.AnnData) -> PreprocessParams:
         """These filters for ``adata`` (:func:`sccore.pp.default_params`: its whole-transcriptome columns)."""
         from ..pp import default_params
 
-        return default_params(adata, min_genes=self.min_genes, max_pct_mito=self.max_pct_mito,
-                              min_cells=self.min_cells, n_top_genes=self.n_top_genes,
+        return default_params(adata, qc_rule=self.qc_rule, n_mads=self.n_mads, min_genes=self.min_genes,
+                              max_pct_mito=self.max_pct_mito, min_cells=self.min_cells, n_top_genes=self.n_top_genes,
                               **({"library_size_key": self.library_size_key} if self.library_size_key else {}))
+
+
+def quality_control_fields(source) -> dict:
+    """The :class:`QualityControl` fields of ``source`` (a task's parameters or a
+    :class:`sccore.pp.PreprocessParams`): what a task needs to reproduce the same quality control."""
+    return {item.name: getattr(source, item.name) for item in fields(QualityControl)}
 
 
 def open_counts(path: str, library_size_key: str | None = None) -> ad.AnnData:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import (Limits, Progress, QualityControl, ShouldStop, check_stop, never, open_counts, quiet, require,
-                   stoppable)
+from .base import (Limits, Progress, QualityControl, ShouldStop, check_stop, never, open_counts,
+                   quality_control_fields, quiet, require, stoppable)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,8 +46,7 @@ def _perturbation_fields(params: ReportParams, method: str) -> dict:
     """The fields that the knockout and screen tasks' parameters take from the report's for ``method``: the input, the
     model (the encoder's folder, or the baseline's name), the device and the quality-control filters."""
     return {"input": params.input, "model": params.model if method == "encoder" else method, "device": params.device,
-            "min_genes": params.min_genes, "max_pct_mito": params.max_pct_mito, "min_cells": params.min_cells,
-            "n_top_genes": params.n_top_genes, "library_size_key": params.library_size_key}
+            **quality_control_fields(params)}
 
 
 def run(params: ReportParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> ReportOutcome:
