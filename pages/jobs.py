@@ -28,8 +28,8 @@ def _table(records: list[jobs.JobRecord]) -> pd.DataFrame:
 
 
 st.title("Jobs")
-st.caption("Training, embedding, UMAP, screens, metrics and atlases of large files as background jobs on Dask: a "
-           "local cluster, or the "
+st.caption("Training, embedding, UMAP, screens, metrics, atlases of large files, clusters, marker genes and "
+           "differential expression as background jobs on Dask: a local cluster, or the "
            "lab's cluster when the settings name a scheduler. Results go to the cache under a key made from the "
            "input's content and the parameters; the same job again returns the cached result.")
 user = current_user()
