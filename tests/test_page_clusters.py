@@ -112,6 +112,10 @@ def test_explore_compares_two_cell_types_and_refuses_empty_and_identical_sets(de
     assert [m.value for m in app.markdown if "cells** in" in m.value] == [
         f"**{expected['CD14+ Monocyte']} cells** in A", f"**{expected['CD19+ B']} cells** in B"]
 
+    app.radio(key="de_A_source").set_value("Selection on the plot")
+    run(app)
+    assert app.button(key="de_A_use").disabled  # nothing selected on the plot yet
+    assert "**0 cells** in A" in [m.value for m in app.markdown]
     app.selectbox(key="de_gene").set_value("CD79A")
     app.button(key="de_colour").click()
     run(app)
