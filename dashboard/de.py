@@ -22,7 +22,8 @@ from dashboard.explain import column_help
 
 ANNOTATION, SELECTION, OTHERS = "Annotation values", "Selection on the plot", "All other cells"
 REQUEST = "de_request"  # session_state: the last comparison asked for (a Comparison)
-TOP = 10  # genes listed up and down, and named on the volcano plot
+TOP = 10  # genes listed up and down, offered for colouring
+NAMED = 5  # of those, named on the volcano plot
 FORMATS = {"score": "%.2f", "logfoldchange": "%.2f", "pvalue": "%.2e", "fdr": "%.2e", "pct_in": "%.2f",
            "pct_out": "%.2f"}
 
@@ -113,7 +114,8 @@ def _show_result(request: Comparison, table: pd.DataFrame) -> None:
     right.markdown("Down in A (up in B)")
     right.dataframe(down, hide_index=True, width="stretch", column_config=column_help(down, FORMATS))
     named = list(dict.fromkeys([*up["gene"], *down["gene"]]))
-    st.plotly_chart(volcano_figure(table, named, title="A against B"), key="de_volcano", width="stretch")
+    st.plotly_chart(volcano_figure(table, [*up["gene"][:NAMED], *down["gene"][:NAMED]], title="A against B"),
+                    key="de_volcano", width="stretch")
     row = st.columns([2, 2, 2])
     row[0].selectbox("Gene", named, key="de_gene", label_visibility="collapsed")
     row[1].button("Colour the plots by this gene", key="de_colour", on_click=_colour_by_chosen_gene,

@@ -41,6 +41,7 @@ except InputError as error:
 clusters.remember(clustering)
 
 sizes = labels.value_counts(sort=False).rename_axis("cluster").reset_index(name="n_cells")
+sizes["cluster"] = sizes["cluster"].astype(str)
 sizes["percent"] = (100 * sizes["n_cells"] / len(labels)).round(1)
 scores = st.columns(3)
 scores[0].metric("Clusters", f"{len(sizes):,}", help=HELP["n_clusters"])
@@ -48,12 +49,9 @@ if label_key != NONE:
     agreement = cluster_agreement(labels, analysis.adata.obs[label_key])
     scores[1].metric(f"ARI vs {label_key}", f"{agreement['ARI']:.3f}", help=HELP["ari"])
     scores[2].metric(f"NMI vs {label_key}", f"{agreement['NMI']:.3f}", help=HELP["nmi"])
-    known = pd.DataFrame({"cluster": labels.to_numpy(), "label": analysis.adata.obs[label_key].to_numpy()}).dropna()
-    main = known.groupby("cluster", observed=True)["label"].agg(lambda values: values.value_counts().index[0])
-    share = known.groupby("cluster", observed=True)["label"].agg(lambda values: values.value_counts(normalize=True)
-                                                                 .iloc[0])
-    sizes[f"main {label_key}"] = sizes["cluster"].map(main).astype(str)
-    sizes["main share (%)"] = (100 * sizes["cluster"].map(share).astype(float)).round(1)
+    counts = pd.crosstab(labels.to_numpy(), analysis.adata.obs[label_key].to_numpy())  # clusters x known labels
+    sizes[f"main {label_key}"] = sizes["cluster"].map(counts.idxmax(axis=1))
+    sizes["main %"] = sizes["cluster"].map(100 * counts.max(axis=1) / counts.sum(axis=1)).round(1)
 
 left, right = st.columns([3, 2])
 with left:
@@ -64,6 +62,8 @@ with left:
                     key="cl_umap", width="stretch", config={"displaylogo": False})
 with right:
     st.dataframe(sizes, hide_index=True, width="stretch", column_config=column_help(sizes))
+    if label_key != NONE:
+        st.caption(f"main {label_key}: the most common {label_key} of the cluster's cells; main %: its share.")
     st.download_button("Clusters (CSV)", labels.rename("leiden").to_frame().to_csv().encode(),
                        file_name="clusters.csv", mime="text/csv", key="cl_csv")
 st.caption(f"The Explore page offers these clusters as a colour, and for differential expression, under "

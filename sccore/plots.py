@@ -223,11 +223,15 @@ def marker_heatmap(values: np.ndarray, cell_groups: list[str], genes: list[str],
 
 
 def volcano_figure(table: pd.DataFrame, labelled: list[str] | tuple[str, ...] = (), max_fdr: float = 0.05,
-                   title: str = "") -> go.Figure:
+                   max_fold_change: float = 10.0, title: str = "") -> go.Figure:
     """A volcano plot of a differential expression table (:data:`sccore.markers.COLUMNS`): log2 fold change
     against -log10 p-value, genes with FDR below ``max_fdr`` coloured by their direction (up in A orange, down
-    blue), the genes in ``labelled`` named."""
+    blue), the genes in ``labelled`` named. Fold changes beyond ``max_fold_change`` (a gene detected on one side only
+    gets about ±30 from the pseudo-count) are drawn at that edge as triangles; the hover gives the true value."""
     change = table["logfoldchange"].to_numpy(dtype=float)
+    shown = np.clip(change, -max_fold_change, max_fold_change)
+    symbols = np.where(change > max_fold_change, "triangle-right",
+                       np.where(change < -max_fold_change, "triangle-left", "circle"))
     height = -np.log10(np.clip(table["pvalue"].to_numpy(dtype=float), 1e-300, 1.0))
     significant = table["fdr"].to_numpy(dtype=float) < max_fdr
     figure = go.Figure()
@@ -236,12 +240,13 @@ def volcano_figure(table: pd.DataFrame, labelled: list[str] | tuple[str, ...] = 
                                 ("not significant", ~significant, "#B0B0B0")]:
         rows = table[chosen]
         figure.add_trace(go.Scattergl(
-            x=change[chosen], y=height[chosen], mode="markers", name=f"{name} ({int(chosen.sum()):,})",
-            marker={"size": 5, "color": color, "opacity": 0.8}, text=rows["gene"],
-            customdata=rows["fdr"], hovertemplate="%{text}<br>log2 fold change %{x:.2f}<br>-log10 p %{y:.1f}"
-                                                  "<br>FDR %{customdata:.2g}<extra></extra>"))
+            x=shown[chosen], y=height[chosen], mode="markers", name=f"{name} ({int(chosen.sum()):,})",
+            marker={"size": 6, "color": color, "opacity": 0.8, "symbol": symbols[chosen].tolist()},
+            text=rows["gene"], customdata=np.column_stack([change[chosen], rows["fdr"]]),
+            hovertemplate="%{text}<br>log2 fold change %{customdata[0]:.2f}<br>-log10 p %{y:.1f}"
+                          "<br>FDR %{customdata[1]:.2g}<extra></extra>"))
     named = table["gene"].isin(list(labelled)).to_numpy()
-    figure.add_trace(go.Scatter(x=change[named], y=height[named], mode="text", text=table["gene"][named],
+    figure.add_trace(go.Scatter(x=shown[named], y=height[named], mode="text", text=table["gene"][named],
                                 textposition="top center", textfont={"size": 11}, showlegend=False,
                                 hoverinfo="skip"))
     figure.update_layout(title=title, height=420, xaxis_title="log2 fold change (A vs B)",

@@ -34,3 +34,6 @@ def test_volcano_colours_significant_genes_by_direction_and_names_the_chosen():
     assert set(up.text) == {"UP", "ZERO_P"} and list(down.text) == ["DOWN"] and list(flat.text) == ["FLAT"]
     assert np.isfinite(up.y).all() and max(up.y) == 300  # a p-value of 0 is drawn at the top, not lost
     assert list(names.text) == ["UP", "DOWN"] and "(2)" in up.name
+    clipped = volcano_figure(table.assign(logfoldchange=[30.0, -1.5, 0.1, 3.0]), max_fold_change=10).data[0]
+    assert list(clipped.x) == [10.0, 3.0] and list(clipped.marker.symbol) == ["triangle-right", "circle"]
+    assert clipped.customdata[0][0] == 30.0  # the true value, for the hover
