@@ -321,10 +321,12 @@ def report_html(analysis_key: str, sections: tuple[str, ...], color_by: str | No
 
 
 @st.cache_data(show_spinner="Clustering the cells (Leiden)…", max_entries=32)
-def leiden_clusters(analysis_key: str, rep: str, resolution: float, seed: int, _analysis: Analysis) -> pd.Series:
+def leiden_clusters(analysis_key: str, model: str, rep: str, resolution: float, seed: int,
+                    _analysis: Analysis) -> pd.Series:
     """``sccore.cluster.leiden`` of the analysis's stored kNN graph of ``obsm[rep]`` at ``resolution``: the cluster
-    of every cell (categorical, ``"0"`` the largest), indexed by cell. The graph is clustered in an AnnData of its own,
-    so the analysis every session shares is left as it was."""
+    of every cell (categorical, ``"0"`` the largest), indexed by cell (``model``: the analysis's encoder, which its
+    key does not name). The graph is clustered in an AnnData of its own, so the analysis every session shares is left
+    as it was."""
     import anndata as ad
 
     from sccore.cluster import leiden

@@ -20,12 +20,20 @@ CLUSTERING = "chosen_clustering"  # session_state: the Clustering last chosen on
 
 @dataclass(frozen=True)
 class Clustering:
-    """Leiden clusters of the kNN graph of ``obsm[rep]`` in one analysis, at ``resolution``, seeded by ``seed``."""
+    """Leiden clusters of the kNN graph of ``obsm[rep]`` in one analysis, at ``resolution``, seeded by ``seed``;
+    ``model`` is the encoder the analysis embedded with (its key does not say), so that its graph's clusters are
+    never taken for another model's."""
 
     analysis_key: str
+    model: str
     rep: str
     resolution: float
     seed: int
+
+    @classmethod
+    def of(cls, analysis: Analysis, rep: str, resolution: float, seed: int) -> "Clustering":
+        """The clustering of ``obsm[rep]``'s graph in ``analysis``."""
+        return cls(analysis.key, analysis.params.encoder_model, rep, float(resolution), int(seed))
 
     @property
     def name(self) -> str:
@@ -35,11 +43,11 @@ class Clustering:
     @property
     def cache_key(self) -> tuple:
         """What keys the results computed over its groups."""
-        return ("leiden", self.rep, self.resolution, self.seed)
+        return ("leiden", self.model, self.rep, self.resolution, self.seed)
 
     def labels(self, analysis: Analysis) -> pd.Series:
         """Each cell's cluster (:func:`dashboard.cached.leiden_clusters`)."""
-        return cached.leiden_clusters(analysis.key, self.rep, self.resolution, self.seed, analysis)
+        return cached.leiden_clusters(analysis.key, self.model, self.rep, self.resolution, self.seed, analysis)
 
 
 def graph_embeddings(analysis: Analysis) -> list[str]:
@@ -55,7 +63,9 @@ def remember(clustering: Clustering) -> None:
 def remembered(analysis: Analysis) -> Clustering | None:
     """The clustering this session chose for ``analysis``, or None."""
     clustering = st.session_state.get(CLUSTERING)
-    return clustering if isinstance(clustering, Clustering) and clustering.analysis_key == analysis.key else None
+    current = isinstance(clustering, Clustering) and (clustering.analysis_key, clustering.model) == (
+        analysis.key, analysis.params.encoder_model)
+    return clustering if current else None
 
 
 def groupings(analysis: Analysis) -> list[str]:

@@ -32,7 +32,7 @@ resolution = top[1].number_input("Resolution", min_value=0.01, max_value=20.0, s
 annotations = state.color_options(analysis)
 label_key = top[2].selectbox("Compare with the labels", [NONE, *annotations], index=1 if annotations else 0,
                              key="cl_labels", help="ARI and NMI of the clusters against this annotation.")
-clustering = clusters.Clustering(analysis.key, rep, float(resolution), int(ClusterParams.default("seed")))
+clustering = clusters.Clustering.of(analysis, rep, resolution, ClusterParams.default("seed"))
 try:
     labels = clustering.labels(analysis)
 except InputError as error:
