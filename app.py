@@ -15,6 +15,7 @@ navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
     st.Page("pages/data.py", title="Data & QC", icon=":material/filter_alt:", url_path="data"),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
+    st.Page("pages/clusters.py", title="Clusters & markers", icon=":material/bubble_chart:", url_path="clusters"),
     st.Page("pages/encoder.py", title="Encoder", icon=":material/neurology:", url_path="encoder"),
     st.Page("pages/knockout.py", title="Knockout", icon=":material/content_cut:", url_path="knockout"),
     st.Page("pages/search.py", title="Search & transfer", icon=":material/travel_explore:", url_path="search"),

@@ -315,3 +315,100 @@ def report_html(analysis_key: str, sections: tuple[str, ...], color_by: str | No
     return build_report(_analysis, sections=sections, color_by=color_by, qc=_qc, knockouts=knockouts,
                         screens=_screens, metrics=metrics, metrics_about=metrics_about,
                         transfer=transfer).encode("utf-8")
+
+
+# --- Clusters & markers page and the Explore page's differential expression -------------------------------------
+
+
+@st.cache_data(show_spinner="Clustering the cells (Leiden)…", max_entries=32)
+def leiden_clusters(analysis_key: str, model: str, rep: str, resolution: float, seed: int,
+                    _analysis: Analysis) -> pd.Series:
+    """``sccore.cluster.leiden`` of the analysis's stored kNN graph of ``obsm[rep]`` at ``resolution``: the cluster
+    of every cell (categorical, ``"0"`` the largest), indexed by cell (``model``: the analysis's encoder, which its
+    key does not name). The graph is clustered in an AnnData of its own, so the analysis every session shares is left
+    as it was."""
+    import anndata as ad
+
+    from sccore.cluster import leiden
+    from sccore.neighbors import graph_keys
+    from sccore.workflow import graph_key
+
+    neighbors_key = graph_key(rep)
+    stored = {key: _analysis.adata.obsp[key] for key in graph_keys(neighbors_key) if key in _analysis.adata.obsp}
+    graph = ad.AnnData(obs=pd.DataFrame(index=_analysis.adata.obs_names), obsp=stored)
+    leiden(graph, resolution, neighbors_key=neighbors_key, seed=seed)
+    return graph.obs["leiden"]
+
+
+def grouping_image(analysis: Analysis, layout: str, grouping_key: tuple, labels: pd.Series, view: View):
+    """RGBA image of a layout coloured by ``labels`` (a grouping of the cells, e.g. clusters, that ``grouping_key``
+    names for the cache; :func:`category_palette`'s colours), and its legend table."""
+    colors = tuple(category_palette(labels))
+    return _grouping_image(analysis.key, layout, grouping_key, view, colors, labels, analysis)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _grouping_image(analysis_key: str, layout: str, grouping_key: tuple, view: View, colors: tuple[str, ...],
+                    _labels: pd.Series, _analysis: Analysis):
+    return _labels_image(_analysis.layouts()[layout], _labels, list(colors), view)
+
+
+@st.cache_data(show_spinner="Ranking the genes of every group…", max_entries=16)
+def marker_genes(analysis_key: str, grouping_key: tuple, method: str, _labels: pd.Series,
+                 _analysis: Analysis) -> pd.DataFrame:
+    """``sccore.markers.rank_genes`` of the groups ``_labels`` gives the cells (named by ``grouping_key``, which keys
+    the cache) on the analysis's log-normalised expression (``adata.X``), each group against the rest."""
+    from sccore.markers import rank_genes
+
+    return rank_genes(_analysis.adata.X, _analysis.adata.var_names, _labels, method=method)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def marker_expression(analysis_key: str, grouping_key: tuple, genes: tuple[str, ...], _labels: pd.Series,
+                      _analysis: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``sccore.markers.expression_by_group`` of ``genes``: each group's mean log expression and share of expressing
+    cells (groups x genes), for the dot plot."""
+    from sccore.markers import expression_by_group
+
+    return expression_by_group(_analysis.adata.X, _analysis.adata.var_names, _labels, list(genes))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def marker_cells(analysis_key: str, grouping_key: tuple, genes: tuple[str, ...], per_group: int, _labels: pd.Series,
+                 _analysis: Analysis) -> tuple[np.ndarray, list[str]]:
+    """The log expression of ``genes`` in at most ``per_group`` cells of each group
+    (``sccore.markers.sample_by_group``) and each of those cells' group, for the heat map."""
+    from scipy import sparse
+
+    from sccore.markers import sample_by_group
+
+    cells = sample_by_group(_labels, per_group)
+    positions = _analysis.adata.var_names.get_indexer(list(genes))
+    values = _analysis.adata.X[cells][:, positions]
+    values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+    return values, [str(label) for label in np.asarray(_labels, dtype=object)[cells]]
+
+
+def cells_digest(cells: np.ndarray) -> str:
+    """A hash of a set of cells (its sorted, distinct positions): the cache key of a result over those cells."""
+    import hashlib
+
+    positions = np.unique(np.asarray(cells, dtype=np.int64))
+    return hashlib.blake2b(positions.tobytes(), digest_size=16).hexdigest()
+
+
+def differential_expression(analysis: Analysis, cells_a: np.ndarray, cells_b: np.ndarray,
+                            method: str) -> pd.DataFrame:
+    """``sccore.markers.differential_expression`` of the cells ``cells_a`` (positions) against ``cells_b`` on the
+    analysis's log-normalised expression, cached by the analysis and the two sets' content
+    (:func:`cells_digest`)."""
+    return _differential_expression(analysis.key, cells_digest(cells_a), cells_digest(cells_b), method, cells_a,
+                                    cells_b, analysis)
+
+
+@st.cache_data(show_spinner="Testing every gene in A against B…", max_entries=16)
+def _differential_expression(analysis_key: str, digest_a: str, digest_b: str, method: str, _cells_a: np.ndarray,
+                             _cells_b: np.ndarray, _analysis: Analysis) -> pd.DataFrame:
+    from sccore.markers import differential_expression as compare
+
+    return compare(_analysis.adata.X, _analysis.adata.var_names, _cells_a, _cells_b, method=method)

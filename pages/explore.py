@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from dashboard import cached, state
+from dashboard import cached, clusters, de, state
 from sccore.glossary import HELP, baseline_note
 from sccore.plots import layout_figure
 from sccore.render import png_bytes
@@ -28,7 +28,9 @@ second = (top[1].selectbox("Second layout", others, key="layout_b",
                            index=others.index("X_umap_encoder") if "X_umap_encoder" in others else 0)
           if compare else None)
 
-annotations = state.color_options(analysis)
+annotations = clusters.groupings(analysis)  # the annotation columns and the clustering chosen on Clusters & markers
+if st.session_state.get("color_column") not in annotations:  # e.g. the clusters of another resolution
+    st.session_state.pop("color_column", None)
 modes = (["Annotation"] if annotations else []) + ["Gene"]
 mode = top[2].radio("Colour by", modes, horizontal=True, key="color_mode")
 if not annotations:
@@ -46,7 +48,7 @@ def draw(layout: str, slot: str) -> np.ndarray:
     coords = layouts[layout]
     view = st.session_state.get(f"view_{layout}") or state.default_view(analysis, layout)
     if mode == "Annotation":
-        image, legend = cached.category_image(analysis.key, layout, column, view, analysis)
+        image, legend = clusters.grouping_image(analysis, layout, column, view)
         figure = layout_figure(image, view, legend=legend, coords=coords, title=f"{layout} · {column}",
                                height=680 if compare else 560, legend_below=compare)
     else:
@@ -85,7 +87,7 @@ else:
     st.caption(f"Colour: each cell's {column}; a pixel holding several colours mixes them by count, and denser "
                "places are more opaque.")
 shown_reps = {rep for rep in ("X_pca", "X_encoder") if layout_key(rep) in (first, second)}
-if mode == "Annotation" and {"X_encoder", "X_pca"} <= shown_reps:
+if mode == "Annotation" and {"X_encoder", "X_pca"} <= shown_reps and column in adata.obs:
     scores = cached.neighbour_agreement_scores(analysis.key, column, analysis)
     st.info(baseline_note(f"neighbour agreement by {column}", scores["X_encoder"], {"PCA baseline": scores["X_pca"]})
             + " " + HELP["knn_agreement"])
@@ -96,12 +98,19 @@ if len(selected) == 0:
 else:
     st.write(f"**{len(selected):,} cells** selected ({100 * len(selected) / adata.n_obs:.1f} % of all cells).")
     areas = st.columns(min(3, len(annotations))) if annotations else []
+    groups = clusters.groupings_table(analysis, annotations)
     for position, column_name in enumerate(annotations):
-        areas[position % len(areas)].dataframe(composition(adata.obs, selected, column_name), hide_index=True,
+        areas[position % len(areas)].dataframe(composition(groups, selected, column_name), hide_index=True,
                                                width="stretch")
     table = adata.obs.iloc[selected].copy()
     st.download_button("Selected cells (CSV)", table.to_csv().encode(), file_name="selected_cells.csv",
                        mime="text/csv")
+
+if state.is_atlas(state.current_source()[0]):
+    st.caption("Differential expression between two sets of cells needs the expression in memory: open the atlas's "
+               "file (or a subset of its cells) on the Home page to compare cells.")
+else:
+    de.show(analysis, selected, annotations)
 
 st.subheader("Export")
 st.download_button("Embedding table (CSV): annotations, layouts and PCs",

@@ -28,10 +28,10 @@ def _table(records: list[jobs.JobRecord]) -> pd.DataFrame:
 
 
 st.title("Jobs")
-st.caption("Training, embedding, batch integration, UMAP, screens, metrics and atlases of large files as background "
-           "jobs on Dask: a local cluster, or the lab's cluster when the settings name a scheduler. Results go to the "
-           "cache under a key made from the input's content and the parameters; the same job again returns the cached "
-           "result.")
+st.caption("Training, embedding, batch integration, UMAP, screens, metrics, atlases of large files, clusters, marker "
+           "genes and differential expression as background jobs on Dask: a local cluster, or the lab's cluster when "
+           "the settings name a scheduler. Results go to the cache under a key made from the input's content and the "
+           "parameters; the same job again returns the cached result.")
 user = current_user()
 settings = state.settings()
 store = state.job_store()

@@ -34,6 +34,17 @@ HELP = {
            "match, 0 is what chance gives.",
     "nmi": "NMI (normalised mutual information) says how much the clusters tell about the labels: 1 is everything, "
            "0 is nothing.",
+    "resolution": "Resolution sets how finely Leiden splits the neighbour graph: higher gives more, smaller "
+                  "clusters.",
+    "n_clusters": "Clusters is how many groups Leiden found in the embedding's neighbour graph.",
+    "marker_score": "Score is the test statistic of a gene in the group against the other cells (Wilcoxon's z or "
+                    "Welch's t): the larger, the more surely higher in the group.",
+    "logfoldchange": "Log fold change is log2 of the gene's mean expression in the group (or A) over that in the "
+                     "other cells (or B): 1 means twice as high, −1 half.",
+    "de_pvalue": "The p-value is the chance of a difference this large between the two sets of cells if the gene's "
+                 "expression did not differ.",
+    "pct_in": "Pct in is the share of the group's (or A's) cells in which the gene is detected.",
+    "pct_out": "Pct out is the share of the other cells (or B's) in which the gene is detected.",
     "lisi": "LISI counts how many different labels (cLISI, scaled so higher keeps cell types apart) or batches "
             "(iLISI, higher mixes batches) a cell's neighbourhood holds.",
     "silhouette": "Silhouette says whether cells sit closer to their own group than to the next one, scaled here to "
@@ -90,6 +101,8 @@ COLUMN_HELP = {
     "mean_confidence": "confidence", "accuracy": "accuracy", "accuracy_assigned": "accuracy",
     "macro_f1": "macro_f1", "n_unassigned": "n_unassigned", "n_cells": "n_cells",
     "n_not_expressed": "n_not_expressed", "variance_ratio": "variance_ratio", "shared genes": "shared_genes",
+    "score": "marker_score", "logfoldchange": "logfoldchange", "pvalue": "de_pvalue", "pct_in": "pct_in",
+    "pct_out": "pct_out", "ARI": "ari", "NMI": "nmi",
 }
 
 

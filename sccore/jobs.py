@@ -1,5 +1,5 @@
 """Background jobs on Dask distributed: training, fine-tuning, encoder embedding, batch integration, UMAP, knockout
-screens, metrics and atlases.
+screens, metrics, atlases, Leiden clusters, marker genes and differential expression.
 
 Each job kind is a task of :mod:`sccore.tasks` (:data:`JOB_KINDS`: its parameters dataclass and its ``run``), so
 a job computes exactly what the command line and the pages compute. A job's record holds its parameters as the
@@ -52,9 +52,12 @@ from .cache import atomic_write, file_lock, make_key
 from .errors import Cancelled, InputError
 from .settings import load_settings, user_folder_name
 from .tasks import atlas as tasks_atlas
+from .tasks import cluster as tasks_cluster
+from .tasks import de as tasks_de
 from .tasks import embed_encoder as tasks_embed
 from .tasks import finetune as tasks_finetune
 from .tasks import integrate as tasks_integrate
+from .tasks import markers as tasks_markers
 from .tasks import metrics as tasks_metrics
 from .tasks import screen as tasks_screen
 from .tasks import train as tasks_train
@@ -82,7 +85,10 @@ JOB_KINDS = {"train": JobKind(tasks_train.TrainParams, tasks_train.run, "model")
              "umap": JobKind(tasks_umap.UMAPTaskParams, tasks_umap.run, "umap.h5ad"),
              "screen": JobKind(tasks_screen.ScreenParams, tasks_screen.run, "screen.csv"),
              "metrics": JobKind(tasks_metrics.MetricsTaskParams, tasks_metrics.run, "metrics.csv"),
-             "atlas": JobKind(tasks_atlas.AtlasTaskParams, tasks_atlas.run, "atlas")}
+             "atlas": JobKind(tasks_atlas.AtlasTaskParams, tasks_atlas.run, "atlas"),
+             "cluster": JobKind(tasks_cluster.ClusterParams, tasks_cluster.run, "clusters.h5ad"),
+             "markers": JobKind(tasks_markers.MarkersParams, tasks_markers.run, "markers.csv"),
+             "de": JobKind(tasks_de.DEParams, tasks_de.run, "de.csv")}
 KINDS = tuple(JOB_KINDS)
 _PROGRESS_INTERVAL_S = 0.5
 HEARTBEAT_INTERVAL_S = 10.0  # a running job rewrites its record's heartbeat this often (seconds)

@@ -2,6 +2,8 @@
 
 - :func:`rank_genes`: every group of cells against the rest of the labelled cells (marker genes).
 - :func:`differential_expression`: one set of cells (A) against another (B).
+- :func:`top_genes`, :func:`expression_by_group` and :func:`sample_by_group`: what a dot plot and a heat map of the
+  top markers draw.
 
 Both take log-normalised expression (``log1p`` of counts scaled to a total, natural logarithm) as a cells x genes
 matrix, sparse or dense, and test every gene:
@@ -49,8 +51,8 @@ def rank_genes(matrix, genes: Sequence[str], groups, *, method: str = "wilcoxon"
     names = np.array([str(label) for label in labels[labelled]], dtype=object)
     group_names, sizes = np.unique(names, return_counts=True)
     if len(group_names) < 2:
-        raise InputError("This is a column with one group: choose a column with two or more groups, "
-                         "or use differential_expression.")
+        raise InputError("This is a column with one group: choose a column with two or more groups (or a higher "
+                         "clustering resolution), or compare two sets of cells with differential expression.")
     single = [str(name) for name, size in zip(group_names, sizes) if size < 2]
     if single:
         raise InputError(f"Group(s) {', '.join(single)} have only one cell: merge them with another group "
@@ -72,12 +74,73 @@ def differential_expression(matrix, genes: Sequence[str], in_a, in_b, method: st
     _check_genes(matrix, genes)
     cells_a = _positions(in_a, matrix.shape[0], "A")
     cells_b = _positions(in_b, matrix.shape[0], "B")
+    if np.array_equal(cells_a, cells_b):
+        raise InputError(f"A and B are the same {len(cells_a):,} cells: choose other cells for one of them (e.g. "
+                         "another annotation value, or the other cells).")
     shared = np.intersect1d(cells_a, cells_b)
     if len(shared):
         raise InputError(f"{len(shared)} cell(s) are in both A and B: remove them from one of the two sets.")
     rows = np.concatenate([cells_a, cells_b])
     membership = np.arange(len(rows))[:, None] < len(cells_a)
     return _compare(matrix[rows], genes, membership, ["A"], method)
+
+
+def top_genes(table: pd.DataFrame, n: int) -> dict[str, list[str]]:
+    """The ``n`` best-scoring genes of each group of a :func:`rank_genes` table (rows sorted by descending score
+    within a group), by group in the table's order."""
+    if n < 1:
+        raise InputError(f"Ask for 1 or more top genes per group, not {n}.")
+    by_group = table.groupby("group", sort=False, observed=True)
+    return {str(group): list(rows["gene"].head(n)) for group, rows in by_group}
+
+
+def group_order(groups) -> list[str]:
+    """The groups of ``groups`` (one label per cell) as text: a categorical's categories that have cells in their
+    order, else the labels sorted; missing labels left out."""
+    labels = pd.Series(groups)
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        present = set(labels.dropna().astype(str))
+        return [str(name) for name in labels.cat.categories if str(name) in present]
+    return sorted({str(label) for label in labels.dropna()})
+
+
+def expression_by_group(matrix, genes: Sequence[str], groups, selected: Sequence[str]) -> tuple[pd.DataFrame,
+                                                                                                 pd.DataFrame]:
+    """Each group's mean log expression of the genes ``selected`` (names among ``genes``) and the fraction of its
+    cells that express them (value > 0): two tables, groups (:func:`group_order`) x selected genes, as a dot plot
+    draws them. Cells with a missing label are left out."""
+    _check_genes(matrix, genes)
+    positions = pd.Index([str(gene) for gene in genes]).get_indexer([str(gene) for gene in selected])
+    if (positions < 0).any():
+        missing = [str(gene) for gene, position in zip(selected, positions) if position < 0]
+        raise InputError(f"Gene(s) {', '.join(missing[:10])} are not in the matrix: choose genes it holds.")
+    labels = pd.Series(np.asarray(groups, dtype=object))
+    if len(labels) != matrix.shape[0]:
+        raise InputError(f"There are {len(labels)} group labels for {matrix.shape[0]} cells: give one per cell.")
+    order = group_order(groups)
+    names = labels.where(labels.isna(), labels.astype(str)).to_numpy()
+    values = matrix[:, positions]
+    values = np.asarray(values.toarray() if sp.issparse(values) else values, dtype=np.float64)
+    means, fractions = [], []
+    for name in order:
+        rows = values[names == name]
+        means.append(rows.mean(0))
+        fractions.append((rows > 0).mean(0))
+    columns = [str(gene) for gene in selected]
+    return (pd.DataFrame(means, index=order, columns=columns), pd.DataFrame(fractions, index=order, columns=columns))
+
+
+def sample_by_group(groups, per_group: int, seed: int = 0) -> np.ndarray:
+    """Positions of at most ``per_group`` cells of each group (drawn without replacement, seeded), grouped in
+    :func:`group_order` and ascending within a group: the cells a heat map of many cells shows."""
+    labels = pd.Series(np.asarray(groups, dtype=object))
+    names = labels.where(labels.isna(), labels.astype(str)).to_numpy()
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for name in group_order(groups):
+        members = np.flatnonzero(names == name)
+        chosen.append(np.sort(rng.choice(members, min(per_group, len(members)), replace=False)))
+    return np.concatenate(chosen) if chosen else np.array([], dtype=np.int64)
 
 
 def _check_method(method: str) -> None:

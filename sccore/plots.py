@@ -177,3 +177,88 @@ def add_cells(figure: go.Figure, coords: np.ndarray, name: str, marker: dict, ho
     else:
         figure.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker,
                                       text=hover, hovertemplate="%{text}<extra>" + hover_label + "</extra>"))
+
+
+def _scaled_per_gene(values: np.ndarray) -> np.ndarray:
+    """Each column of ``values`` scaled to 0-1 (its minimum to its maximum; 0 where a column is constant)."""
+    low, high = values.min(axis=0, initial=np.inf), values.max(axis=0, initial=-np.inf)
+    span = np.where(high > low, high - low, 1.0)
+    return (values - low) / span
+
+
+def dot_plot(means: pd.DataFrame, fractions: pd.DataFrame, title: str = "") -> go.Figure:
+    """scanpy's dot plot of marker genes: one row per group, one column per gene (both tables groups x genes, e.g.
+    :func:`sccore.markers.expression_by_group`'s); a dot's size is the share of the group's cells expressing the gene,
+    its colour the group's mean expression scaled per gene (0: the gene's lowest group mean, 1: its highest)."""
+    groups, genes = [str(group) for group in means.index], [str(gene) for gene in means.columns]
+    scaled = _scaled_per_gene(means.to_numpy(dtype=float))
+    shares = fractions.loc[means.index, means.columns].to_numpy(dtype=float)
+    x, y = np.meshgrid(np.arange(len(genes)), np.arange(len(groups)))
+    figure = go.Figure(go.Scatter(
+        x=np.array(genes, dtype=object)[x.ravel()], y=np.array(groups, dtype=object)[y.ravel()], mode="markers",
+        marker={"size": 4 + 18 * np.sqrt(shares.ravel()), "color": scaled.ravel(), "cmin": 0, "cmax": 1,
+                "colorscale": [[i / (len(EXPRESSION_CMAP) - 1), c] for i, c in enumerate(EXPRESSION_CMAP)],
+                "line": {"width": 0.5, "color": "#777"},
+                "colorbar": {"title": {"text": "mean expression<br>(scaled per gene)"}, "thickness": 14}},
+        customdata=np.column_stack([means.to_numpy(dtype=float).ravel(), shares.ravel()]),
+        hovertemplate="%{x} in %{y}<br>mean log1p %{customdata[0]:.3f}<br>%{customdata[1]:.0%} of cells express it"
+                      "<extra></extra>", showlegend=False))
+    figure.update_xaxes(type="category", tickangle=-60, categoryorder="array", categoryarray=genes)
+    figure.update_yaxes(type="category", autorange="reversed", categoryorder="array", categoryarray=groups)
+    figure.update_layout(title=title, height=max(300, 120 + 26 * len(groups)), plot_bgcolor="white",
+                         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return figure
+
+
+def marker_heatmap(values: np.ndarray, cell_groups: list[str], genes: list[str], title: str = "") -> go.Figure:
+    """A heat map of cells (rows of ``values``, grouped as ``cell_groups`` says, in that order) by marker genes
+    (columns), each gene's log expression scaled to 0-1 over the cells shown; the groups are labelled on the left."""
+    labels = np.asarray(cell_groups, dtype=object)
+    figure = go.Figure(go.Heatmap(
+        z=_scaled_per_gene(np.asarray(values, dtype=float)), x=genes, y=np.arange(len(labels)), zmin=0, zmax=1,
+        colorscale=[[i / (len(EXPRESSION_CMAP) - 1), c] for i, c in enumerate(EXPRESSION_CMAP)], text=labels,
+        colorbar={"title": {"text": "expression<br>(scaled per gene)"}, "thickness": 14},
+        hovertemplate="%{x} in a cell of %{text}: %{z:.2f}<extra></extra>"))
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]]) if len(labels) else np.array([], dtype=int)
+    ends = np.r_[starts[1:], len(labels)]
+    for start in starts[1:]:
+        figure.add_hline(y=start - 0.5, line_color="white", line_width=1)
+    figure.update_yaxes(autorange="reversed", tickmode="array", tickvals=(starts + ends - 1) / 2,
+                        ticktext=[str(labels[start]) for start in starts], title="")
+    figure.update_xaxes(type="category", tickangle=-60)
+    figure.update_layout(title=title, height=max(320, 120 + 30 * len(starts)),
+                         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return figure
+
+
+def volcano_figure(table: pd.DataFrame, labelled: list[str] | tuple[str, ...] = (), max_fdr: float = 0.05,
+                   max_fold_change: float = 10.0, title: str = "") -> go.Figure:
+    """A volcano plot of a differential expression table (:data:`sccore.markers.COLUMNS`): log2 fold change
+    against -log10 p-value, genes with FDR below ``max_fdr`` coloured by their direction (up in A orange, down
+    blue), the genes in ``labelled`` named. Fold changes beyond ``max_fold_change`` (a gene detected on one side only
+    gets about ±30 from the pseudo-count) are drawn at that edge as triangles; the hover gives the true value."""
+    change = table["logfoldchange"].to_numpy(dtype=float)
+    shown = np.clip(change, -max_fold_change, max_fold_change)
+    symbols = np.where(change > max_fold_change, "triangle-right",
+                       np.where(change < -max_fold_change, "triangle-left", "circle"))
+    height = -np.log10(np.clip(table["pvalue"].to_numpy(dtype=float), 1e-300, 1.0))
+    significant = table["fdr"].to_numpy(dtype=float) < max_fdr
+    figure = go.Figure()
+    for name, chosen, color in [(f"up in A (FDR < {max_fdr:g})", significant & (change > 0), "#D55E00"),
+                                (f"down in A (FDR < {max_fdr:g})", significant & (change <= 0), "#0072B2"),
+                                ("not significant", ~significant, "#B0B0B0")]:
+        rows = table[chosen]
+        figure.add_trace(go.Scattergl(
+            x=shown[chosen], y=height[chosen], mode="markers", name=f"{name} ({int(chosen.sum()):,})",
+            marker={"size": 6, "color": color, "opacity": 0.8, "symbol": symbols[chosen].tolist()},
+            text=rows["gene"], customdata=np.column_stack([change[chosen], rows["fdr"]]),
+            hovertemplate="%{text}<br>log2 fold change %{customdata[0]:.2f}<br>-log10 p %{y:.1f}"
+                          "<br>FDR %{customdata[1]:.2g}<extra></extra>"))
+    named = table["gene"].isin(list(labelled)).to_numpy()
+    figure.add_trace(go.Scatter(x=shown[named], y=height[named], mode="text", text=table["gene"][named],
+                                textposition="top center", textfont={"size": 11}, showlegend=False,
+                                hoverinfo="skip"))
+    figure.update_layout(title=title, height=420, xaxis_title="log2 fold change (A vs B)",
+                         yaxis_title="-log10 p-value", plot_bgcolor="white",
+                         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return figure

@@ -9,7 +9,8 @@ SHOWN_COLUMNS = ["mean_cosine", "mean_shift", "mean_shift_norm", "p_value", "fdr
                  "goal_cosine_gain", "n_cells", "n_not_expressed", "estimate", "spearman_rho", "shared_genes",
                  "top_overlap", "euclidean_distance", "cosine_similarity", "rank", "recall", "precision", "f1",
                  "accuracy", "macro_f1", "predicted_cell_type_confidence", "knn_agreement", "cells_left",
-                 "genes_left", *BIO_METRICS, *BATCH_METRICS, *AGGREGATES]
+                 "genes_left", "score", "logfoldchange", "pvalue", "pct_in", "pct_out", "resolution", "n_clusters",
+                 *BIO_METRICS, *BATCH_METRICS, *AGGREGATES]
 
 
 @pytest.mark.parametrize("column", SHOWN_COLUMNS)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import anndata as ad
@@ -191,6 +192,20 @@ def test_train_embed_umap_and_metrics_jobs_chain(client, tmp_path):
     table = pd.read_csv(run("metrics", input=laid_out, label_key="cell_type", batch_key="batch",
                             embeddings=["X_encoder"], unintegrated_key="X_encoder").result)
     assert list(table["embedding"]) == ["X_encoder"] and 0 <= table["total"].iloc[0] <= 1
+
+
+def test_a_markers_job_writes_what_the_markers_task_writes(client, tmp_path):
+    from sccore.tasks.markers import MarkersParams, run
+
+    make_counts(n_cells=150, n_genes=100).write_h5ad(tmp_path / "counts.h5ad")
+    store = jobs.JobStore(tmp_path / "cache")
+    params = MarkersParams(input=str(tmp_path / "counts.h5ad"), groupby="cell_type", method="t-test")
+    record = jobs.wait(store, "alice", jobs.submit(client, store, "alice", "markers", params), timeout_s=60)
+    assert record.status == "finished", record.error
+    assert Path(record.result).name == "markers.csv"
+    direct = run(replace(params, output=str(tmp_path / "direct.csv")))
+    pd.testing.assert_frame_equal(pd.read_csv(record.result), pd.read_csv(tmp_path / "direct.csv"))
+    assert len(direct) == 3 * 100
 
 
 def test_a_running_job_whose_heartbeat_stopped_is_marked_failed(tmp_path, monkeypatch):

@@ -140,6 +140,7 @@ def test_rank_genes_refuses_bad_genes_methods_and_groups():
     (np.zeros(10, bool), np.arange(10) >= 5, "Set A is empty: select at least 2 cells"),
     ([0, 1], [], "Set B is empty"),
     ([0, 1, 2], [2, 3], "1 cell\\(s\\) are in both A and B: remove them"),
+    ([3, 1, 2], [1, 2, 3, 3], "A and B are the same 3 cells: choose other cells"),
     ([4], [5, 6], "Set A has only one cell: select at least 2 cells"),
     ([0, 1], [5, 10], "Set B holds positions outside"),
     (np.ones(9, bool), [0, 1], "give one entry per cell"),
@@ -148,6 +149,40 @@ def test_differential_expression_refuses_bad_selections(in_a, in_b, fragment):
     """Empty, overlapping, one-cell and out-of-range selections are refused, naming the fix."""
     with pytest.raises(InputError, match=fragment):
         differential_expression(np.ones((10, 3)), ["a", "b", "c"], in_a, in_b)
+
+
+def test_top_genes_are_each_group_s_best_scores_in_the_table_s_order(normalised):
+    """top_genes takes the first n rows of each group of a ranking, whose scores descend."""
+    ranked = rank_genes(normalised.X, normalised.var_names, normalised.obs["cell_type"])
+    best = markers.top_genes(ranked, 4)
+    assert list(best) == ["type_0", "type_1", "type_2"]
+    for group, genes in best.items():
+        rows = ranked[ranked["group"] == group]
+        assert genes == list(rows.nlargest(4, "score")["gene"])
+    with pytest.raises(InputError, match="1 or more"):
+        markers.top_genes(ranked, 0)
+
+
+def test_expression_by_group_gives_means_and_shares_of_expressing_cells_in_category_order():
+    """Each group's mean and share of cells > 0, groups in a categorical's order (empty categories and missing
+    labels left out); unknown genes are refused."""
+    matrix = sp.csr_matrix(np.array([[0.0, 1.0], [2.0, 0.0], [4.0, 3.0], [0.0, 0.0], [5.0, 5.0]]))
+    groups = pd.Categorical(["b", "b", "a", "a", None], categories=["b", "empty", "a"])
+    means, shares = markers.expression_by_group(matrix, ["g1", "g2"], groups, ["g2", "g1"])
+    assert list(means.index) == ["b", "a"] and list(means.columns) == ["g2", "g1"]
+    np.testing.assert_allclose(means.to_numpy(), [[0.5, 1.0], [1.5, 2.0]])
+    np.testing.assert_allclose(shares.to_numpy(), [[0.5, 0.5], [0.5, 0.5]])
+    assert markers.group_order(["z", "a", None, "z"]) == ["a", "z"]
+    with pytest.raises(InputError, match="GX are not in the matrix"):
+        markers.expression_by_group(matrix, ["g1", "g2"], groups, ["GX"])
+
+
+def test_sample_by_group_draws_at_most_n_per_group_grouped():
+    """At most per_group cells of each group, grouped in order, seeded, never a missing label."""
+    groups = np.array(["b"] * 30 + ["a"] * 3 + [None] * 5, dtype=object)
+    cells = markers.sample_by_group(groups, 10, seed=1)
+    assert list(groups[cells]) == ["a"] * 3 + ["b"] * 10
+    assert len(set(cells)) == 13 and np.array_equal(cells, markers.sample_by_group(groups, 10, seed=1))
 
 
 def test_textbook_markers_of_real_pbmcs():

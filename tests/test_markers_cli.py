@@ -64,7 +64,7 @@ def test_de_cli_prints_the_top_genes_up_in_a(counts, tmp_path):
     ("markers", ("--groupby", "one_group"), "choose a column with two or more groups"),
     ("de", ("--a", "condition", "--b", "condition=control"), "write KEY=VALUE, e.g. condition=stimulated"),
     ("de", ("--a", "condition=treated", "--b", "condition=control"), "choose one of control, stimulated"),
-    ("de", ("--a", "condition=control", "--b", "condition=control"), "remove them from one of the two sets"),
+    ("de", ("--a", "condition=control", "--b", "condition=control"), "are the same 60 cells: choose other cells"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_the_fix(counts, tmp_path, command, flags, fix):
     out = tmp_path / "out.csv"
@@ -87,6 +87,17 @@ def test_the_tasks_run_without_the_command_line(counts, tmp_path):
     stimulated = (adata.obs["condition"] == "stimulated").to_numpy()
     expected = differential_expression(normalised(adata), adata.var_names, stimulated, ~stimulated)
     pd.testing.assert_frame_equal(de.run(params), expected)
+
+
+def test_the_markers_task_refuses_a_group_of_one_cell_naming_the_fix(counts, tmp_path):
+    adata, _ = counts
+    adata.obs["site"] = ["lonely"] + ["crowd"] * (adata.n_obs - 1)
+    adata.write_h5ad(tmp_path / "lonely.h5ad")
+    params = markers.MarkersParams(input=str(tmp_path / "lonely.h5ad"), groupby="site",
+                                   output=str(tmp_path / "m.csv"))
+    with pytest.raises(InputError, match="lonely have only one cell: merge them with another group"):
+        markers.run(params)
+    assert not (tmp_path / "m.csv").exists()
 
 
 def test_params_are_checked():

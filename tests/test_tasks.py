@@ -9,7 +9,7 @@ import pytest
 from sccore import InputError, jobs
 from sccore.cli import build_parser
 from sccore.errors import Cancelled
-from sccore.tasks import finetune, screen, train, umap
+from sccore.tasks import cluster, de, finetune, markers, screen, train, umap
 from sccore.tasks.metrics import MetricsTaskParams
 from sccore.tasks.screen import ScreenParams
 from sccore.training import TrainConfig
@@ -114,6 +114,21 @@ def test_a_job_kind_runs_the_tasks_run_and_its_record_holds_the_serialised_param
     params = ScreenParams(input=str((tmp_path / "counts.h5ad").resolve()), top=5, max_pct_mito=5.0)
     assert checked == params.asdict() == jobs.checked_params("screen", params)
     assert jobs.job_key("screen", checked) != jobs.job_key("screen", {**checked, "top": 6})
+
+
+def test_clusters_markers_and_de_are_job_kinds_on_their_tasks(tmp_path):
+    make_counts(n_cells=20).write_h5ad(tmp_path / "counts.h5ad")
+    path = str((tmp_path / "counts.h5ad").resolve())
+    for kind, task, params in [("cluster", cluster, {"use_rep": "X_pca", "resolution": 2}),
+                               ("markers", markers, {"groupby": "cell_type", "method": "t-test"}),
+                               ("de", de, {"a": "cell_type=type_0", "b": "cell_type=type_1"})]:
+        assert jobs.JOB_KINDS[kind].run is task.run and kind in jobs.KINDS
+        checked = jobs.checked_params(kind, {"input": path, **params})
+        assert checked == jobs.JOB_KINDS[kind].params(input=path, **params).asdict()
+        assert jobs.result_path(kind, checked, tmp_path).name == jobs.JOB_KINDS[kind].result_name
+    assert jobs.default_parameters("cluster")["resolution"] == cluster.ClusterParams.default("resolution")
+    with pytest.raises(InputError, match="needs a, b"):
+        jobs.checked_params("de", {"input": path})
 
 
 def test_a_stopped_task_raises_cancelled_and_writes_nothing(tmp_path):

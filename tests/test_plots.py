@@ -1,0 +1,39 @@
+"""The marker and differential expression figures of sccore.plots: what they draw, from the numbers given."""
+
+import numpy as np
+import pandas as pd
+
+from sccore.markers import COLUMNS
+from sccore.plots import dot_plot, marker_heatmap, volcano_figure
+
+
+def test_dot_plot_sizes_dots_by_share_and_colours_by_mean_scaled_per_gene():
+    means = pd.DataFrame([[0.0, 2.0], [1.0, 2.0], [3.0, 2.0]], index=["g0", "g1", "g2"], columns=["CD14", "MS4A1"])
+    shares = pd.DataFrame([[0.0, 0.5], [0.25, 0.5], [1.0, 0.5]], index=means.index, columns=means.columns)
+    trace = dot_plot(means, shares).data[0]
+    assert list(trace.x) == ["CD14", "MS4A1"] * 3 and list(trace.y) == ["g0", "g0", "g1", "g1", "g2", "g2"]
+    np.testing.assert_allclose(trace.marker.color, [0, 0, 1 / 3, 0, 1, 0])  # a constant gene is 0 everywhere
+    sizes = np.asarray(trace.marker.size)
+    assert sizes[0] < sizes[2] < sizes[4] and sizes[1] == sizes[3] == sizes[5]
+
+
+def test_marker_heatmap_scales_each_gene_and_labels_each_group_once():
+    values = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 3.0], [1.0, 5.0]])
+    figure = marker_heatmap(values, ["a", "a", "b", "b"], ["G1", "G2"])
+    np.testing.assert_allclose(figure.data[0].z, [[0, 0], [0.5, 0], [1, 0.5], [0.25, 1]])
+    assert list(figure.layout.yaxis.ticktext) == ["a", "b"]
+    np.testing.assert_allclose(figure.layout.yaxis.tickvals, [0.5, 2.5])
+
+
+def test_volcano_colours_significant_genes_by_direction_and_names_the_chosen():
+    table = pd.DataFrame({"group": "A", "gene": ["UP", "DOWN", "FLAT", "ZERO_P"], "score": [5.0, -5.0, 0.1, 9.0],
+                          "logfoldchange": [2.0, -1.5, 0.1, 3.0], "pvalue": [1e-8, 1e-6, 0.5, 0.0],
+                          "fdr": [1e-7, 1e-5, 0.6, 0.0], "pct_in": 0.5, "pct_out": 0.5})[COLUMNS]
+    figure = volcano_figure(table, ["UP", "DOWN"])
+    up, down, flat, names = figure.data
+    assert set(up.text) == {"UP", "ZERO_P"} and list(down.text) == ["DOWN"] and list(flat.text) == ["FLAT"]
+    assert np.isfinite(up.y).all() and max(up.y) == 300  # a p-value of 0 is drawn at the top, not lost
+    assert list(names.text) == ["UP", "DOWN"] and "(2)" in up.name
+    clipped = volcano_figure(table.assign(logfoldchange=[30.0, -1.5, 0.1, 3.0]), max_fold_change=10).data[0]
+    assert list(clipped.x) == [10.0, 3.0] and list(clipped.marker.symbol) == ["triangle-right", "circle"]
+    assert clipped.customdata[0][0] == 30.0  # the true value, for the hover
