@@ -71,8 +71,11 @@ def read_h5ad(path: str | os.PathLike) -> ad.AnnData:
     return adata
 
 
-def memory_budget_bytes() -> int:
-    """The memory one dataset may take once read: half of the machine's (or the container's) memory."""
+READ_COPIES = 3  # memory a dataset takes while it is read and prepared, in multiples of its declared arrays
+
+
+def machine_memory_bytes() -> int:
+    """The memory of this machine, or of its container when that is less."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
@@ -81,14 +84,30 @@ def memory_budget_bytes() -> int:
         total = min(total, int(Path("/sys/fs/cgroup/memory.max").read_text()))
     except (OSError, ValueError):  # no cgroup limit ("max"), or not Linux
         pass
-    return total // 2
+    return total
+
+
+def memory_budget_bytes() -> int:
+    """The memory this process (a server: every dataset it holds) may use: the settings' ``memory_budget_mb``, by
+    default :data:`sccore.settings.DEFAULT_MEMORY_SHARE` of the machine's memory."""
+    from .settings import DEFAULT_MEMORY_SHARE, load_settings
+
+    budget_mb = load_settings().memory_budget_mb
+    return budget_mb * 2**20 if budget_mb else int(machine_memory_bytes() * DEFAULT_MEMORY_SHARE)
+
+
+def memory_in_use_bytes() -> int:
+    """The memory this process holds now (its resident set: the datasets, analyses and models already open)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss
 
 
 def check_h5ad_layout(path: str | os.PathLike, check_memory: bool = True) -> None:
     """Refuse an HDF5 file that AnnData should not read, without reading its arrays: one that is not
     AnnData, links to other files, holds matrices whose shapes disagree with its cells and genes, or
-    (with ``check_memory``, for a file read whole) declares arrays larger than :func:`memory_budget_bytes`
-    (a tiny file can declare terabytes)."""
+    (with ``check_memory``, for a file read whole) declares arrays that would not fit in what is left of
+    :func:`memory_budget_bytes` (a tiny file can declare terabytes)."""
     import h5py
 
     name = printable(Path(path).name)
@@ -221,19 +240,23 @@ def _check_axes(file, name: str) -> None:
 
 
 def _check_memory(file, name: str) -> None:
-    """Refuse a file whose arrays, once read, would take more than :func:`memory_budget_bytes`."""
+    """Refuse a file whose arrays, read and prepared (:data:`READ_COPIES` times their declared size, however well
+    they compress on disk), would take this process beyond :func:`memory_budget_bytes`, counting what it holds
+    already (:func:`memory_in_use_bytes`)."""
     import h5py
 
     sizes = {}
     file.visititems(lambda key, node: sizes.__setitem__(key, node.size * node.dtype.itemsize)
                     if isinstance(node, h5py.Dataset) else None)
-    total, budget = sum(sizes.values()), memory_budget_bytes()
-    if total > budget:
+    declared, budget, held = sum(sizes.values()), memory_budget_bytes(), memory_in_use_bytes()
+    if held + READ_COPIES * declared > budget:
         largest = max(sizes, key=sizes.get)
         raise InputError(
-            f"{name} would take {_bytes(total)} of memory once read ({largest} alone {_bytes(sizes[largest])}), more "
-            f"than one dataset may use here ({_bytes(budget)}). Open a subset of its cells or genes, or a file "
-            "whose declared sizes are right.")
+            f"{name} would take about {_bytes(READ_COPIES * declared)} of memory to open ({_bytes(declared)} of "
+            f"arrays once read, {largest} alone {_bytes(sizes[largest])}), and this server holds {_bytes(held)} of "
+            f"its {_bytes(budget)} budget already. Build a chunked atlas of it, which never holds the counts in "
+            "memory (`python -m sccore atlas FILE -o FOLDER` in a data folder, or an atlas job on the Jobs page), "
+            "or open a subset of its cells or genes.")
 
 
 def _bytes(n: float) -> str:

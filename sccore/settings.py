@@ -5,7 +5,7 @@ directory when there is one; ``sccore.example.toml`` documents every key), and e
 overridden by an environment variable: ``SCCORE_<KEY>`` for a top-level key (``SCCORE_DATA_DIRS``,
 ``:``-separated, ``SCCORE_MODEL_DIR``, ``SCCORE_CACHE_DIR``, ``SCCORE_UPLOAD_DIR``,
 ``SCCORE_MAX_UPLOAD_MB``, ``SCCORE_CACHE_MAX_GB``, ``SCCORE_MAX_JOBS_PER_USER``,
-``SCCORE_SCHEDULER_ADDRESS``) and ``SCCORE_AUTH_<KEY>`` for a
+``SCCORE_MEMORY_BUDGET_MB``, ``SCCORE_SCHEDULER_ADDRESS``) and ``SCCORE_AUTH_<KEY>`` for a
 key of the ``[auth]`` table (``SCCORE_AUTH_MODE``, ``SCCORE_AUTH_PASSWORD_FILE``, ``SCCORE_AUTH_OIDC_PROVIDER``,
 ``SCCORE_AUTH_ALLOWED_USERS``, ``SCCORE_AUTH_ALLOWED_DOMAINS``: comma-separated).
 Relative paths in the file are relative to the file's folder; in variables and defaults, to the
@@ -31,9 +31,10 @@ from .errors import InputError
 SETTINGS_FILE = "sccore.toml"
 AUTH_MODES = ("none", "password", "oidc")
 LOCAL_USER = "local"
+DEFAULT_MEMORY_SHARE = 0.6  # of the machine's memory: the default memory budget (memory_budget_mb = 0)
 _HOME_CACHE = Path("~/.cache/sccore")
 _TOP_KEYS = ("data_dirs", "model_dir", "cache_dir", "upload_dir", "max_upload_mb", "cache_max_gb",
-             "max_jobs_per_user", "scheduler_address")
+             "max_jobs_per_user", "memory_budget_mb", "scheduler_address")
 _AUTH_KEYS = ("mode", "password_file", "oidc_provider", "allowed_users", "allowed_domains")
 
 
@@ -70,6 +71,8 @@ class Settings:
     max_upload_mb: int = 2000
     cache_max_gb: float = 50.0  # the entries of each cache folder are kept under this size (least recently used go)
     max_jobs_per_user: int = 4  # background jobs a user may have queued or running at once
+    memory_budget_mb: int = 0  # memory the app's process may use, every dataset it holds counted; 0: a share of the
+    # machine's memory (DEFAULT_MEMORY_SHARE)
     scheduler_address: str = ""
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -252,6 +255,7 @@ def _build(values: dict, auth: dict, origin: str) -> Settings:
         max_upload_mb=max_upload_mb,
         cache_max_gb=number("cache_max_gb", float, 0, "gigabytes (0: no limit)"),
         max_jobs_per_user=number("max_jobs_per_user", int, 1, "jobs"),
+        memory_budget_mb=number("memory_budget_mb", int, 0, f"megabytes (0: {DEFAULT_MEMORY_SHARE:.0%} of the memory)"),
         scheduler_address=scheduler_address,
         auth=AuthSettings(mode=mode, password_file=Path(password_file).expanduser() if password_file else None,
                           oidc_provider=text("auth.oidc_provider", auth.get("oidc_provider", "")).strip(),
@@ -264,5 +268,6 @@ def _names(key: str, value, origin: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise InputError(f"Setting {key} must be a list of text such as [\"a@lab.org\"], not {value!r} (from {origin}).")
+        raise InputError(f"Setting {key} must be a list of text such as [\"a@lab.org\"], not {value!r} "
+                         f"(from {origin}).")
     return tuple(name.strip() for name in value if name.strip())

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 from sccore import InputError
-from sccore.io import open_dataset
+from sccore.io import machine_memory_bytes, open_dataset
 from sccore.models import load_model
 from tests.conftest import ROOT, make_counts
 
@@ -174,6 +174,17 @@ def huge_declared_array(folder: Path) -> Path:
     return path
 
 
+def memory_bomb(folder: Path) -> Path:
+    """A few-kB file whose compressed, never-written array would fill 40 % of the machine's memory once read: under
+    the per-file half-of-memory limit, but over the server's budget with the copies reading makes."""
+    path = write(small(), folder / "memory-bomb.h5ad")
+    n_columns = int(0.4 * machine_memory_bytes() / 4 / 60)
+    with h5py.File(path, "r+") as file:
+        file["obsm"].create_dataset("X_bomb", shape=(60, n_columns), dtype="float32", chunks=(1, 65536),
+                                    compression="gzip")
+    return path
+
+
 def obs_shorter_than_x(folder: Path) -> Path:
     path = write(small(), folder / "mismatched.h5ad")
     with h5py.File(path, "r+") as file:
@@ -295,6 +306,7 @@ FILE_CASES = [
     ("hdf5-not-anndata", hdf5_not_anndata, "not AnnData", None),
     ("huge-shape-tiny-file", huge_sparse_shape, "1,000,000,000 x 1,000,000,000", None),
     ("huge-array-tiny-file", huge_declared_array, "TB of memory", None),
+    ("memory-bomb-40-percent", memory_bomb, "Build a chunked atlas of it", None),
     ("obs-shorter-than-x", obs_shorter_than_x, "lists 50 cells", None),
     ("external-link", external_link, "links to other places or files", None),
     ("non-utf8-names", non_utf8_names, "not UTF-8", None),

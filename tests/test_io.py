@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -156,3 +158,27 @@ def test_open_dataset_reads_real_crispr_file(shared_data):
     adata = open_dataset(shared_data / "lowmoi_example_data.h5ad", library_size_key="full_total_umis")
     assert adata.n_vars == 299 and adata.uns["input"]["counts_from"] == "X"
     assert "perturbation" in categorical_columns(adata)
+
+
+def test_a_file_is_refused_when_what_the_server_holds_leaves_no_room_for_it(counts_adata, tmp_path, monkeypatch):
+    """The memory budget counts the datasets (and everything else) the process holds already, and each file at three
+    times its declared arrays (the copies reading makes), however small it is on disk."""
+    import h5py
+
+    from sccore.io import memory_in_use_bytes
+
+    path = tmp_path / "compressed.h5ad"
+    counts_adata.write_h5ad(path)
+    with h5py.File(path, "r+") as file:  # 50 MB of zeros once read, a few kB on disk
+        file["obsm"].create_dataset("X_zeros", shape=(counts_adata.n_obs, 50 * 2**20 // 4 // counts_adata.n_obs),
+                                    dtype="float32", chunks=True, compression="gzip")
+    monkeypatch.setenv("SCCORE_SETTINGS", os.devnull)
+    monkeypatch.setenv("SCCORE_MEMORY_BUDGET_MB", str((memory_in_use_bytes() + 400 * 2**20) // 2**20))
+    assert open_dataset(path).n_obs == counts_adata.n_obs  # 3 x 50 MB fits in the 400 MB left
+    another_dataset = np.ones(400 * 2**20 // 8)  # the server opens something else meanwhile
+    with pytest.raises(InputError, match="this server holds .* of its .* budget already. Build a chunked atlas"):
+        open_dataset(path)
+    assert another_dataset.sum() > 0
+    monkeypatch.setenv("SCCORE_MEMORY_BUDGET_MB", "-5")
+    with pytest.raises(InputError, match="memory_budget_mb must be a whole number of megabytes"):
+        open_dataset(path)
