@@ -16,7 +16,7 @@ class AtlasTaskParams(TaskParams):
     the index must reach, and whether to replace an atlas of other inputs in ``out``."""
 
     task: ClassVar[str] = "atlas"
-    limits: ClassVar[Limits] = {"chunk_cells": (1_000, 10_000_000), "recall": (0.5, 1.0), "min_genes": (0, 100_000),
+    limits: ClassVar[Limits] = {"chunk_cells": (10, 10_000_000), "recall": (0.5, 1.0), "min_genes": (0, 100_000),
                                 "n_top_genes": (1, 100_000)}
     output_field: ClassVar[str] = "out"
     input: str
