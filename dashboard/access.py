@@ -16,6 +16,7 @@ import time
 
 import streamlit as st
 
+from dashboard.widgets import plain, show_error
 from sccore import InputError
 from sccore.auth import LoginThrottle, oidc_user, verify_password
 from sccore.settings import LOCAL_USER, Settings, load_settings
@@ -97,7 +98,7 @@ def login_page() -> None:
         try:
             accepted = verify_password(settings.auth.password_file, name, password)
         except InputError as error:
-            st.error(str(error))
+            show_error(error)
             return
         if accepted:
             throttle.succeeded(name)
@@ -136,7 +137,7 @@ def _settings_or_stop() -> Settings:
     try:
         settings = load_settings()
     except InputError as error:
-        st.error(f"The app's settings are wrong: {error}")
+        st.error(f"The app's settings are wrong: {plain(error)}")
         st.stop()
     if server_profile() and not settings.auth.explicit:
         st.error("This server runs Streamlit's server profile, but no settings file chooses who may log in (started "

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from sccore import InputError
-from sccore.export import embedding_table, h5ad_bytes
+from sccore.export import csv_bytes, embedding_table, h5ad_bytes
 from sccore.pp import PreprocessParams, qc_metrics
 from sccore.render import View, legend_table, render_categories, render_values
 from sccore.tasks.knockout import KnockoutParams
@@ -87,7 +87,7 @@ def gene_image(analysis_key: str, layout: str, gene: str, view: View, _analysis:
 @st.cache_data(show_spinner="Preparing the table…", max_entries=8)
 def embedding_csv(analysis_key: str, _analysis: Analysis) -> bytes:
     """Cell annotations, every 2-D layout and the principal components, as CSV."""
-    return embedding_table(_analysis.adata, _analysis.layouts()).to_csv().encode()
+    return csv_bytes(embedding_table(_analysis.adata, _analysis.layouts()), index=True)
 
 
 @st.cache_data(show_spinner="Preparing the file…", max_entries=4)

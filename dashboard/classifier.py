@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import cached
 from dashboard.explain import column_help
+from dashboard.widgets import plain
 from sccore import InputError
 from sccore.transfer import UNASSIGNED, classifier_labels, compare_predictions, has_classifier_for
 from sccore.workflow import Analysis
@@ -45,7 +46,7 @@ def show_beside_vote(model, embedding: np.ndarray, embedded_as: dict, vote: np.n
         st.info(str(error))
         return
     labels = np.where(probability < threshold, UNASSIGNED, labels.astype(object)).astype(str)
-    st.markdown(f"**The classifier of {model.path.name} beside the kNN vote**")
+    st.markdown(f"**The classifier of {plain(model.path.name)} beside the kNN vote**")
     st.caption(f"This model was fine-tuned to predict obs['{model.config.label_key}'] (`python -m sccore finetune`): "
                "its classification head labels each query cell from the cell's embedding alone, with the label's "
                "probability as its confidence (below the threshold: unassigned). Where the cells it was fine-tuned on "

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from sccore import InputError
+from sccore.export import csv_bytes
 from sccore.markers import COLUMNS, METHODS, group_order
 from sccore.plots import volcano_figure
 from sccore.tasks.de import DEParams
@@ -19,6 +20,7 @@ from sccore.workflow import Analysis
 
 from dashboard import cached, clusters
 from dashboard.explain import column_help
+from dashboard.widgets import show_error
 
 ANNOTATION, SELECTION, OTHERS = "Annotation values", "Selection on the plot", "All other cells"
 REQUEST = "de_request"  # session_state: the last comparison asked for (a Comparison)
@@ -96,7 +98,7 @@ def show(analysis: Analysis, selected: np.ndarray, groupings: list[str]) -> None
     try:
         table = cached.differential_expression(analysis, request.cells_a, request.cells_b, request.method)
     except InputError as error:
-        st.error(str(error))
+        show_error(error)
         return
     _show_result(request, table)
 
@@ -120,5 +122,5 @@ def _show_result(request: Comparison, table: pd.DataFrame) -> None:
     row[0].selectbox("Gene", named, key="de_gene", label_visibility="collapsed")
     row[1].button("Colour the plots by this gene", key="de_colour", on_click=_colour_by_chosen_gene,
                   help="The layouts at the top of the page show its expression.")
-    row[2].download_button("All genes (CSV)", table[COLUMNS].to_csv(index=False).encode(), file_name="de_a_vs_b.csv",
+    row[2].download_button("All genes (CSV)", csv_bytes(table[COLUMNS]), file_name="de_a_vs_b.csv",
                            mime="text/csv", key="de_csv")

@@ -16,6 +16,7 @@ import streamlit as st
 
 from dashboard import cached
 from sccore import InputError
+from sccore.export import csv_bytes
 from sccore.perturb import KnockoutResult, expression_change_of, top_expression_changes
 from sccore.plots import expression_change_figure
 from sccore.workflow import Analysis
@@ -65,6 +66,6 @@ def show_expression_changes(analysis: Analysis, gene: str, mode: str, results: d
                          column_config={"predicted_log_change": st.column_config.NumberColumn(
                              help="The predicted change of log1p(expression), mean over the knocked-out cells "
                                   "(> 0: up, < 0: down).", format="%.4f")})
-            st.download_button(f"Every gene's change ({labels[method]}, CSV)", table.to_csv(index=False).encode(),
+            st.download_button(f"Every gene's change ({labels[method]}, CSV)", csv_bytes(table),
                                file_name=f"expression_change_{gene}_{method}.csv", mime="text/csv",
                                key=f"ko_expression_csv_{method}")

@@ -17,7 +17,9 @@ import streamlit as st
 from dashboard import background, cached, session, state, widgets
 from dashboard.explain import column_help
 from dashboard.session import Failure, ScreenRecord, ScreenRequest
+from dashboard.widgets import plain
 from sccore import InputError
+from sccore.export import csv_bytes
 from sccore.glossary import agreement_note
 from sccore.perturb import choose_cells, goal_for, sample_cells
 from sccore.report import CAVEAT, METHOD_LABELS, method_agreement
@@ -148,7 +150,7 @@ def show_screen(record: ScreenRecord, request: ScreenRequest, title: str) -> Non
     """A screen's ranked table per method (tabs), its CSV, and how far the methods' rankings agree."""
     tables = record.tables
     for method, message in record.errors.items():
-        st.error(f"{METHOD_LABELS[method]}: {message}")
+        st.error(f"{METHOD_LABELS[method]}: {plain(message)}")
     sampled = (f", a random sample of {record.n_cells:,} of its {record.n_population:,} cells"
                if record.n_cells < record.n_population else f", {record.n_cells:,} cells")
     goal_text = f"; goal: {request.goal[0]} = {request.goal[1]}" if request.goal else ""
@@ -168,7 +170,7 @@ def show_screen(record: ScreenRecord, request: ScreenRequest, title: str) -> Non
                       column_config=column_help(table[shown], NUMBER_FORMATS), key=f"sc_table_{method}")
     long = pd.concat(tables.values(), ignore_index=True)
     long.insert(0, "status", "partial" if record.partial else "complete")
-    st.download_button("Screen results (CSV, every method)", long.to_csv(index=False).encode(),
+    st.download_button("Screen results (CSV, every method)", csv_bytes(long),
                        file_name="knockout_screen_partial.csv" if record.partial else "knockout_screen.csv",
                        mime="text/csv", key="sc_csv")
     if len(tables) > 1:

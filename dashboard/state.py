@@ -30,7 +30,7 @@ from sccore.workflow import Analysis, PipelineParams, analyse, layout_key
 
 from dashboard import presentation
 from dashboard.access import current_user
-from dashboard.widgets import progress_bar
+from dashboard.widgets import progress_bar, show_error
 
 DEMO = "demo"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
@@ -226,7 +226,7 @@ def open_or_stop(atlas_ok: bool = False) -> Analysis:
     try:
         return current_analysis()
     except InputError as error:
-        st.error(str(error))
+        show_error(error)
         if st.session_state.get("preprocess_overrides") or st.session_state.get("n_comps"):
             if st.button("Reset the filters to their defaults"):
                 st.session_state.pop("preprocess_overrides", None)

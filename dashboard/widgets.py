@@ -4,6 +4,7 @@ a click can stop, the legend strip above a row of plots, and a label transfer's 
 from __future__ import annotations
 
 import html
+import re
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
@@ -14,6 +15,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import RerunException, StopException
 
 from dashboard.explain import column_help
+from sccore.export import csv_bytes
 from sccore.glossary import help_for
 from sccore.plots import confusion_figure
 from sccore.transfer import UNASSIGNED, confusion_table, per_type_scores, score_labelled
@@ -101,6 +103,21 @@ def wait_while_running(running_key: str, text: str, timeout_s: float = 120) -> N
             time.sleep(0.2)
 
 
+MARKDOWN_SPECIALS = re.compile(r"([\\!\"#$%&'()*+,./:;<=>?@\[\]^_{|}~-])")  # ASCII punctuation but the backtick
+
+
+def plain(text: str) -> str:
+    """``text`` (a file's names and values, an error that quotes them) escaped for Streamlit's markdown, so it
+    shows as written: no link, image, colour, icon, formula or emphasis a file's ``obs`` column or a job's error
+    could smuggle in (code spans in backticks stay: nothing inside them is interpreted)."""
+    return MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def show_error(error: Exception | str) -> None:
+    """An error box with ``error``'s message as plain text (:func:`plain`)."""
+    st.error(plain(str(error)))
+
+
 def legend_strip(column: str, legend: pd.DataFrame, note: str = "") -> None:
     """One line of coloured dots with each category's name and count (``sccore.render.legend_table``'s table), for
     a row of plots drawn in these colours; ``note`` ends the line."""
@@ -150,7 +167,7 @@ def show_transfer(true: pd.Series | None, predicted: np.ndarray, confidence: np.
                           index=pd.Index(cell_names, name="cell"))
     table = labels if true is None else pd.concat([true.rename(f"true_{true.name}"), labels], axis=1)
     left, right = st.columns(2)
-    left.download_button("Labels (CSV)", table.to_csv().encode(), file_name=f"{key_added}.csv", mime="text/csv",
+    left.download_button("Labels (CSV)", csv_bytes(table, index=True), file_name=f"{key_added}.csv", mime="text/csv",
                          key=f"{slot}_csv")
     right.download_button("Query cells with labels (h5ad)", cached.labelled_h5ad(cache_key, labels, build_export),
                           file_name=f"{key_added}.h5ad", mime="application/octet-stream", key=f"{slot}_h5ad")

@@ -6,8 +6,10 @@ import streamlit as st
 
 from dashboard import clusters, state
 from dashboard.explain import column_help
+from dashboard.widgets import show_error
 from sccore import InputError
 from sccore.cluster import cluster_agreement
+from sccore.export import csv_bytes
 from sccore.glossary import HELP
 from sccore.markers import COLUMNS, METHODS, group_order, top_genes
 from sccore.plots import dot_plot, layout_figure, marker_heatmap
@@ -36,7 +38,7 @@ clustering = clusters.Clustering.of(analysis, rep, resolution, ClusterParams.def
 try:
     labels = clustering.labels(analysis)
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     st.stop()
 clusters.remember(clustering)
 
@@ -64,7 +66,7 @@ with right:
     st.dataframe(sizes, hide_index=True, width="stretch", column_config=column_help(sizes))
     if label_key != NONE:
         st.caption(f"main {label_key}: the most common {label_key} of the cluster's cells; main %: its share.")
-    st.download_button("Clusters (CSV)", labels.rename("leiden").to_frame().to_csv().encode(),
+    st.download_button("Clusters (CSV)", csv_bytes(labels.rename("leiden").to_frame(), index=True),
                        file_name="clusters.csv", mime="text/csv", key="cl_csv")
 st.caption(f"The Explore page offers these clusters as a colour, and for differential expression, under "
            f"**{clustering.name}**; `python -m sccore cluster IN.h5ad --use-rep {rep} --resolution {resolution:g} -o "
@@ -84,7 +86,7 @@ n_top = top[2].slider("Top genes per group", 1, 10, 3, key="mk_top")
 try:
     table = clusters.marker_genes(analysis, grouping, method)
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     st.stop()
 
 order = group_order(clusters.labels_of(analysis, grouping))
@@ -109,5 +111,5 @@ with rows:
     st.dataframe(shown, hide_index=True, width="stretch",
                  column_config=column_help(shown, {"score": "%.2f", "logfoldchange": "%.2f", "pvalue": "%.2e",
                                                    "fdr": "%.2e", "pct_in": "%.2f", "pct_out": "%.2f"}))
-st.download_button("All genes of every group (CSV)", table[COLUMNS].to_csv(index=False).encode(),
+st.download_button("All genes of every group (CSV)", csv_bytes(table[COLUMNS]),
                    file_name=safe_file_name(f"markers_{grouping}.csv"), mime="text/csv", key="mk_csv")

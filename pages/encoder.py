@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import background, state
+from dashboard.widgets import plain, show_error
 from sccore import InputError
 from sccore.device import describe, resolve_device
 from sccore.glossary import HELP
@@ -37,7 +38,7 @@ choice = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device",
 try:
     device = resolve_device(choice)
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     st.stop()
 st.info(f"Computing on: **{describe(device)}**" + (" (chosen automatically)" if choice == "auto" else ""))
 
@@ -91,7 +92,7 @@ try:
                              epochs=float(epochs), learning_rate=float(learning_rate), device=choice,
                              library_size_key=analysis.params.preprocess.library_size_key)
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     out = None
 if out is not None and in_background:
     if any(not record.done and record.params.get("out") == str(out.resolve())
@@ -101,7 +102,7 @@ if out is not None and in_background:
         try:
             background.submit_job("train", source, background.job_params("train", source, params))
         except InputError as error:
-            st.error(str(error))
+            show_error(error)
     out = None  # the job trains it
 if out is not None:
     bar = st.progress(0.0, text="Tokenizing cells…")
@@ -118,7 +119,7 @@ if out is not None:
     try:
         train_task.run(params, report)  # what the `train` job and `python -m sccore train` run
     except InputError as error:
-        st.error(str(error))
+        show_error(error)
     else:
         bar.empty()
         st.success(f"Trained in {time.time() - started:.0f} s and saved to {out}.")
@@ -135,4 +136,4 @@ elif trainings and trainings[0].status == "finished":
     st.success(f"The last background training on this dataset finished in {trainings[0].duration:.0f} s and saved "
                f"**{Path(trainings[0].result).name}** to {trainings[0].result}: choose it in the Model list above.")
 elif trainings and trainings[0].status == "failed":
-    st.error(f"The last background training on this dataset failed: {trainings[0].error}")
+    st.error("The last background training on this dataset failed: " + plain(trainings[0].error))

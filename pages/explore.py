@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import cached, clusters, de, state
+from sccore.export import csv_bytes
 from sccore.glossary import HELP, baseline_note
 from sccore.plots import layout_figure
 from sccore.render import png_bytes
@@ -103,7 +104,7 @@ else:
         areas[position % len(areas)].dataframe(composition(groups, selected, column_name), hide_index=True,
                                                width="stretch")
     table = adata.obs.iloc[selected].copy()
-    st.download_button("Selected cells (CSV)", table.to_csv().encode(), file_name="selected_cells.csv",
+    st.download_button("Selected cells (CSV)", csv_bytes(table, index=True), file_name="selected_cells.csv",
                        mime="text/csv")
 
 if state.is_atlas(state.current_source()[0]):

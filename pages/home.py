@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import state, tour
+from dashboard.widgets import show_error
 from sccore import InputError
 from sccore.glossary import help_for
 from sccore.io import categorical_columns
@@ -29,7 +30,7 @@ def open_chosen(locate, upload: bool = False) -> None:
     except InputError as error:
         if upload and source is not None:
             state.discard_upload(source)
-        st.error(str(error))
+        show_error(error)
         st.info("The dataset that was open is still open (below): choose another file, or the demo.")
     else:
         state.choose_source(source, library_size_key)
@@ -58,7 +59,7 @@ source, key = state.current_source()
 try:
     adata = state.load_dataset(source, key)
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     st.info("Open the demo or choose another file above.")
     st.stop()
 

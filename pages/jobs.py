@@ -13,6 +13,7 @@ import streamlit as st
 
 from dashboard import background, state
 from dashboard.access import current_user
+from dashboard.widgets import plain, show_error
 from sccore import InputError, jobs
 
 
@@ -54,7 +55,7 @@ else:
                 st.rerun()
     for record in records:
         if record.status == "failed":
-            st.error(f"{record.kind} `{record.id}`: {record.error}")
+            st.error(f"{record.kind} `{record.id}`: {plain(record.error)}")
 
 st.subheader("Submit a job")
 files = dict(state.available_files())
@@ -84,6 +85,6 @@ if st.button("Submit", key="jobs_submit", type="primary"):
                              results_dir=settings.results_dir(files[dataset]))
         st.success(f"Submitted {kind} job `{job_id}`; press Refresh to follow it.")
     except json.JSONDecodeError as error:
-        st.error(f"The parameters are not valid JSON ({error}); compare them with the defaults.")
+        st.error(f"The parameters are not valid JSON ({plain(error)}); compare them with the defaults.")
     except InputError as error:
-        st.error(str(error))
+        show_error(error)

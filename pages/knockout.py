@@ -129,7 +129,7 @@ if record is not None:
     done = {m: r for m, r in record.results.items() if not isinstance(r, str)}
     for method, message in record.results.items():
         if isinstance(message, str):
-            st.error(f"{LABEL[method]}: {message}")
+            st.error(f"{LABEL[method]}: {widgets.plain(message)}")
     if mode != "delete":
         st.info("The PCA and linear baselines model deletion only, so overexpression shows the encoder alone; "
                 "switch to delete to compare it with the baselines.")
@@ -149,8 +149,9 @@ if record is not None and done:
     if {"encoder", "linear"} <= set(done):
         st.info(knockout_note(session.session_knockouts(analysis.key)))
     n_silent = len(any_result.not_expressed)
-    st.markdown(f"**{n_silent:,} of the {n_silent + len(any_result.cells):,} chosen cells do not express {gene}** (no "
-                "counts): they are reported here and left out of every number above, not counted as unaffected.")
+    st.markdown(f"**{n_silent:,} of the {n_silent + len(any_result.cells):,} chosen cells do not express "
+                f"{widgets.plain(gene)}** (no counts): they are reported here and left out of every number above, not "
+                "counted as unaffected.")
     st.markdown("\n".join(f"- **{LABEL[method]}**: {EXPLAIN[method]}." for method in done))
     st.markdown("**Where the knocked-out cells move** (each method in the UMAP of its own embedding)")
     zoom = st.toggle("Zoom to the knocked-out cells", value=True, key="ko_zoom",
@@ -172,7 +173,7 @@ if record is not None and done:
                 st.plotly_chart(figure, key=f"ko_umap_{method}", **CHART)
             st.caption(note)
     if group_column and adata.obs[group_column].iloc[any_result.cells].nunique() > 1:
-        st.markdown(f"**Which {group_column} moves most**")
+        st.markdown(f"**Which {widgets.plain(group_column)} moves most**")
         by_name = dict(zip(map(str, values.cat.categories), colors))
         for area, (method, result) in zip(st.columns(len(done)), done.items()):
             area.plotly_chart(group_shift_figure(group_shifts(result, adata.obs[group_column]), by_name,

@@ -9,8 +9,10 @@ import streamlit as st
 
 from dashboard import cached, session, state
 from dashboard.session import MetricsRequest
+from dashboard.widgets import show_error
 from sccore import InputError
 from sccore.annotations import batch_candidates, guess_batch_column, guess_column, looks_like
+from sccore.export import csv_bytes
 from sccore.glossary import help_for
 from sccore.metrics import AGGREGATES, BATCH_METRICS, BIO_METRICS
 from sccore.plots import metrics_figure
@@ -95,7 +97,7 @@ if st.session_state.get(session.METRICS) != request:
 try:
     table = cached.integration_metrics(analysis.key, request.task_params(state.current_source()[0]), analysis)
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     st.stop()
 
 for note in table.attrs.get("notes", []):
@@ -114,5 +116,5 @@ groups = {"Bio conservation": BIO_METRICS, "Batch correction": BATCH_METRICS, "A
 st.plotly_chart(metrics_figure(ordered, groups), width="stretch", key="mt_chart", config={"displaylogo": False})
 st.caption("Each bar is one score of one embedding, in 0-1 (higher is better); hover over a column name in the table "
            "above for what it measures. " + help_for("total"))
-st.download_button("Metrics table (CSV)", ordered.reset_index().to_csv(index=False).encode(),
+st.download_button("Metrics table (CSV)", csv_bytes(ordered.reset_index()),
                    file_name=f"integration_metrics_{label_key}_{batch_key}.csv", mime="text/csv", key="mt_csv")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import cached, session, state
+from dashboard.widgets import show_error
 from sccore import InputError
 from sccore.report import SECTIONS
 from sccore.settings import safe_file_name
@@ -25,7 +26,7 @@ try:
         f"{asked.label_key} as labels, {asked.batch_key} as batches.")
     transfer = session.session_transfer(analysis)
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     metrics = transfer = None
 
 n_layouts = sum(key.startswith("X_umap") for key in adata.obsm)
@@ -66,7 +67,7 @@ try:
         transfer, analysis, cached.raw_qc_table(source, library_size_key, analysis.params.preprocess),
         list(screens.values()) if "screens" in chosen or "baselines" in chosen else [])
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     st.stop()
 name = safe_file_name(str(adata.uns.get("dataset", {}).get("name", "dataset")).removesuffix(".h5ad")).strip("_")
 st.download_button("Download the report (HTML)", document, file_name=f"sccore_report_{name}.html", mime="text/html",

@@ -16,8 +16,10 @@ from dashboard import cached, session, state, widgets
 from dashboard.classifier import show_if_fine_tuned
 from dashboard.explain import column_help
 from dashboard.session import MappedTransferRequest, TransferRecord, TransferRequest
+from dashboard.widgets import show_error
 from sccore import InputError
 from sccore.annotations import guess_column, label_candidates
+from sccore.export import csv_bytes
 from sccore.perturb import choose_cells, sample_cells
 from sccore.plots import add_cells, layout_figure
 from sccore.select import cells_in_selection
@@ -59,7 +61,7 @@ if how == "One cell":
     try:
         query_cells = cell_positions(adata.obs_names, [cell_id])
     except InputError as error:
-        st.error(str(error))
+        show_error(error)
 elif how == "A group":
     if not annotations:
         st.info("This dataset has no categorical annotation to make groups from: pick one cell or a selection.")
@@ -86,14 +88,14 @@ if len(query_cells):
         neighbours = cached.similar_cells_table(analysis.key, rep, tuple(query_cells.tolist()), k, metric, exclude,
                                                analysis)
     except InputError as error:
-        st.error(str(error))
+        show_error(error)
 if len(neighbours):
     target = f"cell {cell_id}" if how == "One cell" else f"{len(query_cells):,} cells (their mean)"
     st.write(f"**{len(neighbours)} nearest cells** to {target} in {rep_names[rep]}, by {metric} similarity.")
     shown = neighbour_table(neighbours, adata.obs, annotations)
     st.dataframe(shown, hide_index=True, key="search_table", width="stretch",
                  column_config=column_help(shown, {"euclidean_distance": "%.4g", "cosine_similarity": "%.4f"}))
-    st.download_button("Neighbours (CSV)", shown.to_csv(index=False).encode(), file_name="similar_cells.csv",
+    st.download_button("Neighbours (CSV)", csv_bytes(shown), file_name="similar_cells.csv",
                        mime="text/csv", key="search_csv")
     if annotations:
         st.markdown("**The neighbours by annotation**")
@@ -192,7 +194,7 @@ try:
             source = state.save_upload(upload.name, upload.getvalue())
     other = state.load_dataset(source, None) if source else None
 except InputError as error:
-    st.error(str(error))
+    show_error(error)
     source = other = None
 direction = middle.radio("Reference (labelled)", ["This dataset", "The other dataset"], key="map_direction",
                          help="This dataset: the other dataset's cells are labelled and placed on this UMAP. "

@@ -134,3 +134,11 @@ def certificate_settings(client):
     from sccore.jobs import certificate_folder
 
     return dask.config.set(tls_config(certificate_folder(client)))
+
+
+def rendered(markdown: str) -> str:
+    """The text a reader sees of a message the app escaped for markdown (``dashboard.widgets.plain``): AppTest gives
+    an element's markdown source, backslashes included."""
+    import re
+
+    return re.sub(r"\\([!-/:-@\[-^_{-~])", r"\1", markdown)

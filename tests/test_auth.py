@@ -14,7 +14,7 @@ from sccore import InputError
 from sccore.auth import FREE_ATTEMPTS, LoginThrottle, add_user, oidc_user, read_password_file, verify_password
 from sccore.settings import load_settings
 from sccore.cli import main
-from tests.conftest import ROOT, make_counts
+from tests.conftest import ROOT, make_counts, rendered
 
 TIMEOUT = 240
 
@@ -161,7 +161,7 @@ def test_the_right_password_opens_the_app_and_log_out_closes_it(password_login):
 def test_a_wrong_password_is_refused(password_login):
     test = log_in(app().run(), "alice", "bob's password")
     assert not test.exception and not shows_home(test)
-    assert "Wrong user name or password" in test.error[0].value
+    assert "Wrong user name or password" in rendered(test.error[0].value)
     assert "user" not in test.session_state
 
 
@@ -171,7 +171,7 @@ def test_repeated_wrong_passwords_lock_the_user_name_out_for_a_while(password_lo
         log_in(test, "alice", "a guess")
     log_in(test, "alice", "alice password")  # even the right password waits now
     assert not test.exception and not shows_home(test)
-    assert "Too many failed logins for this user name: try again in" in test.error[0].value
+    assert "Too many failed logins for this user name: try again in" in rendered(test.error[0].value)
     log_in(test, "bob", "bob's password")  # other users are not locked out
     assert not test.exception and shows_home(test)
 
@@ -189,7 +189,7 @@ def test_the_server_profile_refuses_to_run_without_a_login_setting(app_folders, 
     monkeypatch.delenv("SCCORE_AUTH_MODE", raising=False)
     test = app().run()
     assert not test.exception and not shows_home(test)
-    assert "no settings file chooses who may log in" in test.error[0].value
+    assert "no settings file chooses who may log in" in rendered(test.error[0].value)
     monkeypatch.setenv("SCCORE_AUTH_MODE", "none")  # an explicit choice to serve without login
     test = app().run()
     assert not test.exception and not test.error and shows_home(test)
@@ -208,14 +208,14 @@ def test_openid_connect_needs_its_secrets(app_folders, monkeypatch):
     monkeypatch.setenv("SCCORE_AUTH_ALLOWED_DOMAINS", "lab.example")
     test = app().run()
     assert not test.exception and not shows_home(test)
-    assert "[auth] section in .streamlit/secrets.toml" in test.error[0].value
+    assert "[auth] section in .streamlit/secrets.toml" in rendered(test.error[0].value)
 
 
 def test_wrong_settings_show_an_error_instead_of_the_app(app_folders, monkeypatch):
     monkeypatch.setenv("SCCORE_AUTH_MODE", "password")
     monkeypatch.delenv("SCCORE_AUTH_PASSWORD_FILE", raising=False)
     test = app().run()
-    assert not test.exception and "password_file is not set" in test.error[0].value
+    assert not test.exception and "password_file is not set" in rendered(test.error[0].value)
 
 
 def test_each_users_uploads_are_kept_apart(password_login, tmp_path):
@@ -235,7 +235,7 @@ def test_each_users_uploads_are_kept_apart(password_login, tmp_path):
     bob.session_state["user"] = "bob"
     bob.session_state["source"] = stored
     bob.run()
-    assert not bob.exception and "lies outside the folders" in bob.error[0].value
+    assert not bob.exception and "lies outside the folders" in rendered(bob.error[0].value)
 
 
 def test_openid_connect_offers_the_providers_login_button(app_folders, monkeypatch):

@@ -32,7 +32,7 @@ from streamlit.testing.v1 import AppTest
 from sccore import InputError
 from sccore.io import machine_memory_bytes, open_dataset
 from sccore.models import load_model
-from tests.conftest import ROOT, make_counts
+from tests.conftest import ROOT, make_counts, rendered
 
 TIMEOUT = 240
 DEMO_CELLS = "700"
@@ -68,9 +68,10 @@ def folders(tmp_path_factory):
 
 
 def cache_files(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``folder``: relative path -> (size, modification time)."""
+    """Every file under ``folder``: relative path -> (size, modification time); not the cache's last-use stamps,
+    which each use of an entry renews."""
     return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
-            for path in folder.rglob("*") if path.is_file()}
+            for path in folder.rglob("*") if path.is_file() and path.name != ".used"}
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +347,7 @@ def open_from_data_folder(app: AppTest, label: str) -> AppTest:
 def assert_refused_and_up(app: AppTest, message: str) -> None:
     """The message is shown, nothing crashed, the demo is still open, and a new session works."""
     assert not app.exception, [e.value for e in app.exception]
-    assert app.error and message.replace("\\", "") in app.error[0].value, [e.value for e in app.error]
+    assert app.error and message.replace("\\", "") in rendered(app.error[0].value), [e.value for e in app.error]
     assert app.metric[0].value == DEMO_CELLS  # the dataset that was open is still open
     other = page("pages/home.py").run()
     assert not other.exception and not other.error and other.metric[0].value == DEMO_CELLS
@@ -415,7 +416,7 @@ def test_a_path_outside_the_folders_in_the_session_is_refused(folders, computed_
     app.session_state["source"] = (str(folders.data / ".." / "outside" / "secret.h5ad") if where == "dotdot"
                                    else str(target))
     app.run()
-    assert not app.exception and "lies outside the folders" in app.error[0].value
+    assert not app.exception and "lies outside the folders" in rendered(app.error[0].value)
     app.button[0].click().run()  # Open the demo
     assert not app.exception and not app.error and app.metric[0].value == DEMO_CELLS
 
@@ -472,7 +473,7 @@ def test_a_broken_checkpoint_gives_a_clear_message_and_pca_still_works(folders, 
         app = data_page()
         app.session_state["encoder_model"] = str(folder)
         app.run()
-        assert not app.exception and message in app.error[0].value, [e.value for e in app.error]
+        assert not app.exception and message in rendered(app.error[0].value), [e.value for e in app.error]
         next(button for button in app.button if button.label.startswith("Continue without the encoder")).click().run()
         assert not app.exception and not app.error
     finally:
@@ -502,7 +503,7 @@ def test_pickles_in_an_upload_folder_are_never_loaded(folders, computed_before, 
     app = data_page()
     app.session_state["encoder_model"] = str(checkpoint)  # not a model folder the app offers
     app.run()
-    assert not app.exception and "lies outside the folders" in app.error[0].value
+    assert not app.exception and "lies outside the folders" in rendered(app.error[0].value)
     assert not marker.exists()
 
 
@@ -510,7 +511,7 @@ def test_a_model_path_with_dotdot_is_refused(folders, computed_before):
     app = data_page()
     app.session_state["encoder_model"] = str(folders.models / ".." / "outside")
     app.run()
-    assert not app.exception and "lies outside the folders" in app.error[0].value
+    assert not app.exception and "lies outside the folders" in rendered(app.error[0].value)
 
 
 def test_a_model_name_with_a_path_is_refused_on_the_encoder_page(folders, computed_before):
@@ -519,8 +520,42 @@ def test_a_model_name_with_a_path_is_refused_on_the_encoder_page(folders, comput
     app.run()
     app.text_input(key="train_name").set_value("../../escape")
     app.button[-1].click().run()  # the form's Train button
-    assert not app.exception and "is not a model name" in app.error[0].value
+    assert not app.exception and "is not a model name" in rendered(app.error[0].value)
     assert not (folders.models.parent.parent / "escape").exists()
+
+
+# --- A shared server: what one user's data or job could do to the pages and downloads -----------------------------
+
+
+def test_a_job_error_with_markdown_is_shown_as_plain_text(folders, computed_before):
+    """A failed job's error quotes the file's names; a link or image in them is not rendered (no tracking pixel, no
+    link to click), and the page stays up."""
+    from sccore.jobs import JobRecord, JobStore
+
+    hostile = "obs has no column '![seen](http://tracker.example/p.png) [click](http://evil.example)'"
+    JobStore(folders.cache).write(JobRecord(id="20261206-000000-abcdef", user="local", kind="umap", params={},
+                                            status="failed", error=hostile))
+    app = page("pages/jobs.py").run()
+    assert not app.exception
+    shown = next(error.value for error in app.error if "tracker" in error.value)
+    assert "\\!\\[seen\\]\\(http\\:\\/\\/tracker" in shown and "](http" not in shown
+    other = page("pages/home.py").run()
+    assert not other.exception and not other.error
+
+
+def test_exported_tables_never_carry_a_spreadsheet_formula(folders, computed_before, tmp_path):
+    """Names a spreadsheet would run (=HYPERLINK(...), +cmd, @SUM) leave the app as text; numbers stay numbers."""
+    import io as text_io
+
+    from sccore.export import csv_bytes
+
+    table = pd.DataFrame({"cell_type": ['=HYPERLINK("http://evil.example","B")', "+cmd|' /C calc'!A0", "B cell"],
+                          "@SUM(A1)": [-1.5, 2.0, 3.0]}, index=["-cell1", "cell2", "cell3"])
+    exported = pd.read_csv(text_io.BytesIO(csv_bytes(table, index=True)), index_col=0)
+    assert list(exported["cell_type"]) == ['\'=HYPERLINK("http://evil.example","B")', "'+cmd|' /C calc'!A0", "B cell"]
+    assert list(exported.columns) == ["cell_type", "'@SUM(A1)"] and list(exported.index) == ["'-cell1", "cell2",
+                                                                                           "cell3"]
+    assert exported["'@SUM(A1)"].tolist() == [-1.5, 2.0, 3.0]
 
 
 # --- Last: what was computed before is still there ------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sccore import jobs
 from sccore.atlas import AtlasParams, build_atlas
 from sccore.settings import LOCAL_USER
 from sccore.umap import UMAPParams
-from tests.conftest import ROOT
+from tests.conftest import ROOT, rendered
 
 pytestmark = pytest.mark.usefixtures("app_folders")
 
@@ -93,7 +93,7 @@ def test_an_atlas_outside_the_data_folders_is_refused(atlas_folder, monkeypatch,
     app.session_state["source"] = str(atlas_folder)
     app.run()
     assert not app.exception
-    assert app.error and "data folder" in app.error[0].value
+    assert app.error and "data folder" in rendered(app.error[0].value)
 
 
 def test_an_atlas_built_by_the_user_s_job_is_offered_and_opens(atlas_folder, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from sccore.markers import COLUMNS
-from tests.conftest import ROOT, make_counts
+from tests.conftest import ROOT, make_counts, rendered
 
 pytestmark = pytest.mark.usefixtures("app_folders")
 
@@ -82,7 +82,7 @@ def test_a_group_of_one_cell_is_explained_and_the_page_stays_up():
     assert not app.error, [e.value for e in app.error]
     app.selectbox(key="mk_grouping").set_value("site")
     run(app)
-    assert "lonely have only one cell: merge them with another group" in app.error[0].value
+    assert "lonely have only one cell: merge them with another group" in rendered(app.error[0].value)
     assert app.get("plotly_chart") and any(metric.label == "Clusters" for metric in app.metric)
 
 
@@ -90,13 +90,13 @@ def test_explore_compares_two_cell_types_and_refuses_empty_and_identical_sets(de
     app = run(AppTest.from_file(str(ROOT / "pages/explore.py"), default_timeout=300))
     app.button(key="de_run").click()
     run(app)
-    assert "Set A is empty: select at least 2 cells" in app.error[0].value
+    assert "Set A is empty: select at least 2 cells" in rendered(app.error[0].value)
     n_plots = len(app.get("plotly_chart"))
     app.multiselect(key="de_A_values_cell_type").set_value(["CD14+ Monocyte"])
     app.multiselect(key="de_B_values_cell_type").set_value(["CD14+ Monocyte"])
     app.button(key="de_run").click()
     run(app)
-    assert "A and B are the same" in app.error[0].value and "choose other cells" in app.error[0].value
+    assert "A and B are the same" in rendered(app.error[0].value) and "choose other cells" in rendered(app.error[0].value)
     assert len(app.get("plotly_chart")) == n_plots  # the layouts stay
 
     app.multiselect(key="de_B_values_cell_type").set_value(["CD19+ B"])

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from sccore import jobs
-from tests.conftest import ROOT, make_counts
+from tests.conftest import ROOT, make_counts, rendered
 
 def page() -> AppTest:
     return AppTest.from_file(str(ROOT / "pages" / "jobs.py"), default_timeout=60)
@@ -53,7 +53,7 @@ def test_jobs_page_refuses_a_model_outside_the_model_folders(tmp_path):
     app.text_area(key="jobs_params_embed").set_value(json.dumps({"model": str(tmp_path)})).run()
     app.button(key="jobs_submit").click().run()
     assert not app.exception
-    assert "outside the folders" in app.error[0].value
+    assert "outside the folders" in rendered(app.error[0].value)
     assert jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local") == []
 
 
@@ -65,5 +65,5 @@ def test_jobs_page_trains_only_into_the_users_model_folder(tmp_path, kind):
     app.text_area(key=f"jobs_params_{kind}").set_value(json.dumps({"out": str(tmp_path / "elsewhere")})).run()
     app.button(key="jobs_submit").click().run()
     assert not app.exception
-    assert "is not a model name" in app.error[0].value
+    assert "is not a model name" in rendered(app.error[0].value)
     assert jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local") == []

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT, make_counts
+from tests.conftest import ROOT, make_counts, rendered
 
 TIMEOUT = 240
 
@@ -49,7 +49,7 @@ def test_home_page_reports_a_bad_file_and_stays_up():
     app.session_state["source"] = str(bad)
     app.run()
     assert not app.exception
-    assert "not an HDF5" in app.error[0].value
+    assert "not an HDF5" in rendered(app.error[0].value)
     assert app.radio(key="home_choice").value.startswith("Demo")
 
 
@@ -82,7 +82,7 @@ def test_data_page_recovers_from_filters_that_remove_every_cell():
     app = page("pages/data.py")
     app.session_state["preprocess_overrides"] = {"qc_rule": "thresholds", "min_genes": 20000}
     app.run()
-    assert not app.exception and "removed every cell" in app.error[0].value
+    assert not app.exception and "removed every cell" in rendered(app.error[0].value)
     app.button[0].click().run()  # "Reset the filters to their defaults"
     assert_clean(app)
 
