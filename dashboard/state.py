@@ -75,6 +75,19 @@ def new_model_folder(name: str) -> Path:
     return settings().user_model_dir(current_user()) / name
 
 
+def confined_output(kind: str, params: dict) -> dict:
+    """A job's parameters with its output where this user may write: a training's or fine-tuning's ``out`` names a
+    model in the user's model folder (:func:`new_model_folder`); any other kind's output must be left empty (its
+    result goes to the user's part of the cache), so no job can write into another user's or the server's folders."""
+    field = jobs.JOB_KINDS[kind].params.output_field if kind in jobs.JOB_KINDS else "output"
+    if not params.get(field):
+        return params
+    if kind in ("train", "finetune"):
+        return {**params, field: str(new_model_folder(str(params[field])))}
+    raise InputError(f"Leave {field} empty: a {kind} job's result goes to the cache, and this page (and, for an "
+                     "atlas, the Home page) offers it when it is done.")
+
+
 def encoder_model_for(source: str) -> str:
     """The model that embeds the current dataset: the user's choice, else the demo model for the demo."""
     chosen = st.session_state.get("encoder_model")

@@ -78,8 +78,7 @@ if st.button("Submit", key="jobs_submit", type="primary"):
             raise InputError("The parameters must be a JSON object: {\"key\": value, ...}.")
         if params.get("model") not in (None, "", "pca", "linear"):
             params["model"] = state.checked_model(str(params["model"]))  # only the folders the app offers
-        if kind in ("train", "finetune") and params.get("out"):
-            params["out"] = str(state.new_model_folder(str(params["out"])))  # a name in the user's model folder
+        params = state.confined_output(kind, params)  # a model name in the user's folder, or the cache
         params = jobs.checked_params(kind, {**params, "input": files[dataset]})  # before a cluster is started
         job_id = jobs.submit(background.dask_client(settings.scheduler_address), store, user, kind, params,
                              results_dir=settings.results_dir(files[dataset]))

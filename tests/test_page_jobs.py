@@ -67,3 +67,18 @@ def test_jobs_page_trains_only_into_the_users_model_folder(tmp_path, kind):
     assert not app.exception
     assert "is not a model name" in rendered(app.error[0].value)
     assert jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local") == []
+
+
+@pytest.mark.parametrize("kind, field", [("atlas", "out"), ("screen", "output"), ("markers", "output")])
+def test_jobs_page_writes_no_job_s_result_outside_the_users_part_of_the_cache(tmp_path, kind, field):
+    """An atlas job pointed at the service's state folder would delete every user's half-written files there."""
+    make_counts(n_cells=50).write_h5ad(Path(os.environ["SCCORE_DATA_DIRS"]) / "small.h5ad")
+    target = tmp_path / "cache" / "jobs"
+    app = page().run()
+    app.selectbox(key="jobs_kind").set_value(kind).run()
+    params = {field: str(target), **({"groupby": "cell_type"} if kind == "markers" else {})}
+    app.text_area(key=f"jobs_params_{kind}").set_value(json.dumps(params)).run()
+    app.button(key="jobs_submit").click().run()
+    assert not app.exception
+    assert f"Leave {field} empty: a {kind} job's result goes to the cache" in rendered(app.error[0].value)
+    assert jobs.list_jobs(jobs.JobStore(tmp_path / "cache"), "local") == []
