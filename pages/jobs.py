@@ -80,6 +80,7 @@ if st.button("Submit", key="jobs_submit", type="primary"):
             params["model"] = state.checked_model(str(params["model"]))  # only the folders the app offers
         params = state.confined_output(kind, params)  # a model name in the user's folder, or the cache
         params = jobs.checked_params(kind, {**params, "input": files[dataset]})  # before a cluster is started
+        jobs.check_quota(store, user)
         job_id = jobs.submit(background.dask_client(settings.scheduler_address), store, user, kind, params,
                              results_dir=settings.results_dir(files[dataset]))
         st.success(f"Submitted {kind} job `{job_id}`; press Refresh to follow it.")

@@ -336,12 +336,7 @@ def submit(client, store: JobStore, user: str, kind: str, params: dict | TaskPar
     from distributed import fire_and_forget
 
     params = checked_params(kind, params)
-    limit = load_settings().max_jobs_per_user if max_active is None else max_active
-    active = [record for record in store.list_jobs(user) if not record.done]
-    if len(active) >= limit:
-        raise InputError(f"{user} already has {len(active)} job(s) queued or running, this server's limit per user "
-                         f"({limit}). Wait for one to finish or cancel one (Jobs page, or `python -m sccore jobs "
-                         "--cancel JOB_ID`), then submit again.")
+    check_quota(store, user, max_active)
     resources = {"GPU": 1} if str(params.get("device", "")).startswith("cuda") else None
     if resources and getattr(client, "cluster", None) is not None and not _offers_gpu(client):
         raise InputError("This job asks for a GPU (device cuda) but the local cluster has no GPU worker. Use "
@@ -354,6 +349,17 @@ def submit(client, store: JobStore, user: str, kind: str, params: dict | TaskPar
     fire_and_forget(future)  # the job runs on even if this process lets go of the future (a CLI that exits)
     _futures[job_id] = future
     return job_id
+
+
+def check_quota(store: JobStore, user: str, max_active: int | None = None) -> None:
+    """:class:`InputError` naming the fix when ``user`` has ``max_active`` jobs queued or running already (default:
+    the settings' ``max_jobs_per_user``)."""
+    limit = load_settings().max_jobs_per_user if max_active is None else max_active
+    active = [record for record in store.list_jobs(user) if not record.done]
+    if len(active) >= limit:
+        raise InputError(f"{user} already has {len(active)} job(s) queued or running, this server's limit per user "
+                         f"({limit}). Wait for one to finish or cancel one (Jobs page, or `python -m sccore jobs "
+                         "--cancel JOB_ID`), then submit again.")
 
 
 def _offers_gpu(client) -> bool:

@@ -533,9 +533,13 @@ def test_a_job_error_with_markdown_is_shown_as_plain_text(folders, computed_befo
     from sccore.jobs import JobRecord, JobStore
 
     hostile = "obs has no column '![seen](http://tracker.example/p.png) [click](http://evil.example)'"
-    JobStore(folders.cache).write(JobRecord(id="20261206-000000-abcdef", user="local", kind="umap", params={},
-                                            status="failed", error=hostile))
-    app = page("pages/jobs.py").run()
+    store = JobStore(folders.cache)
+    store.write(JobRecord(id="20261206-000000-abcdef", user="local", kind="umap", params={}, status="failed",
+                          error=hostile))
+    try:
+        app = page("pages/jobs.py").run()
+    finally:
+        store.path("local", "20261206-000000-abcdef").unlink()
     assert not app.exception
     shown = next(error.value for error in app.error if "tracker" in error.value)
     assert "\\!\\[seen\\]\\(http\\:\\/\\/tracker" in shown and "](http" not in shown
@@ -556,6 +560,67 @@ def test_exported_tables_never_carry_a_spreadsheet_formula(folders, computed_bef
     assert list(exported.columns) == ["cell_type", "'@SUM(A1)"] and list(exported.index) == ["'-cell1", "cell2",
                                                                                            "cell3"]
     assert exported["'@SUM(A1)"].tolist() == [-1.5, 2.0, 3.0]
+
+
+# id, kind, parameters a user types on the Jobs page, what the refusal says: requests that would hold the server's
+# one worker for everyone, or write where the user may not
+JOB_REQUESTS = [
+    ("epochs-1e9", "train", {"epochs": 1e9}, "epochs must lie between"),
+    ("batch-size-1e7", "train", {"batch_size": 10**7}, "batch_size must lie between"),
+    ("latent-1e6", "train", {"latent_dim": 10**6}, "latent_dim must lie between"),
+    ("neighbours-1e7", "umap", {"n_neighbors": 10**7}, "n_neighbors must lie between"),
+    ("every-gene-screen", "screen", {"top": 10**8}, "top must lie between"),
+    ("every-cell-screen", "screen", {"max_cells": 10**9}, "max_cells must lie between"),
+    ("silhouette-1e9", "metrics", {"label_key": "cell_type", "batch_key": "batch", "embeddings": "X_pca",
+                                   "max_silhouette_cells": 10**9}, "max_silhouette_cells must lie between"),
+    ("atlas-chunks-1e12", "atlas", {"chunk_cells": 10**12}, "chunk_cells must lie between"),
+    ("leiden-resolution-1e6", "cluster", {"resolution": 1e6}, "resolution must lie between"),
+    ("harmony-rounds-1e9", "integrate", {"batch_key": "batch", "max_iter": 10**9}, "max_iter must lie between"),
+    ("atlas-into-the-job-records", "atlas", {"out": "CACHE/jobs"}, "Leave out empty"),
+    ("markers-over-the-settings", "markers", {"groupby": "cell_type", "output": "/etc/sccore/sccore.toml"},
+     "Leave output empty"),
+    ("model-into-another-users-folder", "train", {"out": "../bob/models/x"}, "is not a model name"),
+]
+
+
+@pytest.mark.parametrize("kind, params, message", [case[1:] for case in JOB_REQUESTS],
+                         ids=[case[0] for case in JOB_REQUESTS])
+def test_a_job_request_that_would_hold_the_server_or_write_elsewhere_is_refused(folders, computed_before, kind,
+                                                                                 params, message):
+    from sccore.jobs import JobStore, list_jobs
+
+    write(small(), folders.data / "small.h5ad")
+    before = list_jobs(JobStore(folders.cache), "local")
+    app = page("pages/jobs.py").run()
+    app.selectbox(key="jobs_kind").set_value(kind).run()
+    typed = {key: value.replace("CACHE", str(folders.cache)) if isinstance(value, str) else value
+             for key, value in params.items()}
+    app.text_area(key=f"jobs_params_{kind}").set_value(json.dumps(typed)).run()
+    app.button(key="jobs_submit").click().run()
+    assert not app.exception and any(message in rendered(e.value) for e in app.error), [e.value for e in app.error]
+    assert list_jobs(JobStore(folders.cache), "local") == before  # nothing queued
+    other = page("pages/home.py").run()
+    assert not other.exception and not other.error and other.metric[0].value == DEMO_CELLS
+
+
+def test_a_user_with_jobs_under_way_up_to_the_limit_cannot_queue_more(folders, computed_before, monkeypatch):
+    from sccore.jobs import JobRecord, JobStore
+
+    write(small(), folders.data / "small.h5ad")
+    monkeypatch.setenv("SCCORE_MAX_JOBS_PER_USER", "2")
+    store = JobStore(folders.cache)
+    queued = [f"20261206-00000{number}-aaaaaa" for number in range(2)]
+    for job_id in queued:
+        store.write(JobRecord(id=job_id, user="local", kind="umap", params={}, status="queued"))
+    try:
+        app = page("pages/jobs.py").run()
+        app.selectbox(key="jobs_kind").set_value("umap").run()
+        app.button(key="jobs_submit").click().run()
+        assert not app.exception and "this server's limit per user (2)" in rendered(app.error[-1].value)
+        assert sorted(record.id for record in store.list_jobs("local") if not record.done) == queued
+    finally:
+        for job_id in queued:
+            store.path("local", job_id).unlink()
 
 
 # --- Last: what was computed before is still there ------------------------------------------------------------------
