@@ -79,7 +79,8 @@ class TaskParams:
         merged: dict[str, tuple[float, float]] = {}
         for klass in reversed(cls.__mro__):
             merged.update(vars(klass).get("limits", {}))
-        return merged
+        names = {item.name for item in fields(cls)}
+        return {name: bounds for name, bounds in merged.items() if name in names}
 
     def asdict(self) -> dict:
         """The parameters as a plain JSON dict (tuples become lists)."""
