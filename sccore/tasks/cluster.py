@@ -16,8 +16,8 @@ from .neighbors import GraphParams
 @dataclass(frozen=True, kw_only=True)
 class ClusterParams(GraphParams):
     """Parameters of :func:`run`: Leiden at ``resolution`` (seeded by ``seed``) on the neighbours of
-    ``obsm[use_rep]`` (:class:`~sccore.tasks.neighbors.GraphParams`), written to ``obs[key_added]``; scored
-    against ``obs[labels_key]`` when given."""
+    ``obsm[use_rep]`` (:class:`~sccore.tasks.neighbors.GraphParams`; ``input`` an ``.h5ad`` or an atlas folder),
+    written to ``obs[key_added]``; scored against ``obs[labels_key]`` when given."""
 
     task: ClassVar[str] = "cluster"
     resolution: float = 1.0
@@ -42,18 +42,27 @@ def has_graph(adata: ad.AnnData, neighbors_key: str, use_rep: str, n_neighbors: 
 
 
 def run(params: ClusterParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> ad.AnnData:
-    """Read ``params.input``, store the neighbours of ``obsm[use_rep]`` under
-    :func:`sccore.workflow.graph_key` (unless the file already holds them), cluster them
-    (:func:`sccore.cluster.leiden`), add ARI and NMI against ``obs[labels_key]`` to ``uns[key_added]`` when given,
-    write the file to ``params.output`` and return it."""
+    """Read ``params.input`` (an ``.h5ad``, or an atlas folder: its ``atlas.h5ad``), store the neighbours of
+    ``obsm[use_rep]`` under :func:`sccore.workflow.graph_key` (unless it already holds them: an atlas holds those of
+    its PCA), cluster them (:func:`sccore.cluster.leiden`), add ARI and NMI against ``obs[labels_key]`` to
+    ``uns[key_added]`` when given, write the result to ``params.output`` and return it. An atlas also keeps the
+    clusters itself (:meth:`sccore.atlas.Atlas.add_annotation`: ``annotations/<key_added>.csv``, read back by
+    :func:`sccore.atlas.open_atlas`), so its markers and the dashboard find them."""
     from ..cluster import cluster_agreement, leiden
     from ..io import read_h5ad
     from ..neighbors import neighbors
     from ..workflow import graph_key
-    from .markers import check_column
+    from .markers import check_column, is_atlas
 
     output = params.output_path
-    adata = read_h5ad(params.input)
+    atlas = None
+    if is_atlas(params.input):
+        from ..atlas import open_atlas
+
+        atlas = open_atlas(params.input)
+        adata = atlas.adata
+    else:
+        adata = read_h5ad(params.input)
     if params.labels_key:
         check_column(adata, params.labels_key, "--labels-key")
     neighbors_key = graph_key(params.use_rep)
@@ -69,5 +78,7 @@ def run(params: ClusterParams, progress: Progress = quiet, should_stop: ShouldSt
             **cluster_agreement(adata.obs[params.key_added], adata.obs[params.labels_key])}
     check_stop(should_stop)
     progress(0.9, "writing")
+    if atlas is not None:
+        atlas.add_annotation(params.key_added)
     write_h5ad(adata, output)
     return adata
