@@ -14,9 +14,10 @@ and differential expression of the two largest cell types (``differential_expres
 compilation is cached), with the ratio and the agreement of the top 10 genes per group.
 
 (b) **On an atlas** (``sccore.atlas``, built once per size in ``--data-dir`` with ``python -m sccore atlas`` defaults
-and reused), each size in a fresh process: Leiden (``sccore.cluster.leiden``, resolution 1, on the atlas's stored
-kNN graph), marker genes of 20 groups (the 19 largest Leiden clusters and the rest as a 20th) read from the
-gene-major store, and DE of 100,000 random cells against 100,000 others (half the cells each when there are fewer).
+and reused), each size in a fresh process: Leiden (``sccore.cluster.leiden``, resolution 1, 2 iterations as
+scanpy's igraph flavour, on the atlas's stored kNN graph), marker genes of 20 groups (the 19 largest Leiden
+clusters and the rest as a 20th) read from the gene-major store, and DE of 100,000 random cells against 100,000
+others (half the cells each when there are fewer).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ HEADING = "## Markers, DE and Leiden at atlas scale (issue 15)"
 TARGETS = {"de_s": 5.0, "markers_s": 120.0, "leiden_s": 300.0}  # at 1M cells (the issue's)
 DE_CELLS = 100_000
 N_GROUPS = 20
+LEIDEN_ITERATIONS = 2  # scanpy's igraph flavour's; -1 (until stable, the cluster task's default) is far slower
 
 
 def dataset(n_cells: int, data_dir: Path) -> Path:
@@ -133,7 +135,7 @@ def child_atlas(folder: str) -> dict:
 
     atlas, open_s = _timed(open_atlas, folder)
     adata = atlas.adata
-    n_clusters, leiden_s = _timed(leiden, adata)
+    n_clusters, leiden_s = _timed(leiden, adata, n_iterations=LEIDEN_ITERATIONS)
     codes = adata.obs["leiden"].cat.codes.to_numpy()  # "0" is the largest cluster
     groups = np.where(codes < N_GROUPS - 1, adata.obs["leiden"].astype(str), f"{N_GROUPS - 1}+")
     markers, markers_s = _timed(rank_genes, atlas.store, adata.var_names, groups)

@@ -153,8 +153,8 @@ class Atlas:
     def add_annotation(self, key: str) -> Path:
         """Keep ``adata.obs[key]`` (and ``adata.uns[key]``, if any) with the atlas: written atomically to
         ``annotations/<key>.csv`` (one row per cell: ``cell``, ``key``) and ``annotations/<key>.json`` (its
-        categories in order and the ``uns`` entry), which :func:`open_atlas` adds back to ``obs`` and ``uns``; ``atlas.h5ad``, as built, is never rewritten.
-        Returns the CSV's path."""
+        categories in order and the ``uns`` entry), which :func:`open_atlas` adds back to ``obs`` and ``uns``;
+        ``atlas.h5ad``, as built, is never rewritten. Returns the CSV's path."""
         if key not in self.adata.obs.columns:
             raise InputError(f"obs has no column '{key}' to keep: choose one of "
                              f"{', '.join(map(str, self.adata.obs.columns))}.")

@@ -96,7 +96,8 @@ def differential_expression(matrix, genes: Sequence[str], in_a, in_b, method: st
 def analysis_markers(analysis: Analysis, groupby: str, method: str = "wilcoxon",
                      groups_to_test: Sequence[str] | None = None) -> pd.DataFrame:
     """:func:`rank_genes` of the groups of ``analysis.adata.obs[groupby]`` on the analysis's log-normalised
-    expression: ``adata.X`` in memory, the gene-major store on disk for an atlas (:meth:`sccore.atlas.Atlas.analysis`)."""
+    expression: ``adata.X`` in memory, the gene-major store on disk for an atlas
+    (:meth:`sccore.atlas.Atlas.analysis`)."""
     adata = analysis.adata
     if groupby not in adata.obs.columns:
         raise InputError(f"obs has no column '{groupby}': choose one of {', '.join(map(str, adata.obs.columns))}.")

@@ -15,7 +15,8 @@ from .neighbors import GraphParams
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterParams(GraphParams):
-    """Parameters of :func:`run`: Leiden at ``resolution`` (seeded by ``seed``) on the neighbours of
+    """Parameters of :func:`run`: Leiden at ``resolution`` (seeded by ``seed``; ``n_iterations`` passes, -1 until
+    stable, 2 as scanpy's igraph flavour and much faster on an atlas) on the neighbours of
     ``obsm[use_rep]`` (:class:`~sccore.tasks.neighbors.GraphParams`; ``input`` an ``.h5ad`` or an atlas folder),
     written to ``obs[key_added]``; scored against ``obs[labels_key]`` when given."""
 
@@ -23,12 +24,15 @@ class ClusterParams(GraphParams):
     resolution: float = 1.0
     key_added: str = "leiden"
     seed: int = 0
+    n_iterations: int = -1
     labels_key: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.resolution > 0, f"resolution must be above 0 (higher gives more clusters), not {self.resolution}.")
         require(bool(self.key_added), "key_added names the obs column of the clusters, e.g. leiden.")
+        require(self.n_iterations == -1 or self.n_iterations >= 1,
+                f"n_iterations is -1 (until stable) or 1 or more, not {self.n_iterations}.")
 
 
 def has_graph(adata: ad.AnnData, neighbors_key: str, use_rep: str, n_neighbors: int) -> bool:
@@ -71,7 +75,8 @@ def run(params: ClusterParams, progress: Progress = quiet, should_stop: ShouldSt
         neighbors(adata, params.use_rep, params.n_neighbors, IndexParams(kind=params.index), key_added=neighbors_key)
     check_stop(should_stop)  # progress is reported once the input is known good: see sccore.cli._ProgressBar
     progress(0.5, f"Leiden clustering (resolution {params.resolution:g})")
-    leiden(adata, params.resolution, neighbors_key=neighbors_key, key_added=params.key_added, seed=params.seed)
+    leiden(adata, params.resolution, neighbors_key=neighbors_key, key_added=params.key_added, seed=params.seed,
+           n_iterations=params.n_iterations)
     if params.labels_key:
         adata.uns[params.key_added]["agreement"] = {
             "labels_key": params.labels_key,
