@@ -202,8 +202,9 @@ def _compare(source, genes: Sequence[str], codes: np.ndarray, group_names: list[
     ties, below_zero = np.zeros(n_genes), np.zeros(n_genes)
     for first, stop in _gene_ranges(source.entries_per_gene()):
         values, cells, starts, offsets = source.segments(first, stop, used)
-        gene_statistics(values, cells, starts, offsets, codes, first, method == "wilcoxon", sum_in, square_in,
-                        expressed_in, nonzero_in, rank_sum_in, ties, below_zero)
+        gene_statistics(values, cells, starts, offsets, codes, first, method == "wilcoxon",
+                        values.dtype == np.float32, sum_in, square_in, expressed_in, nonzero_in, rank_sum_in, ties,
+                        below_zero)
     sum_all, square_all, expressed_all = sum_in.sum(0), square_in.sum(0), expressed_in.sum(0)
     mean_in, mean_out = sum_in / n_in, (sum_all - sum_in) / n_out
     with np.errstate(divide="ignore", invalid="ignore"):
