@@ -52,6 +52,7 @@ Progress = Callable[[float, str], None]
 STAGES = ("genes", "store", "pca", "index", "umap", "frame")
 EF_SEARCH_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 FORMAT_VERSION = 2
+ANNOTATIONS = "annotations"  # the folder of obs columns added to a built atlas (Atlas.add_annotation)
 
 
 def _quiet(fraction: float, message: str) -> None:
@@ -75,16 +76,70 @@ class AtlasParams:
     recall_queries: int = 1_000
 
 
+class GeneStore:
+    """An atlas's log-normalised expression (cells x genes), gene-major on disk: one CSC block per chunk of cells,
+    memory-mapped, so a gene or a range of genes is read as one slice of each block. Called with a gene's position
+    it gives that gene in every cell (what :class:`sccore.workflow.Analysis` takes as ``expression_reader``); it is
+    also the matrix :func:`sccore.markers.rank_genes` and :func:`~sccore.markers.differential_expression` read a
+    range of genes at a time."""
+
+    ndim = 2
+
+    def __init__(self, folder: Path, block_cells: list[int], n_genes: int):
+        self.blocks = [_open_block(folder, number) for number in range(len(block_cells))]
+        self.offsets = np.concatenate([[0], np.cumsum(block_cells)]).astype(np.int64)
+        self.shape = (int(self.offsets[-1]), int(n_genes))
+
+    def __call__(self, position: int) -> np.ndarray:
+        """Log-normalised expression of the gene at ``position`` in every cell (float32)."""
+        values = np.zeros(self.shape[0], dtype=np.float32)
+        for offset, (data, indices, indptr) in zip(self.offsets, self.blocks):
+            start, stop = indptr[position], indptr[position + 1]
+            values[offset + indices[start:stop]] = data[start:stop]
+        return values
+
+    def entries_per_gene(self) -> np.ndarray:
+        """How many values of each gene are stored (its non-zero cells)."""
+        return sum(np.diff(np.asarray(indptr)) for _, _, indptr in self.blocks)
+
+    def segments(self, first: int, stop: int, used: np.ndarray | None = None):
+        """The genes ``first:stop`` of the blocks holding any cell of the mask ``used`` (every block without one),
+        as (values, cell positions within each block, starts of shape (blocks, genes + 1) into those two arrays,
+        each block's first cell)."""
+        numbers = [number for number in range(len(self.blocks))
+                   if used is None or used[self.offsets[number]:self.offsets[number + 1]].any()]
+        values, cells, starts, total = [], [], [], 0
+        for number in numbers:
+            data, indices, indptr = self.blocks[number]
+            bounds = np.asarray(indptr[first:stop + 1])
+            values.append(data[bounds[0]:bounds[-1]])
+            cells.append(indices[bounds[0]:bounds[-1]])
+            starts.append(bounds - bounds[0] + total)
+            total += int(bounds[-1] - bounds[0])
+        return (np.concatenate(values) if values else np.zeros(0, np.float32),
+                np.concatenate(cells) if cells else np.zeros(0, np.int32),
+                np.array(starts, dtype=np.int64).reshape(len(numbers), stop - first + 1),
+                self.offsets[numbers])
+
+
 @dataclass
 class Atlas:
-    """A built atlas: ``adata`` (annotations and QC in ``obs``, ``obsm['X_pca']``, ``obsm['X_umap']``, an empty
-    ``X``), the FAISS index of the PCA embedding, the manifest, and the folder holding the gene-major store."""
+    """A built atlas: ``adata`` (annotations and QC in ``obs``, with the columns added later from
+    ``annotations/``; ``obsm['X_pca']``, ``obsm['X_umap']``, an empty ``X``), the FAISS index of the PCA
+    embedding, the manifest, and the folder holding the gene-major store (:attr:`store`)."""
 
     folder: Path
     adata: ad.AnnData
     index: faiss.Index
     manifest: dict
-    _blocks: list = field(default_factory=list, repr=False)
+    _store: GeneStore | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> GeneStore:
+        """The gene-major store of log-normalised expression (opened on first use)."""
+        if self._store is None:
+            self._store = GeneStore(self.folder, self.manifest["block_cells"], self.adata.n_vars)
+        return self._store
 
     def expression(self, gene: str) -> np.ndarray:
         """Log-normalised expression of ``gene`` in every cell, read from the gene-major store."""
@@ -95,25 +150,55 @@ class Atlas:
     def gene_column(self, position: int) -> np.ndarray:
         """Log-normalised expression of the gene at ``position`` in every cell (memory-mapped blocks: one column
         of each is read)."""
-        if not self._blocks:
-            self._blocks = [_open_block(self.folder, number) for number in range(len(self.manifest["block_cells"]))]
-        values = np.zeros(self.adata.n_obs, dtype=np.float32)
-        offsets = np.concatenate([[0], np.cumsum(self.manifest["block_cells"])])
-        for offset, (data, indices, indptr) in zip(offsets, self._blocks):
-            start, stop = indptr[position], indptr[position + 1]
-            values[offset + indices[start:stop]] = data[start:stop]
-        return values
+        return self.store(position)
+
+    def add_annotation(self, key: str) -> Path:
+        """Keep ``adata.obs[key]`` (and ``adata.uns[key]``, if any) with the atlas: written atomically to
+        ``annotations/<key>.csv`` (one row per cell: ``cell``, ``key``) and ``annotations/<key>.json`` (its
+        categories in order and the ``uns`` entry), which :func:`open_atlas` adds back to ``obs`` and ``uns``;
+        ``atlas.h5ad``, as built, is never rewritten. Returns the CSV's path."""
+        if key not in self.adata.obs.columns:
+            raise InputError(f"obs has no column '{key}' to keep: choose one of "
+                             f"{', '.join(map(str, self.adata.obs.columns))}.")
+        folder = self.folder / ANNOTATIONS
+        folder.mkdir(exist_ok=True)
+        values = self.adata.obs[key].astype("category")
+        table = pd.DataFrame({"cell": self.adata.obs_names, key: values.to_numpy()})
+        info = json.dumps({"categories": [str(name) for name in values.cat.categories],
+                           "uns": self.adata.uns.get(key, {})}, default=_plain)
+        atomic_write(folder / f"{key}.json", lambda tmp: Path(tmp).write_text(info, encoding="utf-8"))
+        atomic_write(folder / f"{key}.csv", lambda tmp: table.to_csv(tmp, index=False), suffix=".csv")
+        return folder / f"{key}.csv"
 
     def analysis(self) -> Analysis:
         """The atlas as the :class:`sccore.workflow.Analysis` the dashboard's pages take: annotations, PCA, the
-        layout and the index, with expression read from the store."""
+        layout and the index, with expression read from the store (its ``expression_reader`` is :attr:`store`,
+        which :func:`sccore.markers.analysis_markers` and :func:`~sccore.markers.analysis_de` read by ranges
+        of genes)."""
         params = self.manifest["params"]
         pipeline = PipelineParams(preprocess=PreprocessParams(**params["preprocess"]),
                                   pca=PCAParams(**params["pca"]), index=IndexParams(**params["index"]),
                                   n_neighbors=int(params["k"]), umap=UMAPParams(**params["umap"]))
         key = make_key("atlas", self.manifest["input"], self.manifest["params"])
         return Analysis(adata=self.adata, key=key, params=pipeline, indexes={"X_pca": self.index},
-                        expression_reader=self.gene_column)
+                        expression_reader=self.store)
+
+
+def _plain(value):
+    """A numpy scalar or array as plain JSON (for ``uns`` entries)."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)
+
+
+def _read_annotations(folder: Path, adata: ad.AnnData) -> None:
+    """Add the columns kept in ``folder/annotations`` (:meth:`Atlas.add_annotation`) to ``adata.obs`` (as
+    categories in their kept order, matched by cell name) and their ``uns`` entries."""
+    for path in sorted((folder / ANNOTATIONS).glob("*.csv")):
+        key = path.stem
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]).set_index("cell")
+        info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        adata.obs[key] = pd.Categorical(table[key].reindex(adata.obs_names), categories=info["categories"])
+        if info["uns"]:
+            adata.uns[key] = info["uns"]
 
 
 def _block_paths(folder: Path, number: int) -> tuple[Path, Path, Path]:
@@ -499,5 +584,6 @@ def open_atlas(folder: str | os.PathLike) -> Atlas:
         raise InputError(f"The atlas in {printable(str(folder))} is unfinished (missing: {', '.join(missing)}). Run "
                          "the same build again: it resumes where it stopped.")
     adata = ad.read_h5ad(folder / "atlas.h5ad")
+    _read_annotations(folder, adata)
     return Atlas(folder=folder, adata=adata, index=_tuned_index(folder, manifest), manifest=manifest)
 

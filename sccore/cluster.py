@@ -18,9 +18,10 @@ METHOD = "igraph leiden, modularity"
 
 
 def leiden(adata: ad.AnnData, resolution: float = 1.0, neighbors_key: str = "neighbors", key_added: str = "leiden",
-           seed: int = 0, n_iterations: int = -1) -> int:
+           seed: int = 0, n_iterations: int = 2) -> int:
     """Cluster the kNN graph stored under ``neighbors_key`` (:func:`sccore.neighbors.neighbors`) with igraph's
-    Leiden (modularity at ``resolution``; ``n_iterations=-1`` runs until stable, seeded by ``seed``); writes
+    Leiden (modularity at ``resolution``, seeded by ``seed``; ``n_iterations`` passes, 2 as igraph's and scanpy's
+    igraph flavour, ``-1`` until stable); writes
     ``obs[key_added]`` (categorical string ids, ``"0"`` the largest cluster, as scanpy) and ``uns[key_added]``
     (``params``, ``n_clusters``); returns the number of clusters."""
     import igraph

@@ -15,12 +15,21 @@ matrix, sparse or dense, and test every gene:
 The ``logfoldchange`` is log2 of the ratio of the mean expression (``expm1`` of the mean log expression, plus 1e-9)
 in the group to that in the rest, the ``pvalue`` is two-sided, the ``fdr`` is Benjamini-Hochberg within the group,
 and ``pct_in``/``pct_out`` are the fractions of cells that express the gene (value > 0) in the group and the rest.
-Genes are tested in chunks of :data:`GENES_PER_CHUNK`, the only part of a sparse matrix ever made dense.
+
+The expression is read a range of genes at a time (at most :data:`GENES_PER_CHUNK` genes and
+:data:`ENTRIES_PER_CHUNK` stored values), from an in-memory matrix or from an atlas's gene-major store on disk
+(:class:`sccore.atlas.GeneStore`, which is never loaded whole), and nothing is made dense. Each gene is ranked once
+for every group (:mod:`sccore._rank_kernel`): only its non-zero values are sorted and the zeros, which all tie, take
+their shared mid-rank, which gives exactly the ranks (and the tie correction) of the whole column.
+
+:func:`analysis_markers` and :func:`analysis_de` run them on a :class:`sccore.workflow.Analysis`, in memory
+(``adata.X``) or an atlas's (its gene store), as the dashboard holds it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,9 +39,13 @@ from scipy import stats
 from .errors import InputError
 from .perturb import benjamini_hochberg
 
+if TYPE_CHECKING:
+    from .workflow import Analysis
+
 COLUMNS = ["group", "gene", "score", "logfoldchange", "pvalue", "fdr", "pct_in", "pct_out"]
 METHODS = ("wilcoxon", "t-test")
 GENES_PER_CHUNK = 256
+ENTRIES_PER_CHUNK = 2**24  # stored values read at once (an atlas's values and cell positions: 128 MiB)
 PSEUDO_EXPRESSION = 1e-9  # scanpy's: keeps the fold change of genes unexpressed on one side finite
 
 
@@ -61,10 +74,10 @@ def rank_genes(matrix, genes: Sequence[str], groups, *, method: str = "wilcoxon"
     unknown = sorted(set(tested) - set(group_names))
     if unknown:
         raise InputError(f"No cells are labelled {', '.join(unknown)}: choose among {', '.join(group_names)}.")
-    tested = sorted(set(tested))
-    membership = names[:, None] == np.array(tested, dtype=object)[None, :]
-    cells = matrix if labelled.all() else matrix[np.flatnonzero(labelled)]
-    return _compare(cells, genes, membership, tested, method)
+    codes = np.full(len(labels), -1, dtype=np.int64)
+    codes[labelled] = np.searchsorted(group_names, names)
+    positions = [int(np.searchsorted(group_names, name)) for name in sorted(set(tested))]
+    return _compare(_gene_source(matrix), genes, codes, [str(name) for name in group_names], positions, method)
 
 
 def differential_expression(matrix, genes: Sequence[str], in_a, in_b, method: str = "wilcoxon") -> pd.DataFrame:
@@ -80,9 +93,41 @@ def differential_expression(matrix, genes: Sequence[str], in_a, in_b, method: st
     shared = np.intersect1d(cells_a, cells_b)
     if len(shared):
         raise InputError(f"{len(shared)} cell(s) are in both A and B: remove them from one of the two sets.")
-    rows = np.concatenate([cells_a, cells_b])
-    membership = np.arange(len(rows))[:, None] < len(cells_a)
-    return _compare(matrix[rows], genes, membership, ["A"], method)
+    codes = np.full(matrix.shape[0], -1, dtype=np.int64)
+    codes[cells_a], codes[cells_b] = 0, 1
+    return _compare(_gene_source(matrix), genes, codes, ["A", "B"], [0], method)
+
+
+def analysis_markers(analysis: Analysis, groupby: str, method: str = "wilcoxon",
+                     groups_to_test: Sequence[str] | None = None) -> pd.DataFrame:
+    """:func:`rank_genes` of the groups of ``analysis.adata.obs[groupby]`` on the analysis's log-normalised
+    expression: ``adata.X`` in memory, the gene-major store on disk for an atlas
+    (:meth:`sccore.atlas.Atlas.analysis`)."""
+    adata = analysis.adata
+    if groupby not in adata.obs.columns:
+        raise InputError(f"obs has no column '{groupby}': choose one of {', '.join(map(str, adata.obs.columns))}.")
+    return rank_genes(_expression(analysis), adata.var_names, adata.obs[groupby], method=method,
+                      groups_to_test=groups_to_test)
+
+
+def analysis_de(analysis: Analysis, in_a, in_b, method: str = "wilcoxon") -> pd.DataFrame:
+    """:func:`differential_expression` of the cells in A against those in B (masks or positions over
+    ``analysis.adata``'s cells) on the analysis's log-normalised expression, in memory or an atlas's on disk."""
+    return differential_expression(_expression(analysis), analysis.adata.var_names, in_a, in_b, method=method)
+
+
+def _expression(analysis: Analysis):
+    """The log-normalised expression of ``analysis``: an atlas's gene store (its ``expression_reader``), else
+    ``adata.X``."""
+    from .atlas import GeneStore
+
+    reader = analysis.expression_reader
+    return reader if isinstance(reader, GeneStore) else analysis.adata.X
+
+
+def _gene_source(matrix):
+    """``matrix`` as a source of gene ranges: an atlas's gene store as it is, anything else :class:`_InMemory`."""
+    return matrix if hasattr(matrix, "segments") else _InMemory(matrix)
 
 
 def top_genes(table: pd.DataFrame, n: int) -> dict[str, list[str]]:
@@ -173,32 +218,63 @@ def _positions(selection, n_cells: int, name: str) -> np.ndarray:
     return positions
 
 
-def _compare(matrix, genes: Sequence[str], membership: np.ndarray, group_names: list[str],
+class _InMemory:
+    """A cells x genes matrix (sparse or dense) read a range of genes at a time, as :class:`sccore.atlas.GeneStore`
+    is: one segment of cells (offset 0)."""
+
+    def __init__(self, matrix):
+        self.by_gene = sp.csc_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
+
+    def entries_per_gene(self) -> np.ndarray:
+        """How many values of each gene are stored (every cell's for a dense matrix)."""
+        if sp.issparse(self.by_gene):
+            return np.diff(self.by_gene.indptr)
+        return np.full(self.by_gene.shape[1], self.by_gene.shape[0])
+
+    def segments(self, first: int, stop: int, used: np.ndarray | None = None):
+        """The genes ``first:stop`` as (values, cell positions, starts of shape (1, genes + 1), cell offsets)."""
+        block = self.by_gene[:, first:stop]
+        block = block if sp.issparse(block) else sp.csc_matrix(block)
+        return block.data, block.indices, block.indptr[None, :].astype(np.int64), np.zeros(1, dtype=np.int64)
+
+
+def _gene_ranges(entries_per_gene: np.ndarray):
+    """Consecutive ranges of genes of at most :data:`GENES_PER_CHUNK` genes and :data:`ENTRIES_PER_CHUNK` stored
+    values (at least one gene each)."""
+    first, n_genes = 0, len(entries_per_gene)
+    while first < n_genes:
+        room = np.cumsum(entries_per_gene[first:first + GENES_PER_CHUNK]) <= ENTRIES_PER_CHUNK
+        stop = first + max(1, int(np.argmin(room)) if not room.all() else len(room))
+        yield first, stop
+        first = stop
+
+
+def _compare(source, genes: Sequence[str], codes: np.ndarray, group_names: list[str], tested: list[int],
              method: str) -> pd.DataFrame:
-    """Test each group (a column of the cells x groups boolean ``membership``) against the other cells."""
-    cells = sp.csc_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
-    n_cells, n_genes = cells.shape
-    weights = membership.astype(np.float64)
-    n_in = weights.sum(0)[:, None]
+    """Test each group ``g`` in ``tested`` (the cells whose ``codes`` is ``g``; cells coded -1 are left out)
+    against the other cells of ``codes >= 0``, reading ``source`` (:class:`_InMemory` or an atlas's gene store) a
+    range of genes at a time."""
+    from ._rank_kernel import gene_statistics
+
+    n_groups, n_genes = len(group_names), len(genes)
+    used = codes >= 0
+    n_cells = int(used.sum())
+    n_in = np.bincount(codes[used], minlength=n_groups).astype(np.float64)[:, None]
     n_out = n_cells - n_in
-    sum_in, square_in, expressed_in = (np.zeros((len(group_names), n_genes)) for _ in range(3))
-    sum_all, square_all, expressed_all = (np.zeros(n_genes) for _ in range(3))
-    rank_sum_in, tie_correction = np.zeros((len(group_names), n_genes)), np.ones(n_genes)
-    for left in range(0, n_genes, GENES_PER_CHUNK):
-        chunk = slice(left, min(left + GENES_PER_CHUNK, n_genes))
-        values = cells[:, chunk]
-        values = values.toarray() if sp.issparse(values) else values
-        values = np.asarray(values, dtype=np.float64)
-        sum_in[:, chunk], sum_all[chunk] = weights.T @ values, values.sum(0)
-        square_in[:, chunk], square_all[chunk] = weights.T @ values**2, (values**2).sum(0)
-        expressed = (values > 0).astype(np.float64)
-        expressed_in[:, chunk], expressed_all[chunk] = weights.T @ expressed, expressed.sum(0)
-        if method == "wilcoxon":
-            rank_sum_in[:, chunk] = weights.T @ stats.rankdata(values, axis=0)
-            tie_correction[chunk] = _tie_correction(values)
+    sum_in, square_in, expressed_in, nonzero_in, rank_sum_in = (np.zeros((n_groups, n_genes)) for _ in range(5))
+    ties, below_zero = np.zeros(n_genes), np.zeros(n_genes)
+    for first, stop in _gene_ranges(source.entries_per_gene()):
+        values, cells, starts, offsets = source.segments(first, stop, used)
+        gene_statistics(values, cells, starts, offsets, codes, first, method == "wilcoxon",
+                        values.dtype == np.float32, sum_in, square_in, expressed_in, nonzero_in, rank_sum_in, ties,
+                        below_zero)
+    sum_all, square_all, expressed_all = sum_in.sum(0), square_in.sum(0), expressed_in.sum(0)
     mean_in, mean_out = sum_in / n_in, (sum_all - sum_in) / n_out
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "wilcoxon":
+            zeros = n_cells - nonzero_in.sum(0)  # every cell not stored, or stored as 0, ties at the zeros' mid-rank
+            rank_sum_in += (n_in - nonzero_in) * (below_zero + (zeros + 1) / 2.0)
+            tie_correction = 1.0 - (ties + zeros**3 - zeros) / (float(n_cells) ** 3 - n_cells)
             spread = np.sqrt(tie_correction * n_in * n_out * (n_cells + 1) / 12.0)
             scores = (rank_sum_in - n_in * (n_cells + 1) / 2.0) / spread
             scores[np.isnan(scores)] = 0.0  # genes with one value in every cell
@@ -213,25 +289,12 @@ def _compare(matrix, genes: Sequence[str], membership: np.ndarray, group_names: 
         fold_changes = np.log2((np.expm1(mean_in) + PSEUDO_EXPRESSION) / (np.expm1(mean_out) + PSEUDO_EXPRESSION))
     genes = np.asarray(genes, dtype=object)
     tables = []
-    for index, name in enumerate(group_names):
+    for index in tested:
         order = np.argsort(-scores[index], kind="stable")
         tables.append(pd.DataFrame({
-            "group": name, "gene": genes[order], "score": scores[index, order],
+            "group": group_names[index], "gene": genes[order], "score": scores[index, order],
             "logfoldchange": fold_changes[index, order], "pvalue": p_values[index, order],
             "fdr": benjamini_hochberg(p_values[index])[order],
             "pct_in": expressed_in[index, order] / n_in[index, 0],
             "pct_out": (expressed_all - expressed_in[index])[order] / n_out[index, 0]}))
     return pd.concat(tables, ignore_index=True)[COLUMNS]
-
-
-def _tie_correction(values: np.ndarray) -> np.ndarray:
-    """Per column, 1 - sum(t^3 - t) / (n^3 - n) over the sizes t of the groups of tied values (scipy's
-    ``tiecorrect``), for all columns at once."""
-    n_cells = values.shape[0]
-    ordered = np.sort(values, axis=0).T
-    starts = np.ones(ordered.shape, dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    run_starts = np.flatnonzero(starts.ravel())
-    run_lengths = np.diff(np.append(run_starts, ordered.size)).astype(np.float64)
-    ties = np.bincount(run_starts // n_cells, weights=run_lengths**3 - run_lengths, minlength=ordered.shape[0])
-    return 1.0 - ties / (n_cells**3 - n_cells)

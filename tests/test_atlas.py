@@ -9,6 +9,7 @@ import warnings
 import anndata as ad
 import faiss
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -148,3 +149,61 @@ def test_an_atlas_is_an_analysis_the_pages_can_show(built):
     assert analysis.params.preprocess.library_size_key == "full_total_umis"
     with pytest.raises(InputError, match="not in this dataset"):
         analysis.expression("NOT_A_GENE")
+
+
+@pytest.fixture(scope="module")
+def in_memory(demo):
+    """The demo through the in-memory pipeline: what the atlas's store holds, in ``X``."""
+    return preprocess(demo, default_params(demo))
+
+
+@pytest.mark.parametrize("method", ["wilcoxon", "t-test"])
+def test_markers_and_de_read_from_the_store_equal_the_in_memory_ones(built, in_memory, method, monkeypatch):
+    """Marker genes of every cell type and A-vs-B tests, read from the gene-major store a few genes at a time (and
+    only the blocks holding A or B), are those of the log-normalised matrix in memory."""
+    from sccore import markers
+    from sccore.markers import analysis_de, analysis_markers, differential_expression
+    from sccore.workflow import Analysis
+
+    monkeypatch.setattr(markers, "ENTRIES_PER_CHUNK", 5_000)
+    memory = Analysis(adata=in_memory, key="demo", params=None)
+    expected = analysis_markers(memory, "cell_type", method=method)
+    pd.testing.assert_frame_equal(analysis_markers(built.analysis(), "cell_type", method=method), expected,
+                                  rtol=1e-9)
+    in_a, in_b = np.arange(10, 160), np.arange(200, 290)  # the store's blocks hold 150 cells: the last is not read
+    expected = differential_expression(in_memory.X, in_memory.var_names, in_a, in_b, method=method)
+    pd.testing.assert_frame_equal(analysis_de(built.analysis(), in_a, in_b, method=method), expected, rtol=1e-9)
+    assert list(expected["gene"][:10]) == list(analysis_de(memory, in_a, in_b, method=method)["gene"][:10])
+    with pytest.raises(InputError, match="choose one of"):
+        analysis_markers(built.analysis(), "no_such_column")
+
+
+def test_the_tasks_take_an_atlas_folder_and_clusters_are_kept_beside_it(built, tmp_path):
+    """`cluster ATLAS` keeps Leiden's clusters in annotations/ (open_atlas reads them back), and `markers ATLAS
+    --groupby leiden` and `de ATLAS` read the store."""
+    import shutil
+
+    from sccore.cli import main
+    from sccore.markers import differential_expression, rank_genes
+
+    folder = tmp_path / "atlas"
+    shutil.copytree(built.folder, folder)
+    assert main(["cluster", str(folder), "-o", str(tmp_path / "clustered.h5ad"), "--labels-key", "cell_type"]) == 0
+    reopened = open_atlas(folder)
+    written = ad.read_h5ad(tmp_path / "clustered.h5ad")
+    assert list(reopened.adata.obs["leiden"]) == list(written.obs["leiden"])
+    assert list(reopened.adata.obs["leiden"].cat.categories) == list(written.obs["leiden"].cat.categories)
+    assert reopened.adata.uns["leiden"]["n_clusters"] == written.uns["leiden"]["n_clusters"] >= 3
+    assert reopened.adata.uns["leiden"]["agreement"]["ARI"] > 0.3
+    assert (folder / "annotations" / "leiden.csv").is_file() and not list(folder.rglob(".*.tmp*"))
+
+    assert main(["markers", str(folder), "--groupby", "leiden", "-o", str(tmp_path / "markers.csv")]) == 0
+    expected = rank_genes(reopened.store, reopened.adata.var_names, reopened.adata.obs["leiden"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "markers.csv", dtype={"group": str}), expected,
+                                  check_dtype=False, atol=1e-6)
+    assert main(["de", str(folder), "--a", "leiden=0", "--b", "leiden=1", "-o", str(tmp_path / "de.csv")]) == 0
+    labels = reopened.adata.obs["leiden"].to_numpy()
+    expected = differential_expression(reopened.store, reopened.adata.var_names, labels == "0", labels == "1")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "de.csv"), expected, check_dtype=False, atol=1e-6)
+    assert main(["markers", str(folder), "--groupby", "leiden", "--library-size-key", "x", "-o",
+                 str(tmp_path / "never.csv")]) == 2

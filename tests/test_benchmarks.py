@@ -87,3 +87,12 @@ def test_atlas_benchmark_runs_quick(shared_data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "load to first frame" in result.stdout and "recall@15" in result.stdout
     assert "time ratio" in result.stdout and "| 5,000 |" in result.stdout
+
+
+def test_markers_benchmark_runs_quick(shared_data, tmp_path):
+    """Beside scanpy on 2,000 cells (the atlas part's functions are unit-tested in test_atlas.py)."""
+    result = subprocess.run([sys.executable, "benchmarks/bench_markers.py", "--quick", "--atlas-cells",
+                             "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| 2,000 | markers | wilcoxon |" in result.stdout and "| 2,000 | de | t-test |" in result.stdout
+    assert "1.00 / 1.00" in result.stdout

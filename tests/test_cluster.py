@@ -47,7 +47,7 @@ def test_leiden_recovers_the_cell_types(synthetic):
     assert n_clusters == 3 == adata.uns["leiden"]["n_clusters"]
     assert scores["ARI"] > 0.95 and scores["NMI"] > 0.95  # measured: 1.0 and 1.0
     assert adata.uns["leiden"]["params"] == {"resolution": 1.0, "neighbors_key": "neighbors", "seed": 0,
-                                             "n_iterations": -1, "method": "igraph leiden, modularity"}
+                                             "n_iterations": 2, "method": "igraph leiden, modularity"}
 
 
 def test_same_seed_same_clusters_and_higher_resolution_more(synthetic):

@@ -34,9 +34,10 @@ def select_cells(adata: ad.AnnData, name: str, text: str) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class DEParams(TaskParams):
-    """Parameters of :func:`run`: the cells of set A (``a``) and of set B (``b``), each ``KEY=VALUE`` (the cells
-    whose ``obs[KEY]``, as text, is VALUE), the test (``method``: :data:`sccore.markers.METHODS`) and the ``obs``
-    column of library sizes (``library_size_key``)."""
+    """Parameters of :func:`run`: the ``input`` (an ``.h5ad`` of counts or an atlas folder), the cells of set A
+    (``a``) and of set B (``b``), each ``KEY=VALUE`` (the cells whose ``obs[KEY]``, as text, is VALUE), the test
+    (``method``: :data:`sccore.markers.METHODS`) and the ``obs`` column of library sizes (``library_size_key``; not
+    for an atlas)."""
 
     task: ClassVar[str] = "de"
     input: str

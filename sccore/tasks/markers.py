@@ -1,5 +1,6 @@
 """The ``markers`` task: the marker genes of every group of an ``obs`` column (:func:`sccore.markers.rank_genes`)
-on log-normalised counts; and the normalisation that it and the ``de`` task share (:func:`open_expression`)."""
+on log-normalised counts; and the expression that it and the ``de`` task share (:func:`open_expression`: an
+``.h5ad`` normalised in memory, or an atlas folder's gene-major store read from disk)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,42 @@ if TYPE_CHECKING:
     import anndata as ad
     import scipy.sparse as sp
 
+    from ..atlas import GeneStore
+
 
 def check_method(method: str) -> None:
     """:class:`sccore.errors.InputError` unless ``method`` is one of :data:`sccore.markers.METHODS`."""
     require(method in METHODS, f"method is one of {', '.join(METHODS)}, not '{method}'.")
 
 
-def open_expression(path: str, library_size_key: str | None = None) -> tuple[ad.AnnData, sp.csr_matrix]:
-    """The raw counts of the ``.h5ad`` at ``path`` (:func:`sccore.tasks.base.open_counts`) and their log-normalised
-    expression, ``log1p(counts / library size * 1e4)`` (:func:`sccore.pp.log_normalise`); library sizes from
-    ``obs[library_size_key]`` when given, else as the other tasks take them (:func:`sccore.pp.default_params`:
-    ``obs['full_total_umis']`` where the file has it, else each cell's total counts)."""
+def is_atlas(path: str) -> bool:
+    """Whether ``path`` is an atlas folder (:func:`sccore.atlas.build_atlas`'s) rather than an ``.h5ad``."""
+    from pathlib import Path
+
+    return Path(path).is_dir()
+
+
+def open_expression(path: str, library_size_key: str | None = None) -> tuple[ad.AnnData, sp.csr_matrix | GeneStore]:
+    """The cells of ``path`` and their log-normalised expression, ``log1p(counts / library size * 1e4)``.
+
+    For an ``.h5ad``: its raw counts (:func:`sccore.tasks.base.open_counts`) normalised in memory
+    (:func:`sccore.pp.log_normalise`), library sizes from ``obs[library_size_key]`` when given, else as the other
+    tasks take them (:func:`sccore.pp.default_params`: ``obs['full_total_umis']`` where the file has it, else each
+    cell's total counts). For an atlas folder: ``atlas.h5ad``'s cells and the gene-major store, normalised when
+    the atlas was built and read from disk a range of genes at a time (:class:`sccore.atlas.GeneStore`)."""
     import numpy as np
 
     from ..io import counts_matrix
     from ..pp import default_params, log_normalise
     from ..tokenize import library_sizes
 
+    if is_atlas(path):
+        from ..atlas import open_atlas
+
+        require(library_size_key is None, "An atlas's expression was normalised when it was built (with its "
+                                          "library sizes): leave out --library-size-key.")
+        atlas = open_atlas(path)
+        return atlas.adata, atlas.store
     adata = open_counts(path, library_size_key)
     preprocess = default_params(adata)
     counts = counts_matrix(adata)
@@ -51,8 +71,9 @@ def check_column(adata: ad.AnnData, key: str, flag: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class MarkersParams(TaskParams):
-    """Parameters of :func:`run`: the ``obs`` column whose groups are compared (``groupby``), the test (``method``:
-    :data:`sccore.markers.METHODS`) and the ``obs`` column of library sizes (``library_size_key``)."""
+    """Parameters of :func:`run`: the ``input`` (an ``.h5ad`` of counts or an atlas folder), the ``obs`` column
+    whose groups are compared (``groupby``), the test (``method``: :data:`sccore.markers.METHODS`) and the ``obs``
+    column of library sizes (``library_size_key``; not for an atlas)."""
 
     task: ClassVar[str] = "markers"
     input: str
