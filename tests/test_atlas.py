@@ -153,8 +153,9 @@ def test_an_atlas_is_an_analysis_the_pages_can_show(built):
 
 @pytest.fixture(scope="module")
 def in_memory(demo):
-    """The demo through the in-memory pipeline: what the atlas's store holds, in ``X``."""
-    return preprocess(demo, default_params(demo))
+    """The demo through the in-memory pipeline with an atlas's QC (fixed thresholds): what the atlas's store holds,
+    in ``X``."""
+    return preprocess(demo, default_params(demo, qc_rule="thresholds"))
 
 
 @pytest.mark.parametrize("method", ["wilcoxon", "t-test"])

@@ -23,7 +23,8 @@ def counts_file(tmp_path):
 
 def test_embed_then_umap(counts_file, tmp_path):
     embedded, laid_out = tmp_path / "embedded.h5ad", tmp_path / "umap.h5ad"
-    result = run_cli("embed", counts_file, "-o", embedded, "--method", "pca", "--min-genes", "0", "--n-comps", "20")
+    result = run_cli("embed", counts_file, "-o", embedded, "--method", "pca", "--qc-rule", "thresholds", "--min-genes",
+                     "0", "--n-comps", "20")
     assert result.returncode == 0, result.stderr
     adata = ad.read_h5ad(embedded)
     assert adata.obsm["X_pca"].shape == (400, 20) and "counts" in adata.layers

@@ -146,7 +146,7 @@ def test_each_user_sees_only_their_jobs(tmp_path):
 def test_bad_job_requests_are_refused_with_the_fix(tmp_path):
     (tmp_path / "x.h5ad").write_bytes(b"")
     with pytest.raises(InputError, match="Unknown job kind"):
-        jobs.checked_params("cluster", {"input": str(tmp_path / "x.h5ad")})
+        jobs.checked_params("clustering", {"input": str(tmp_path / "x.h5ad")})
     with pytest.raises(InputError, match="needs label_key, batch_key"):
         jobs.checked_params("metrics", {"input": str(tmp_path / "x.h5ad")})
     with pytest.raises(InputError, match="takes no parameter colour"):

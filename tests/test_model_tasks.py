@@ -88,7 +88,7 @@ def test_a_stopped_finetune_leaves_no_model(data, tmp_path):
 def test_finetune_parameters_take_their_defaults_and_bounds_from_finetune_config():
     for name in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "seed", "device"):
         assert finetune_task.FinetuneParams.default(name) == getattr(FinetuneConfig(), name), name
-    with pytest.raises(InputError, match="epochs must be in"):
+    with pytest.raises(InputError, match="epochs must lie between 0.001 and 1000 for the finetune task"):
         finetune_task.FinetuneParams(input="x", model="m", label_key="cell_type", epochs=0)
     with pytest.raises(InputError, match="needs label_key"):
         finetune_task.FinetuneParams.from_dict({"input": "x", "model": "m"})

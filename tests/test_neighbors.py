@@ -118,7 +118,8 @@ def test_a_file_the_cli_writes_works_with_scanpy_leiden_paga_and_umap(tmp_path, 
     from tests.conftest import make_counts
 
     make_counts(n_cells=300).write_h5ad(tmp_path / "counts.h5ad")
-    assert main(["embed", str(tmp_path / "counts.h5ad"), "-o", str(tmp_path / "pca.h5ad"), "--min-genes", "0"]) == 0
+    assert main(["embed", str(tmp_path / "counts.h5ad"), "-o", str(tmp_path / "pca.h5ad"), "--qc-rule", "thresholds",
+                 "--min-genes", "0"]) == 0
     assert main(["umap", str(tmp_path / "pca.h5ad"), "-o", str(tmp_path / "umap.h5ad"),
                  "--neighbors-key", "pca_graph"]) == 0
     assert "obsp['pca_graph_distances'], obsp['pca_graph_connectivities']" in capsys.readouterr().out
