@@ -21,7 +21,7 @@ HEATMAP_CELLS = 1500  # cells drawn in the heat map, shared out between the grou
 NONE = "(none)"
 
 st.title("Clusters & marker genes")
-analysis = state.open_or_stop()
+analysis = state.open_or_stop(atlas_ok=True)
 
 st.subheader("Leiden clusters")
 top = st.columns([2, 2, 2])

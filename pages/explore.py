@@ -107,11 +107,7 @@ else:
     st.download_button("Selected cells (CSV)", csv_bytes(table, index=True), file_name="selected_cells.csv",
                        mime="text/csv")
 
-if state.is_atlas(state.current_source()[0]):
-    st.caption("Differential expression between two sets of cells needs the expression in memory: open the atlas's "
-               "file (or a subset of its cells) on the Home page to compare cells.")
-else:
-    de.show(analysis, selected, annotations)
+de.show(analysis, selected, annotations)
 
 st.subheader("Export")
 st.download_button("Embedding table (CSV): annotations, layouts and PCs",
