@@ -41,7 +41,7 @@ HEADING = "## Markers, DE and Leiden at atlas scale (issue 15)"
 TARGETS = {"de_s": 5.0, "markers_s": 120.0, "leiden_s": 300.0}  # at 1M cells (the issue's)
 DE_CELLS = 100_000
 N_GROUPS = 20
-LEIDEN_ITERATIONS = 2  # scanpy's igraph flavour's; -1 (until stable, the cluster task's default) is far slower
+LEIDEN_ITERATIONS = 2  # the cluster task's default (scanpy's igraph flavour's); -1, until stable, is far slower
 
 
 def dataset(n_cells: int, data_dir: Path) -> Path:

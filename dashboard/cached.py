@@ -357,10 +357,19 @@ def _grouping_image(analysis_key: str, layout: str, grouping_key: tuple, view: V
 def marker_genes(analysis_key: str, grouping_key: tuple, method: str, _labels: pd.Series,
                  _analysis: Analysis) -> pd.DataFrame:
     """``sccore.markers.rank_genes`` of the groups ``_labels`` gives the cells (named by ``grouping_key``, which keys
-    the cache) on the analysis's log-normalised expression (``adata.X``), each group against the rest."""
-    from sccore.markers import rank_genes
+    the cache) on the analysis's log-normalised expression (``sccore.markers.analysis_expression``: in memory, or an
+    atlas's store on disk), each group against the rest."""
+    from sccore.markers import analysis_expression, rank_genes
 
-    return rank_genes(_analysis.adata.X, _analysis.adata.var_names, _labels, method=method)
+    return rank_genes(analysis_expression(_analysis), _analysis.adata.var_names, _labels, method=method)
+
+
+def _gene_columns(analysis: Analysis, genes: tuple[str, ...], cells: np.ndarray | None = None) -> np.ndarray:
+    """The log-normalised expression of a few ``genes`` (columns) in ``cells`` (default: every cell), read one gene
+    at a time (``Analysis.expression``: from memory, or an atlas's store)."""
+    columns = [analysis.expression(gene) for gene in genes]
+    values = np.column_stack(columns) if columns else np.zeros((analysis.adata.n_obs, 0))
+    return values if cells is None else values[cells]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -370,7 +379,7 @@ def marker_expression(analysis_key: str, grouping_key: tuple, genes: tuple[str, 
     cells (groups x genes), for the dot plot."""
     from sccore.markers import expression_by_group
 
-    return expression_by_group(_analysis.adata.X, _analysis.adata.var_names, _labels, list(genes))
+    return expression_by_group(_gene_columns(_analysis, genes), list(genes), _labels, list(genes))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -378,15 +387,10 @@ def marker_cells(analysis_key: str, grouping_key: tuple, genes: tuple[str, ...],
                  _analysis: Analysis) -> tuple[np.ndarray, list[str]]:
     """The log expression of ``genes`` in at most ``per_group`` cells of each group
     (``sccore.markers.sample_by_group``) and each of those cells' group, for the heat map."""
-    from scipy import sparse
-
     from sccore.markers import sample_by_group
 
     cells = sample_by_group(_labels, per_group)
-    positions = _analysis.adata.var_names.get_indexer(list(genes))
-    values = _analysis.adata.X[cells][:, positions]
-    values = values.toarray() if sparse.issparse(values) else np.asarray(values)
-    return values, [str(label) for label in np.asarray(_labels, dtype=object)[cells]]
+    return _gene_columns(_analysis, genes, cells), [str(label) for label in np.asarray(_labels, dtype=object)[cells]]
 
 
 def cells_digest(cells: np.ndarray) -> str:
@@ -409,6 +413,6 @@ def differential_expression(analysis: Analysis, cells_a: np.ndarray, cells_b: np
 @st.cache_data(show_spinner="Testing every gene in A against B…", max_entries=16)
 def _differential_expression(analysis_key: str, digest_a: str, digest_b: str, method: str, _cells_a: np.ndarray,
                              _cells_b: np.ndarray, _analysis: Analysis) -> pd.DataFrame:
-    from sccore.markers import differential_expression as compare
+    from sccore.markers import analysis_expression, differential_expression as compare
 
-    return compare(_analysis.adata.X, _analysis.adata.var_names, _cells_a, _cells_b, method=method)
+    return compare(analysis_expression(_analysis), _analysis.adata.var_names, _cells_a, _cells_b, method=method)

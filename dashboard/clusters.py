@@ -51,8 +51,12 @@ class Clustering:
 
 
 def graph_embeddings(analysis: Analysis) -> list[str]:
-    """The embeddings whose kNN graph the analysis holds (``analysis.neighbors``), ``X_pca`` first."""
-    return sorted(analysis.neighbors, key=lambda rep: (rep != "X_pca", rep))
+    """The embeddings whose kNN graph the analysis holds (``analysis.neighbors``, or stored in the AnnData as an
+    atlas stores it), ``X_pca`` first."""
+    from sccore.workflow import graph_key
+
+    stored = {rep for rep in analysis.adata.obsm if graph_key(rep) in analysis.adata.uns}
+    return sorted(set(analysis.neighbors) | stored, key=lambda rep: (rep != "X_pca", rep))
 
 
 def remember(clustering: Clustering) -> None:

@@ -20,7 +20,7 @@ from sccore.workflow import Analysis
 
 from dashboard import cached, clusters
 from dashboard.explain import column_help
-from dashboard.widgets import show_error
+from dashboard.widgets import plain, show_error
 
 ANNOTATION, SELECTION, OTHERS = "Annotation values", "Selection on the plot", "All other cells"
 REQUEST = "de_request"  # session_state: the last comparison asked for (a Comparison)
@@ -105,8 +105,8 @@ def show(analysis: Analysis, selected: np.ndarray, groupings: list[str]) -> None
 
 def _show_result(request: Comparison, table: pd.DataFrame) -> None:
     """The genes up and down in A, the volcano plot, the gene colouring and the CSV of one comparison."""
-    st.markdown(f"**A**: {request.about_a} ({len(np.unique(request.cells_a)):,} cells) · **B**: {request.about_b} "
-                f"({len(np.unique(request.cells_b)):,} cells) · {request.method}")
+    st.markdown(f"**A**: {plain(request.about_a)} ({len(np.unique(request.cells_a)):,} cells) · "
+                f"**B**: {plain(request.about_b)} ({len(np.unique(request.cells_b)):,} cells) · {request.method}")
     shown = ["gene", "logfoldchange", "pvalue", "fdr", "pct_in", "pct_out"]
     up = table.head(TOP)[shown].reset_index(drop=True)
     down = table.iloc[::-1].head(TOP)[shown].reset_index(drop=True)

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached
+from dashboard.widgets import plain
 from sccore import InputError
 from sccore.export import csv_bytes
 from sccore.perturb import KnockoutResult, expression_change_of, top_expression_changes
@@ -60,7 +61,7 @@ def show_expression_changes(analysis: Analysis, gene: str, mode: str, results: d
             st.plotly_chart(expression_change_figure(top, f"{labels[method]}: knock out {gene}"),
                             key=f"ko_expression_chart_{method}", width="stretch", config={"displaylogo": False})
             if len(own):
-                st.caption(f"{gene} itself: predicted change {float(own.iloc[0]):+.4f}.")
+                st.caption(f"{plain(gene)} itself: predicted change {float(own.iloc[0]):+.4f}.")
             shown = top[["gene", "predicted_log_change"]]
             st.dataframe(shown, hide_index=True, width="stretch", key=f"ko_expression_table_{method}",
                          column_config={"predicted_log_change": st.column_config.NumberColumn(

@@ -17,7 +17,6 @@ import streamlit as st
 from dashboard import background, cached, session, state, widgets
 from dashboard.explain import column_help
 from dashboard.session import Failure, ScreenRecord, ScreenRequest
-from dashboard.widgets import plain
 from sccore import InputError
 from sccore.export import csv_bytes
 from sccore.glossary import agreement_note
@@ -154,7 +153,7 @@ def show_screen(record: ScreenRecord, request: ScreenRequest, title: str) -> Non
     sampled = (f", a random sample of {record.n_cells:,} of its {record.n_population:,} cells"
                if record.n_cells < record.n_population else f", {record.n_cells:,} cells")
     goal_text = f"; goal: {request.goal[0]} = {request.goal[1]}" if request.goal else ""
-    st.subheader(f"{title}{sampled}{goal_text}")
+    st.subheader(widgets.plain(f"{title}{sampled}{goal_text}"))
     if record.partial:
         done_text = "; ".join(f"{METHOD_LABELS[m]} {100 * f:.0f} % of the cells" for m, f in record.progress.items()
                               if m not in record.errors)

@@ -149,8 +149,8 @@ def show_transfer(true: pd.Series | None, predicted: np.ndarray, confidence: np.
                           help=f"{help_for('n_unassigned')} Accuracy over the assigned cells: "
                                f"{scores['accuracy_assigned']:.3f}.")
         if scores["types_never_predicted"]:
-            st.caption(f"Never predicted: {', '.join(scores['types_never_predicted'])} (absent from the reference, "
-                       "or outvoted).")
+            st.caption(f"Never predicted: {plain(', '.join(scores['types_never_predicted']))} (absent from the "
+                       "reference, or outvoted).")
         table = confusion_table(truth, predicted[known], order)
         st.plotly_chart(confusion_figure(table, "Confusion matrix (colour: share of each true type)"), width="stretch",
                         key=f"{slot}_confusion", config={"displaylogo": False})

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import clusters, state
 from dashboard.explain import column_help
-from dashboard.widgets import show_error
+from dashboard.widgets import plain, show_error
 from sccore import InputError
 from sccore.cluster import cluster_agreement
 from sccore.export import csv_bytes
@@ -21,7 +21,7 @@ HEATMAP_CELLS = 1500  # cells drawn in the heat map, shared out between the grou
 NONE = "(none)"
 
 st.title("Clusters & marker genes")
-analysis = state.open_or_stop()
+analysis = state.open_or_stop(atlas_ok=True)
 
 st.subheader("Leiden clusters")
 top = st.columns([2, 2, 2])
@@ -65,7 +65,8 @@ with left:
 with right:
     st.dataframe(sizes, hide_index=True, width="stretch", column_config=column_help(sizes))
     if label_key != NONE:
-        st.caption(f"main {label_key}: the most common {label_key} of the cluster's cells; main %: its share.")
+        st.caption(f"main {plain(label_key)}: the most common {plain(label_key)} of the cluster's cells; main %: its "
+                   "share.")
     st.download_button("Clusters (CSV)", csv_bytes(labels.rename("leiden").to_frame(), index=True),
                        file_name="clusters.csv", mime="text/csv", key="cl_csv")
 st.caption(f"The Explore page offers these clusters as a colour, and for differential expression, under "

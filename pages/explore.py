@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import cached, clusters, de, state
+from dashboard.widgets import plain
 from sccore.export import csv_bytes
 from sccore.glossary import HELP, baseline_note
 from sccore.plots import layout_figure
@@ -82,10 +83,10 @@ if compare and second:
 else:
     selected = draw(first, "a")
 if mode == "Gene":
-    st.caption(f"Colour: {gene}'s log-normalised expression (log1p), light for none to dark for the most; where cells "
-               "overlap, the highest value shows.")
+    st.caption(f"Colour: {plain(gene)}'s log-normalised expression (log1p), light for none to dark for the most; "
+               "where cells overlap, the highest value shows.")
 else:
-    st.caption(f"Colour: each cell's {column}; a pixel holding several colours mixes them by count, and denser "
+    st.caption(f"Colour: each cell's {plain(column)}; a pixel holding several colours mixes them by count, and denser "
                "places are more opaque.")
 shown_reps = {rep for rep in ("X_pca", "X_encoder") if layout_key(rep) in (first, second)}
 if mode == "Annotation" and {"X_encoder", "X_pca"} <= shown_reps and column in adata.obs:
@@ -107,11 +108,7 @@ else:
     st.download_button("Selected cells (CSV)", csv_bytes(table, index=True), file_name="selected_cells.csv",
                        mime="text/csv")
 
-if state.is_atlas(state.current_source()[0]):
-    st.caption("Differential expression between two sets of cells needs the expression in memory: open the atlas's "
-               "file (or a subset of its cells) on the Home page to compare cells.")
-else:
-    de.show(analysis, selected, annotations)
+de.show(analysis, selected, annotations)
 
 st.subheader("Export")
 st.download_button("Embedding table (CSV): annotations, layouts and PCs",

@@ -137,7 +137,7 @@ if record is not None and done:
     any_result = next(iter(done.values()))
     sampled = (f" (a random sample of {record.n_chosen:,} of the {record.n_population:,} cells)"
                if record.n_chosen < record.n_population else "")
-    st.subheader(f"{mode.capitalize()} {gene} in {describe(population)}{sampled}")
+    st.subheader(widgets.plain(f"{mode.capitalize()} {gene} in {describe(population)}") + sampled)
     summary = pd.DataFrame([{**result.summary(), "method": LABEL[method]} for method, result in done.items()])
     summary = summary[["method", "n_cells", "n_not_expressed", "mean_cosine", "mean_shift", "mean_shift_norm"]]
     st.dataframe(summary, hide_index=True, width="stretch", column_config=column_help(summary, screens.NUMBER_FORMATS),
@@ -181,8 +181,8 @@ if record is not None and done:
                               key=f"ko_bars_{method}", **CHART)
         st.caption("Bars: the mean shift of each group's cells, with its standard error. " + HELP["shift"])
     elif group_column:
-        st.caption(f"The chosen cells are all one {group_column}; choose {ALL} (or another annotation) "
-                   f"to compare the shift between {group_column} values.")
+        st.caption(f"The chosen cells are all one {widgets.plain(group_column)}; choose {ALL} (or another "
+                   f"annotation) to compare the shift between {widgets.plain(group_column)} values.")
 
 if record is not None and done:
     show_expression_changes(analysis, gene, mode, done, LABEL)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import cached, session, state
 from dashboard.session import MetricsRequest
-from dashboard.widgets import show_error
+from dashboard.widgets import plain, show_error
 from sccore import InputError
 from sccore.annotations import batch_candidates, guess_batch_column, guess_column, looks_like
 from sccore.export import csv_bytes
@@ -39,7 +39,7 @@ def drop_stale(key: str, options: list[str], explain: bool = True) -> None:
     stale = st.session_state.get(key)
     if stale is not None and stale not in options:
         if explain:
-            st.warning(f"This dataset has no annotation '{stale}'; choose another column.")
+            st.warning(f"This dataset has no annotation '{plain(stale)}'; choose another column.")
         del st.session_state[key]
 
 
@@ -72,16 +72,16 @@ st.session_state["mt_embeddings"] = list(dict.fromkeys(key for key in remembered
 chosen = st.multiselect("Embeddings", embeddings, key="mt_embeddings",
                         help="obsm keys with more than two dimensions; pcr_comparison compares each with X_pca.")
 if integrated:
-    st.caption(f"Harmony integrates the {n_batches} batches of '{integrated}' in X_pca: X_pca_harmony.")
+    st.caption(f"Harmony integrates the {n_batches} batches of '{plain(integrated)}' in X_pca: X_pca_harmony.")
 
 if n_batches < 2:
-    st.warning(f"'{batch_key}' has a single value in every cell, so there are no batches to mix: batch correction "
-               "can be neither scored nor applied with Harmony. Choose a column that names batches (sample, donor, "
-               "sequencing run…).")
+    st.warning(f"'{plain(batch_key)}' has a single value in every cell, so there are no batches to mix: batch "
+               "correction can be neither scored nor applied with Harmony. Choose a column that names batches (sample, "
+               "donor, sequencing run…).")
 elif not looks_like(batch_key, "batch"):
     demo = state.current_source()[0] == state.DEMO
-    st.info(f"'{batch_key}' does not look like a batch column. With it, the batch-correction scores measure how well "
-            f"its {n_batches} values are mixed, which is integration only if they are technical batches"
+    st.info(f"'{plain(batch_key)}' does not look like a batch column. With it, the batch-correction scores measure how "
+            f"well its {n_batches} values are mixed, which is integration only if they are technical batches"
             + (" (the demo data has none: its columns are cell types, clusters and cell-cycle phases)." if demo
                else "."))
 
@@ -107,7 +107,8 @@ config = {name: st.column_config.NumberColumn(name, help=help_for(name), format=
           for name in BIO_METRICS + BATCH_METRICS}
 config.update({name: st.column_config.ProgressColumn(name, help=help_for(name), format="%.3f", min_value=0.0,
                                                      max_value=1.0) for name in AGGREGATES})
-st.subheader(f"{label_key} as labels, {batch_key} as batches ({table.attrs.get('n_cells', adata.n_obs):,} cells)")
+st.subheader(f"{plain(label_key)} as labels, {plain(batch_key)} as batches "
+             f"({table.attrs.get('n_cells', adata.n_obs):,} cells)")
 st.dataframe(ordered, column_config=config, width="stretch", key="mt_table")
 note = metrics_note(ordered)
 if note:

@@ -91,7 +91,8 @@ if len(query_cells):
         show_error(error)
 if len(neighbours):
     target = f"cell {cell_id}" if how == "One cell" else f"{len(query_cells):,} cells (their mean)"
-    st.write(f"**{len(neighbours)} nearest cells** to {target} in {rep_names[rep]}, by {metric} similarity.")
+    st.write(f"**{len(neighbours)} nearest cells** to {widgets.plain(target)} in {rep_names[rep]}, by {metric} "
+             "similarity.")
     shown = neighbour_table(neighbours, adata.obs, annotations)
     st.dataframe(shown, hide_index=True, key="search_table", width="stretch",
                  column_config=column_help(shown, {"euclidean_distance": "%.4g", "cosine_similarity": "%.4f"}))
@@ -157,8 +158,9 @@ entry = widgets.shown_result(session.outcome_of(session.TRANSFERS, tr_request),
 if entry is not None:
     result, query = entry.result, entry.query
     for warning in result.warnings:
-        st.warning(warning)
-    st.subheader(f"{label_key} from {split.description} ({len(adata.obs_names) - len(query):,} reference cells)")
+        st.warning(widgets.plain(warning))
+    st.subheader(widgets.plain(f"{label_key} from {split.description}")
+                 + f" ({len(adata.obs_names) - len(query):,} reference cells)")
     widgets.show_transfer(adata.obs[label_key].iloc[query], result.assigned(threshold), result.confidence,
                           adata.obs_names[query], label_order(adata.obs[label_key]), key_added, "tr", tr_request,
                           lambda: adata[query].copy())
@@ -218,11 +220,11 @@ mapped = widgets.shown_result(session.outcome_of(session.MAPPED_TRANSFERS, map_r
 if mapped is not None:
     report, result, obs = mapped.report, mapped.result, mapped.obs
     name = "this dataset" if not this_is_reference else Path(source).name
-    st.subheader(f"{name}: {len(obs):,} cells labelled by {map_label}")
+    st.subheader(widgets.plain(f"{name}: {len(obs):,} cells labelled by {map_label}"))
     st.info(f"{report['genes_matched']:,} of the {report['genes_used']:,} genes the reference's {map_rep} uses were "
             f"found (matched by {report['matched_by']}); library sizes from {report['library_size']}.")
     for warning in result.warnings:
-        st.warning(warning)
+        st.warning(widgets.plain(warning))
     predicted = result.assigned(threshold)
     true = obs[map_label] if map_label in obs.columns else None
 

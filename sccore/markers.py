@@ -106,19 +106,19 @@ def analysis_markers(analysis: Analysis, groupby: str, method: str = "wilcoxon",
     adata = analysis.adata
     if groupby not in adata.obs.columns:
         raise InputError(f"obs has no column '{groupby}': choose one of {', '.join(map(str, adata.obs.columns))}.")
-    return rank_genes(_expression(analysis), adata.var_names, adata.obs[groupby], method=method,
+    return rank_genes(analysis_expression(analysis), adata.var_names, adata.obs[groupby], method=method,
                       groups_to_test=groups_to_test)
 
 
 def analysis_de(analysis: Analysis, in_a, in_b, method: str = "wilcoxon") -> pd.DataFrame:
     """:func:`differential_expression` of the cells in A against those in B (masks or positions over
     ``analysis.adata``'s cells) on the analysis's log-normalised expression, in memory or an atlas's on disk."""
-    return differential_expression(_expression(analysis), analysis.adata.var_names, in_a, in_b, method=method)
+    return differential_expression(analysis_expression(analysis), analysis.adata.var_names, in_a, in_b, method=method)
 
 
-def _expression(analysis: Analysis):
-    """The log-normalised expression of ``analysis``: an atlas's gene store (its ``expression_reader``), else
-    ``adata.X``."""
+def analysis_expression(analysis: Analysis):
+    """The log-normalised expression of ``analysis`` as :func:`rank_genes` and :func:`differential_expression` read
+    it: an atlas's gene store on disk (its ``expression_reader``), else ``adata.X``."""
     from .atlas import GeneStore
 
     reader = analysis.expression_reader

@@ -562,6 +562,30 @@ def test_exported_tables_never_carry_a_spreadsheet_formula(folders, computed_bef
     assert exported["'@SUM(A1)"].tolist() == [-1.5, 2.0, 3.0]
 
 
+def test_names_in_a_file_that_carry_markdown_are_shown_as_plain_text(folders, computed_before):
+    """A shared file's column and category names (a colleague's, or a public file's) reach the pages' headings and
+    notes as text: no link to click, no image that calls another server."""
+    adata = small()
+    hostile = "[click](http://evil.example)"
+    adata.obs[hostile] = pd.Categorical(["x"] * adata.n_obs)  # one value: the Metrics page explains it
+    adata.obs["batch"] = pd.Categorical(np.where(np.arange(adata.n_obs) % 2, "![p](http://tracker.example/p)", "b"))
+    write(adata, folders.data / "markdown-names.h5ad")
+    app = open_from_data_folder(page("pages/home.py").run(), "data/markdown-names.h5ad")
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    metrics = page("pages/metrics.py")
+    metrics.session_state["source"] = app.session_state["source"]
+    metrics.session_state["encoder_model"] = ""
+    metrics.run()
+    metrics.selectbox(key="mt_batch").set_value(hostile).run()
+    assert not metrics.exception
+    shown = [element.value for kind in ("warning", "info", "caption", "markdown", "subheader")
+             for element in metrics.get(kind)]
+    assert any("\\[click\\]\\(http" in text for text in shown), shown
+    assert not any("](http" in text for text in shown)  # no element left a link for the renderer
+    other = page("pages/home.py").run()
+    assert not other.exception and not other.error and other.metric[0].value == DEMO_CELLS
+
+
 # id, kind, parameters a user types on the Jobs page, what the refusal says: requests that would hold the server's
 # one worker for everyone, or write where the user may not
 JOB_REQUESTS = [

@@ -1,5 +1,6 @@
 """An atlas (a dataset too large for memory, built by `python -m sccore atlas`) opens from Home, is explored on the
-Explore page, and the pages that need counts in memory say so and stay up."""
+Explore page (with differential expression) and the Clusters & markers page, and the pages that need counts in
+memory say so and stay up."""
 
 import os
 import warnings
@@ -76,6 +77,26 @@ def test_search_finds_similar_cells_in_an_atlas(data_dir_with_atlas):
     assert any("is an atlas" in info.value and "sccore transfer" in info.value for info in app.info)
     app.button(key="tr_run").click().run()
     assert_clean(app)
+
+
+def test_clusters_markers_and_differential_expression_of_an_atlas(data_dir_with_atlas):
+    """Leiden on the atlas's stored graph, marker genes and DE read from its gene store on disk."""
+    app = page("pages/clusters.py")
+    app.session_state["source"] = data_dir_with_atlas
+    app.run()
+    assert_clean(app)
+    assert int(next(metric.value for metric in app.metric if metric.label == "Clusters")) >= 2
+    markers = next(frame.value for frame in app.dataframe if "pct_in" in frame.value.columns)
+    assert len(markers) and markers["fdr"].min() < 0.05
+    explore = page("pages/explore.py")
+    explore.session_state["source"] = data_dir_with_atlas
+    explore.run()
+    explore.multiselect(key="de_A_values_cell_type").set_value(["CD14+ Monocyte"])
+    explore.multiselect(key="de_B_values_cell_type").set_value(["CD19+ B"])
+    explore.button(key="de_run").click().run()
+    assert_clean(explore)
+    up, down = (frame.value for frame in explore.dataframe if "logfoldchange" in frame.value.columns)
+    assert "CD79A" in set(down["gene"]) and (up["logfoldchange"] > 0).all()
 
 
 @pytest.mark.parametrize("name", ["pages/knockout.py", "pages/data.py", "pages/metrics.py"])

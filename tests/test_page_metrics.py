@@ -69,7 +69,7 @@ def test_metrics_page_forgets_a_column_the_dataset_lacks():
     app.session_state["mt_label"] = "donor_from_another_file"
     app.run()
     assert_clean(app)
-    assert any("no annotation 'donor_from_another_file'" in warning.value for warning in app.warning)
+    assert any("no annotation 'donor_from_another_file'" in rendered(warning.value) for warning in app.warning)
     assert app.selectbox(key="mt_label").value == "cell_type"
 
 
