@@ -604,6 +604,9 @@ JOB_REQUESTS = [
     ("markers-over-the-settings", "markers", {"groupby": "cell_type", "output": "/etc/sccore/sccore.toml"},
      "Leave output empty"),
     ("model-into-another-users-folder", "train", {"out": "../bob/models/x"}, "is not a model name"),
+    ("epochs-not-a-number", "train", {"epochs": float("nan")}, "epochs must lie between"),
+    ("resolution-infinite", "cluster", {"resolution": float("inf")}, "resolution must lie between"),
+    ("neighbours-negative", "umap", {"n_neighbors": -5}, "n_neighbors must lie between"),
 ]
 
 
