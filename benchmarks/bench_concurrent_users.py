@@ -50,6 +50,7 @@ HEADING_ATTACKERS = "## Server hardening: ten users beside two attackers (issue 
 RATIO_TARGET = 1.5  # the normal users' p50 per step beside the attackers / without them
 BOMB_REFUSAL = "Build a chunked atlas of it"  # in the memory budget's refusal (sccore.io)
 BOMB_PAUSE_S = 1.0  # between two memory-bomb uploads
+ENTRY_TIMEOUT_MS = 60_000  # for the Jobs page's parameters box to show a choice of kind or the text typed
 MAX_HEAVY_JOBS = 8  # heavy screens attacker 2 tries at most; the per-user job limit (default 4) should refuse one
 STEPS = ["open the app", "Explore: UMAP shown", "colour by louvain", "colour by cell_type", "Knockout page",
          "knock out a gene", "Search & transfer page", "search a cell's neighbours"]
@@ -210,7 +211,7 @@ async def run_flow(browser, base: str, user: UserRun, timeout_ms: float, shots: 
     return user
 
 
-async def screenshot(page, path: Path, user: UserRun) -> None:
+async def screenshot(page, path: Path, user: UserRun | AttackerRun) -> None:
     """Keep a screenshot of a failure and print where it is."""
     try:
         await page.screenshot(path=str(path), full_page=True)
@@ -265,23 +266,35 @@ async def parameters_hold(page, text: str, timeout_ms: float) -> None:
     await page.wait_for_function(PARAMETERS_HOLD_JS, arg=text, timeout=timeout_ms, polling=100)
 
 
-async def enter_job(page, kind: str, shown_kind: str, parameters: dict, timeout_ms: float) -> None:
-    """On the Jobs page, choose ``kind`` (when ``shown_kind`` is another: then wait for its defaults to replace the
-    parameters box) and type ``parameters`` into the box, committed (Ctrl+Enter) and its rerun over."""
+async def enter_job(page, kind: str, parameters: dict, timeout_ms: float, tries: int = 3) -> None:
+    """On the Jobs page, choose ``kind`` (unless the Kind box shows it: then its defaults replace the parameters box)
+    and type ``parameters`` into the box, committed (Ctrl+Enter) and its rerun over; tried again (``tries`` in all)
+    where a rerun under load lost the choice or the text."""
     from sccore import jobs
 
-    if kind != shown_kind:
-        await select(page, "Kind", kind, timeout_ms)
-        await parameters_hold(page, json.dumps(jobs.default_parameters(kind), indent=1), timeout_ms)
-        await wait_idle(page, timeout_ms)
+    kind_box = page.locator('[data-testid="stSelectbox"]', has_text="Kind").first
     text = json.dumps({**jobs.default_parameters(kind), **parameters})
     box = page.locator('[data-testid="stTextArea"] textarea').first
-    await box.fill(text, timeout=timeout_ms)
-    await page.evaluate(WATCH_RERUN_JS)
-    await box.press("Control+Enter")
-    await page.wait_for_function("() => window.sccoreRerunStarted === true", timeout=timeout_ms, polling=100)
-    await wait_idle(page, timeout_ms)
-    await parameters_hold(page, text, timeout_ms)
+    for attempt in range(tries):
+        try:
+            if kind not in await kind_box.inner_text(timeout=timeout_ms):
+                await select(page, "Kind", kind, timeout_ms)
+                await parameters_hold(page, json.dumps(jobs.default_parameters(kind), indent=1), ENTRY_TIMEOUT_MS)
+                await wait_idle(page, timeout_ms)
+            await box.fill(text, timeout=timeout_ms)
+            await page.evaluate(WATCH_RERUN_JS)
+            await box.press("Control+Enter")
+            await page.wait_for_function("() => window.sccoreRerunStarted === true", timeout=ENTRY_TIMEOUT_MS,
+                                         polling=100)
+            await wait_idle(page, timeout_ms)
+            await parameters_hold(page, text, ENTRY_TIMEOUT_MS)
+            return
+        except Exception:  # noqa: BLE001 - tried again; the last failure is raised
+            if attempt == tries - 1:
+                shown = await box.input_value(timeout=timeout_ms)
+                raise RuntimeError(f"the Jobs page shows Kind '{await kind_box.inner_text(timeout=timeout_ms)}' and "
+                                   f"the parameters {shown[:80]!r}… after {tries} tries to enter a {kind} job")
+            await wait_idle(page, timeout_ms)
 
 
 async def upload_memory_bombs(browser, base: str, attacker: AttackerRun, bomb: Path, timeout_ms: float,
@@ -333,14 +346,14 @@ def job_attacks(max_heavy: int) -> list[tuple[str, str, dict, str]]:
     return unbounded + heavy
 
 
-async def submit_unbounded_jobs(browser, base: str, attacker: AttackerRun, timeout_ms: float) -> AttackerRun:
+async def submit_unbounded_jobs(browser, base: str, attacker: AttackerRun, timeout_ms: float,
+                                shots: Path) -> AttackerRun:
     """Attacker 2: on the Jobs page, submit :func:`job_attacks` one after the other (the heavy screens until the
     per-user limit answers), recording each answer."""
     from sccore import jobs
 
     errors: list[str] = []
     context, page = await new_page(browser, errors)
-    shown_kind = jobs.KINDS[0]  # the Kind box's first choice
     try:
         await open_app(page, base, timeout_ms)
         await nav(page, "Jobs", timeout_ms)
@@ -348,8 +361,7 @@ async def submit_unbounded_jobs(browser, base: str, attacker: AttackerRun, timeo
         await wait_idle(page, timeout_ms)
         for what, kind, overrides, expected in job_attacks(MAX_HEAVY_JOBS):
             start = time.perf_counter()
-            await enter_job(page, kind, shown_kind, overrides, timeout_ms)
-            shown_kind = kind
+            await enter_job(page, kind, overrides, timeout_ms)
             submit = page.get_by_role("button", name="Submit", exact=True)
             said = await answer_to(page, lambda: submit.click(timeout=timeout_ms), timeout_ms)
             attacker.attempts.append((what, time.perf_counter() - start, said))
@@ -359,6 +371,7 @@ async def submit_unbounded_jobs(browser, base: str, attacker: AttackerRun, timeo
                 break
     except Exception as error:  # noqa: BLE001 - recorded, the other users go on
         attacker.unexpected.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        await screenshot(page, shots / "attacker2-failed.png", attacker)
     finally:
         await context.close()
     attacker.unexpected += errors
@@ -555,7 +568,7 @@ async def measure_attackers(args: argparse.Namespace, server: subprocess.Popen, 
                         asyncio.ensure_future(upload_memory_bombs(browser, base, AttackerRun("attacker 1"), bomb,
                                                                   timeout_ms, others_done, args.bomb_rounds)),
                         asyncio.ensure_future(submit_unbounded_jobs(browser, base, AttackerRun("attacker 2"),
-                                                                    timeout_ms))]
+                                                                    timeout_ms, shots))]
                 users = await users
                 ended = time.time()
                 others_done.set()
