@@ -266,34 +266,41 @@ async def parameters_hold(page, text: str, timeout_ms: float) -> None:
     await page.wait_for_function(PARAMETERS_HOLD_JS, arg=text, timeout=timeout_ms, polling=100)
 
 
-async def enter_job(page, kind: str, parameters: dict, timeout_ms: float, tries: int = 3) -> None:
-    """On the Jobs page, choose ``kind`` (unless the Kind box shows it: then its defaults replace the parameters box)
-    and type ``parameters`` into the box, committed (Ctrl+Enter) and its rerun over; tried again (``tries`` in all)
-    where a rerun under load lost the choice or the text."""
+async def after_rerun(page, act, timeout_ms: float) -> None:
+    """Do ``act()`` and wait for the rerun it causes (if one starts within :data:`ENTRY_TIMEOUT_MS`) to end."""
+    await page.evaluate(WATCH_RERUN_JS)
+    await act()
+    try:
+        await page.wait_for_function("() => window.sccoreRerunStarted === true", timeout=ENTRY_TIMEOUT_MS,
+                                     polling=100)
+    except Exception:  # noqa: BLE001 - no rerun: nothing to wait for
+        pass
+    await wait_idle(page, timeout_ms)
+
+
+async def enter_job(page, kind: str, shown_kind: str, parameters: dict, timeout_ms: float, tries: int = 3) -> None:
+    """On the Jobs page, choose ``kind`` (when ``shown_kind`` is another: its defaults then replace the parameters
+    box) and type ``parameters`` into the box, committed (Ctrl+Enter) and its rerun over; tried again (``tries`` in
+    all) where a rerun under load lost the choice or the text."""
     from sccore import jobs
 
-    kind_box = page.locator('[data-testid="stSelectbox"]', has_text="Kind").first
     text = json.dumps({**jobs.default_parameters(kind), **parameters})
     box = page.locator('[data-testid="stTextArea"] textarea').first
     for attempt in range(tries):
         try:
-            if kind not in await kind_box.inner_text(timeout=timeout_ms):
-                await select(page, "Kind", kind, timeout_ms)
+            if kind != shown_kind:
+                await after_rerun(page, lambda: select(page, "Kind", kind, timeout_ms), timeout_ms)
                 await parameters_hold(page, json.dumps(jobs.default_parameters(kind), indent=1), ENTRY_TIMEOUT_MS)
-                await wait_idle(page, timeout_ms)
+                shown_kind = kind
             await box.fill(text, timeout=timeout_ms)
-            await page.evaluate(WATCH_RERUN_JS)
-            await box.press("Control+Enter")
-            await page.wait_for_function("() => window.sccoreRerunStarted === true", timeout=ENTRY_TIMEOUT_MS,
-                                         polling=100)
-            await wait_idle(page, timeout_ms)
+            await after_rerun(page, lambda: box.press("Control+Enter"), timeout_ms)
             await parameters_hold(page, text, ENTRY_TIMEOUT_MS)
             return
         except Exception:  # noqa: BLE001 - tried again; the last failure is raised
             if attempt == tries - 1:
                 shown = await box.input_value(timeout=timeout_ms)
-                raise RuntimeError(f"the Jobs page shows Kind '{await kind_box.inner_text(timeout=timeout_ms)}' and "
-                                   f"the parameters {shown[:80]!r}… after {tries} tries to enter a {kind} job")
+                raise RuntimeError(f"the Jobs page's parameters show {shown[:80]!r}… after {tries} tries to enter a "
+                                   f"{kind} job")
             await wait_idle(page, timeout_ms)
 
 
@@ -312,9 +319,10 @@ async def upload_memory_bombs(browser, base: str, attacker: AttackerRun, bomb: P
             if round_ and others_done.is_set():
                 break
             start = time.perf_counter()
-            await page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bomb),
-                                                                                             timeout=timeout_ms)
+            uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+            await after_rerun(page, lambda: uploader.set_input_files(str(bomb), timeout=timeout_ms), timeout_ms)
             upload = page.get_by_role("button", name="Open upload")
+            await visible(upload, timeout_ms)
             said = await answer_to(page, lambda: upload.click(timeout=timeout_ms), timeout_ms)
             attacker.attempts.append((f"upload {bomb.name} ({bomb.stat().st_size / 1e3:.0f} kB), Open",
                                       time.perf_counter() - start, said))
@@ -354,6 +362,7 @@ async def submit_unbounded_jobs(browser, base: str, attacker: AttackerRun, timeo
 
     errors: list[str] = []
     context, page = await new_page(browser, errors)
+    shown_kind = jobs.KINDS[0]  # the Kind box's first choice
     try:
         await open_app(page, base, timeout_ms)
         await nav(page, "Jobs", timeout_ms)
@@ -361,7 +370,8 @@ async def submit_unbounded_jobs(browser, base: str, attacker: AttackerRun, timeo
         await wait_idle(page, timeout_ms)
         for what, kind, overrides, expected in job_attacks(MAX_HEAVY_JOBS):
             start = time.perf_counter()
-            await enter_job(page, kind, overrides, timeout_ms)
+            await enter_job(page, kind, shown_kind, overrides, timeout_ms)
+            shown_kind = kind
             submit = page.get_by_role("button", name="Submit", exact=True)
             said = await answer_to(page, lambda: submit.click(timeout=timeout_ms), timeout_ms)
             attacker.attempts.append((what, time.perf_counter() - start, said))
