@@ -731,8 +731,8 @@ def report_attackers(args: argparse.Namespace, outcome: dict, facts: dict) -> No
             "done, and attacker 2 submits unbounded jobs on the Jobs page, then valid heavy screens until the "
             "per-user job limit refuses one. Each step timed from the action to its result shown with the app's "
             "script stopped. Errors: exception blocks, error alerts, timeouts, page crashes and console errors of "
-            "the normal users. The machine is shared (2 cores): another engineer's test suite and benchmarks ran "
-            "beside this run (OtherLoad below).",
+            "the normal users. The machine is shared (2 cores) with other engineers' test suites and benchmarks: "
+            "OtherLoad below says how much of it ran beside this run.",
             "", f"Command: `{command_line()}`", "", body, "", "Machine:", "",
             md_table(["", ""], [[key, value] for key, value in facts.items()])])
         write_section(HEADING_ATTACKERS, text)
