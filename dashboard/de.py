@@ -122,5 +122,5 @@ def _show_result(request: Comparison, table: pd.DataFrame) -> None:
     row[0].selectbox("Gene", named, key="de_gene", label_visibility="collapsed")
     row[1].button("Colour the plots by this gene", key="de_colour", on_click=_colour_by_chosen_gene,
                   help="The layouts at the top of the page show its expression.")
-    row[2].download_button("All genes (CSV)", csv_bytes(table[COLUMNS]), file_name="de_a_vs_b.csv",
+    row[2].download_button("All genes (CSV)", lambda: csv_bytes(table[COLUMNS]), file_name="de_a_vs_b.csv",
                            mime="text/csv", key="de_csv")

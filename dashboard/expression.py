@@ -67,6 +67,6 @@ def show_expression_changes(analysis: Analysis, gene: str, mode: str, results: d
                          column_config={"predicted_log_change": st.column_config.NumberColumn(
                              help="The predicted change of log1p(expression), mean over the knocked-out cells "
                                   "(> 0: up, < 0: down).", format="%.4f")})
-            st.download_button(f"Every gene's change ({labels[method]}, CSV)", csv_bytes(table),
+            st.download_button(f"Every gene's change ({labels[method]}, CSV)", lambda table=table: csv_bytes(table),
                                file_name=f"expression_change_{gene}_{method}.csv", mime="text/csv",
                                key=f"ko_expression_csv_{method}")

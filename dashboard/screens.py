@@ -169,7 +169,7 @@ def show_screen(record: ScreenRecord, request: ScreenRequest, title: str) -> Non
                       column_config=column_help(table[shown], NUMBER_FORMATS), key=f"sc_table_{method}")
     long = pd.concat(tables.values(), ignore_index=True)
     long.insert(0, "status", "partial" if record.partial else "complete")
-    st.download_button("Screen results (CSV, every method)", csv_bytes(long),
+    st.download_button("Screen results (CSV, every method)", lambda: csv_bytes(long),
                        file_name="knockout_screen_partial.csv" if record.partial else "knockout_screen.csv",
                        mime="text/csv", key="sc_csv")
     if len(tables) > 1:

@@ -167,7 +167,8 @@ def show_transfer(true: pd.Series | None, predicted: np.ndarray, confidence: np.
                           index=pd.Index(cell_names, name="cell"))
     table = labels if true is None else pd.concat([true.rename(f"true_{true.name}"), labels], axis=1)
     left, right = st.columns(2)
-    left.download_button("Labels (CSV)", csv_bytes(table, index=True), file_name=f"{key_added}.csv", mime="text/csv",
+    left.download_button("Labels (CSV)", lambda: csv_bytes(table, index=True),
+                         file_name=f"{key_added}.csv", mime="text/csv",
                          key=f"{slot}_csv")
     right.download_button("Query cells with labels (h5ad)", cached.labelled_h5ad(cache_key, labels, build_export),
                           file_name=f"{key_added}.h5ad", mime="application/octet-stream", key=f"{slot}_h5ad")

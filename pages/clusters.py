@@ -67,7 +67,7 @@ with right:
     if label_key != NONE:
         st.caption(f"main {plain(label_key)}: the most common {plain(label_key)} of the cluster's cells; main %: its "
                    "share.")
-    st.download_button("Clusters (CSV)", csv_bytes(labels.rename("leiden").to_frame(), index=True),
+    st.download_button("Clusters (CSV)", lambda: csv_bytes(labels.rename("leiden").to_frame(), index=True),
                        file_name="clusters.csv", mime="text/csv", key="cl_csv")
 st.caption(f"The Explore page offers these clusters as a colour, and for differential expression, under "
            f"**{clustering.name}**; `python -m sccore cluster IN.h5ad --use-rep {rep} --resolution {resolution:g} -o "
@@ -112,5 +112,5 @@ with rows:
     st.dataframe(shown, hide_index=True, width="stretch",
                  column_config=column_help(shown, {"score": "%.2f", "logfoldchange": "%.2f", "pvalue": "%.2e",
                                                    "fdr": "%.2e", "pct_in": "%.2f", "pct_out": "%.2f"}))
-st.download_button("All genes of every group (CSV)", csv_bytes(table[COLUMNS]),
+st.download_button("All genes of every group (CSV)", lambda: csv_bytes(table[COLUMNS]),
                    file_name=safe_file_name(f"markers_{grouping}.csv"), mime="text/csv", key="mk_csv")

@@ -105,7 +105,7 @@ else:
         areas[position % len(areas)].dataframe(composition(groups, selected, column_name), hide_index=True,
                                                width="stretch")
     table = adata.obs.iloc[selected].copy()
-    st.download_button("Selected cells (CSV)", csv_bytes(table, index=True), file_name="selected_cells.csv",
+    st.download_button("Selected cells (CSV)", lambda: csv_bytes(table, index=True), file_name="selected_cells.csv",
                        mime="text/csv")
 
 de.show(analysis, selected, annotations)

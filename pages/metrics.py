@@ -117,5 +117,5 @@ groups = {"Bio conservation": BIO_METRICS, "Batch correction": BATCH_METRICS, "A
 st.plotly_chart(metrics_figure(ordered, groups), width="stretch", key="mt_chart", config={"displaylogo": False})
 st.caption("Each bar is one score of one embedding, in 0-1 (higher is better); hover over a column name in the table "
            "above for what it measures. " + help_for("total"))
-st.download_button("Metrics table (CSV)", csv_bytes(ordered.reset_index()),
+st.download_button("Metrics table (CSV)", lambda: csv_bytes(ordered.reset_index()),
                    file_name=f"integration_metrics_{label_key}_{batch_key}.csv", mime="text/csv", key="mt_csv")

@@ -96,7 +96,7 @@ if len(neighbours):
     shown = neighbour_table(neighbours, adata.obs, annotations)
     st.dataframe(shown, hide_index=True, key="search_table", width="stretch",
                  column_config=column_help(shown, {"euclidean_distance": "%.4g", "cosine_similarity": "%.4f"}))
-    st.download_button("Neighbours (CSV)", csv_bytes(shown), file_name="similar_cells.csv",
+    st.download_button("Neighbours (CSV)", lambda: csv_bytes(shown), file_name="similar_cells.csv",
                        mime="text/csv", key="search_csv")
     if annotations:
         st.markdown("**The neighbours by annotation**")
