@@ -93,6 +93,7 @@ KINDS = tuple(JOB_KINDS)
 _PROGRESS_INTERVAL_S = 0.5
 HEARTBEAT_INTERVAL_S = 10.0  # a running job rewrites its record's heartbeat this often (seconds)
 STALE_AFTER_S = 60.0  # a running job whose heartbeat is older than this lost its worker
+JOB_NICENESS = 10  # jobs run at this lower CPU priority than the app (:func:`lower_priority`)
 _LOST = ("Submit it again: training resumes from its last checkpoint, other jobs restart; no half result was "
          "kept.")
 _START_LOCK = threading.Lock()  # one local cluster starts at a time (they read the environment)
@@ -475,10 +476,19 @@ def _heartbeat(store: JobStore, user: str, job_id: str, lock: threading.Lock):
         thread.join()
 
 
+def lower_priority(niceness: int = JOB_NICENESS) -> None:
+    """Run this process (a job's worker) at least at ``niceness``: on a machine it shares with the app, the pages'
+    work then takes the processors first, and a long job slows nobody's clicks (it only takes longer itself)."""
+    current = os.nice(0)
+    if current < niceness:
+        os.nice(niceness - current)
+
+
 def run_job(cache_dir: str, results_dir: str, user: str, job_id: str) -> str:
     """Run a job inside a Dask worker and return its result path (``""`` when it did not finish); its record
     says how it went. The kind's task (:data:`JOB_KINDS`) writes the result atomically, so a job killed midway
     leaves none."""
+    lower_priority()
     store = JobStore(cache_dir)
     if store.cancel_requested(user, job_id):
         store.update(user, job_id, status="cancelled", finished=time.time(), message="cancelled")

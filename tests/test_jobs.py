@@ -101,6 +101,7 @@ def test_screen_job_writes_the_direct_result_then_finds_it_in_the_cache(client, 
     again = jobs.wait(store, "alice", jobs.submit(client, store, "alice", "screen", params), timeout_s=60)
     assert again.status == "finished" and again.cached and again.result == record.result
     assert os.stat(record.result).st_mtime_ns == written
+    assert client.submit(os.nice, 0).result() >= jobs.JOB_NICENESS  # the worker ran them below the app's priority
 
 
 def test_cancelling_a_running_screen_leaves_no_result(client, big_file, tmp_path):
@@ -256,6 +257,13 @@ def test_a_job_that_finished_meanwhile_is_not_marked_failed_by_a_stale_check(tmp
     monkeypatch.setattr(store, "read", lambda user, job_id: next(reads, None) or real_read(user, job_id))
     assert jobs.status(store, "u", "j").status == "finished"
     assert real_read("u", "j").status == "finished" and real_read("u", "j").result == "done.h5ad"
+
+
+def test_a_job_runs_at_a_lower_cpu_priority_than_the_app(tmp_path):
+    """On a machine shared with the app, a long job must not slow the pages: its process is niced, once."""
+    script = "import os\nfrom sccore.jobs import lower_priority\nlower_priority()\nlower_priority()\nprint(os.nice(0))"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert int(run.stdout.strip()) == max(os.nice(0), jobs.JOB_NICENESS), run.stderr[-2000:]
 
 
 def test_the_heartbeat_thread_beats_while_the_job_runs_and_then_stops(tmp_path, monkeypatch):
