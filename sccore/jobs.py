@@ -93,7 +93,7 @@ KINDS = tuple(JOB_KINDS)
 _PROGRESS_INTERVAL_S = 0.5
 HEARTBEAT_INTERVAL_S = 10.0  # a running job rewrites its record's heartbeat this often (seconds)
 STALE_AFTER_S = 60.0  # a running job whose heartbeat is older than this lost its worker
-JOB_NICENESS = 10  # jobs run at this lower CPU priority than the app (:func:`lower_priority`)
+JOB_NICENESS = 19  # jobs run at the lowest CPU priority, below the app's pages (:func:`lower_priority`)
 _LOST = ("Submit it again: training resumes from its last checkpoint, other jobs restart; no half result was "
          "kept.")
 _START_LOCK = threading.Lock()  # one local cluster starts at a time (they read the environment)
