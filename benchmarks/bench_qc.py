@@ -27,14 +27,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from results import command_line, markdown, write_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from results import command_line, markdown, write_section  # noqa: E402
-
-from sccore.io import load_demo, open_dataset, standardise  # noqa: E402
-from sccore.pp import cells_failing, compare_rules, default_params, is_gene_panel, qc_cuts, qc_metrics  # noqa: E402
+from sccore.io import load_demo, open_dataset, standardise
+from sccore.pp import cells_failing, compare_rules, default_params, is_gene_panel, qc_cuts, qc_metrics
 
 SECTION_HEADING = "## Adaptive quality control (issue 15)"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -106,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("counts", "detected genes", "mitochondrial %", "cells removed"):
         table[column] = [f"{int(value):,}" if pd.notna(value) else "-" for value in table[column]]
     date = time.strftime("%Y-%m-%d")
-    text = (f"Date: {date}. `{command_line()}` ({time.perf_counter() - started:.0f} s). The default is the outlier rule: 5 median "
-            "absolute deviations (raw MAD, as sc-best-practices) from the median in log counts and log detected "
+    text = (f"Date: {date}. `{command_line()}` ({time.perf_counter() - started:.0f} s). The default is the outlier "
+            "rule: 5 median absolute deviations (raw MAD, as sc-best-practices) from the median in log counts and log detected "
             "genes (both sides) and above it in mitochondrial %; the thresholds are >= 200 detected genes and "
             "<= 10 % mitochondrial. Each criterion column counts the cells failing it (a cell may fail several); "
             "'-': the rule has no such criterion; 0 also where a criterion is skipped (a panel's detected genes "

@@ -16,18 +16,16 @@ from dashboard import cached, session, state, widgets
 from dashboard.classifier import show_if_fine_tuned
 from dashboard.explain import column_help
 from dashboard.session import MappedTransferRequest, TransferRecord, TransferRequest
-from dashboard.widgets import show_error
 from sccore import InputError
 from sccore.annotations import guess_column, label_candidates
 from sccore.export import csv_bytes
-from sccore.perturb import choose_cells, sample_cells
-from sccore.plots import add_cells, layout_figure
+from sccore.perturb import choose_cells
+from sccore.plots import add_cells, layout_figure, mark_query_and_neighbours
 from sccore.select import cells_in_selection
 from sccore.transfer import (UNASSIGNED, cell_positions, compositions, default_reference_values, label_order,
                              neighbour_table, reference_split)
 from sccore.workflow import layout_key
 
-MAX_QUERY_MARKERS = 2000
 RANDOM_HALF, BY_VALUES = "A random half of the cells", "Cells with chosen values of an annotation"
 
 st.title("Search & transfer")
@@ -61,7 +59,7 @@ if how == "One cell":
     try:
         query_cells = cell_positions(adata.obs_names, [cell_id])
     except InputError as error:
-        show_error(error)
+        widgets.show_error(error)
 elif how == "A group":
     if not annotations:
         st.info("This dataset has no categorical annotation to make groups from: pick one cell or a selection.")
@@ -88,7 +86,7 @@ if len(query_cells):
         neighbours = cached.similar_cells_table(analysis.key, rep, tuple(query_cells.tolist()), k, metric, exclude,
                                                analysis)
     except InputError as error:
-        show_error(error)
+        widgets.show_error(error)
 if len(neighbours):
     target = f"cell {cell_id}" if how == "One cell" else f"{len(query_cells):,} cells (their mean)"
     st.write(f"**{len(neighbours)} nearest cells** to {widgets.plain(target)} in {rep_names[rep]}, by {metric} "
@@ -106,16 +104,9 @@ if len(neighbours):
             areas[position % len(areas)].dataframe(table, hide_index=True, width="stretch", key=f"search_comp_{column}")
 
 image, view, legend = cached.annotated_layout(analysis, layout, first_annotation)
-figure = layout_figure(image, view, legend=legend, title=f"{layout} · query (crosses) and neighbours (circles)")
-if len(query_cells):
-    add_cells(figure, coords[sample_cells(query_cells, MAX_QUERY_MARKERS)], f"query ({len(query_cells):,})",
-              {"symbol": "x", "size": 8, "color": "#111111"})
-if len(neighbours):
-    positions = neighbours["position"].to_numpy()
-    add_cells(figure, coords[positions], f"neighbours ({len(positions)})",
-              {"size": 11, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 2}},
-              [f"{adata.obs_names[p]}<br>rank {r}<br>cosine {c:.3f}" for p, r, c in
-               zip(positions, neighbours["rank"], neighbours["cosine_similarity"])], "neighbour")
+figure = mark_query_and_neighbours(layout_figure(image, view, legend=legend, title=f"{layout} · query (crosses) and "
+                                                 "neighbours (circles)"), coords, query_cells, neighbours,
+                                   adata.obs_names)
 if how != "Selection on the plot" or len(neighbours):
     st.plotly_chart(figure, key="search_plot", width="stretch", config={"displaylogo": False})
 
@@ -196,7 +187,7 @@ try:
             source = state.save_upload(upload.name, upload.getvalue())
     other = state.load_dataset(source, None) if source else None
 except InputError as error:
-    show_error(error)
+    widgets.show_error(error)
     source = other = None
 direction = middle.radio("Reference (labelled)", ["This dataset", "The other dataset"], key="map_direction",
                          help="This dataset: the other dataset's cells are labelled and placed on this UMAP. "

@@ -179,6 +179,25 @@ def add_cells(figure: go.Figure, coords: np.ndarray, name: str, marker: dict, ho
                                       text=hover, hovertemplate="%{text}<extra>" + hover_label + "</extra>"))
 
 
+def mark_query_and_neighbours(figure: go.Figure, coords: np.ndarray, query_cells: np.ndarray,
+                              neighbours: pd.DataFrame, cell_names, max_query_markers: int = 2000) -> go.Figure:
+    """Mark a similarity search on a layout ``figure``: the query cells (rows of ``coords``) as crosses, at most
+    ``max_query_markers`` of them (a fixed sample), and the neighbours (``sccore.transfer``'s table: ``position``,
+    ``rank``, ``cosine_similarity``) as circles whose hover names the cell (``cell_names``), its rank and similarity."""
+    from .perturb import sample_cells
+
+    if len(query_cells):
+        add_cells(figure, coords[sample_cells(query_cells, max_query_markers)], f"query ({len(query_cells):,})",
+                  {"symbol": "x", "size": 8, "color": "#111111"})
+    if len(neighbours):
+        positions = neighbours["position"].to_numpy()
+        add_cells(figure, coords[positions], f"neighbours ({len(positions)})",
+                  {"size": 11, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 2}},
+                  [f"{cell_names[p]}<br>rank {r}<br>cosine {c:.3f}" for p, r, c in
+                   zip(positions, neighbours["rank"], neighbours["cosine_similarity"])], "neighbour")
+    return figure
+
+
 def _scaled_per_gene(values: np.ndarray) -> np.ndarray:
     """Each column of ``values`` scaled to 0-1 (its minimum to its maximum; 0 where a column is constant)."""
     low, high = values.min(axis=0, initial=np.inf), values.max(axis=0, initial=-np.inf)
