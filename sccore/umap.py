@@ -6,6 +6,16 @@
 Below ``subsample_threshold`` cells UMAP is fitted on all cells with the embedding's precomputed
 neighbours. Above it, it is fitted on a random subsample and the other cells are placed by
 :func:`transform`, which follows umap-learn's own transform but takes its neighbours from FAISS.
+
+A fit on more than ``large_threshold`` cells starts from the embedding's first two principal components instead of
+the spectral layout and runs fewer epochs than umap-learn's 200, as many as keep the work of a fit on
+``large_threshold`` cells (:func:`layout_schedule`; 50 at 200,000 cells): on 200,000 resampled cells the spectral
+initialisation alone took minutes (its eigensolver converges slowly on many near-duplicate cells) and each epoch
+costs a pass over every edge, while a large input's many similar cells make later epochs redundant
+(benchmarks/bench_umap_large.py measures the time and the layout quality of both). Fits on at most
+``large_threshold`` cells are unchanged. The layout optimisation stays single-threaded: umap-learn's parallel path
+updates shared coordinates from several threads at once (Hogwild), so the same seed would no longer give the same
+layout.
 """
 
 from __future__ import annotations
@@ -33,6 +43,18 @@ class UMAPParams:
     random_state: int = 0
     subsample_threshold: int = 200_000
     subsample_size: int = 100_000
+    large_threshold: int = 50_000
+    large_min_epochs: int = 50
+
+
+def layout_schedule(n_fit_cells: int, params: UMAPParams) -> tuple[str, int]:
+    """The initialisation and the number of epochs of a fit on ``n_fit_cells`` cells: umap-learn's defaults (spectral;
+    500 epochs up to 10,000 cells, 200 above) up to ``params.large_threshold`` cells; above it the first two principal
+    components, and as many epochs as keep the cell-epochs of a fit on ``large_threshold`` cells (200 x 50,000 by
+    default), at least ``params.large_min_epochs``."""
+    if n_fit_cells > params.large_threshold:
+        return "pca", max(params.large_min_epochs, 200 * params.large_threshold // n_fit_cells)
+    return "spectral", 500 if n_fit_cells <= 10_000 else 200
 
 
 @dataclass
@@ -81,8 +103,9 @@ def fit_umap(embedding: np.ndarray, neighbors: Neighbors | None = None, params: 
     train_index = build_index(train, index_params) if subsample else None
     if subsample or neighbors is None or neighbors.k < n_neighbors or len(neighbors.indices) != n_cells:
         neighbors = knn(train, n_neighbors, index_params, index=train_index)
+    init, n_epochs = layout_schedule(len(train_cells), params)
     reducer = umap_learn.UMAP(n_neighbors=n_neighbors, min_dist=params.min_dist, spread=params.spread,
-                              random_state=params.random_state,
+                              random_state=params.random_state, init=init, n_epochs=n_epochs,
                               precomputed_knn=(neighbors.indices[:, :n_neighbors].astype(np.int32),
                                                neighbors.distances[:, :n_neighbors]))
     with warnings.catch_warnings():
@@ -146,6 +169,7 @@ def umap(adata: ad.AnnData, neighbors_key: str = "neighbors", params: UMAPParams
     use_rep = str(settings["use_rep"])
     model, coords = fit(np.asarray(adata.obsm[use_rep]), found, params, IndexParams(**settings["index"]))
     adata.obsm[key_added] = coords
+    init, n_epochs = layout_schedule(len(model.train_cells), params)
     adata.uns[key_added] = {"use_rep": use_rep, "neighbors_key": neighbors_key, "params": asdict(params),
-                            "n_fit_cells": int(len(model.train_cells))}
+                            "n_fit_cells": int(len(model.train_cells)), "init": init, "n_epochs": n_epochs}
     return model

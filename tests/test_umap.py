@@ -3,7 +3,7 @@ import pytest
 
 from sccore import InputError
 from sccore.neighbors import IndexParams, build_index, knn
-from sccore.umap import UMAPModel, UMAPParams, fit_umap, transform
+from sccore.umap import UMAPModel, UMAPParams, fit_umap, layout_schedule, transform
 
 
 @pytest.fixture(scope="module")
@@ -14,18 +14,55 @@ def clusters():
     return (centres[labels] + rng.normal(size=(1200, 10))).astype(np.float32), labels
 
 
+@pytest.fixture(scope="module")
+def spectral_fit(clusters):
+    """Neighbours of the clusters and UMAP's default layout of them (a spectral initialisation)."""
+    points, _ = clusters
+    neighbors = knn(points, 16)
+    model, coords = fit_umap(points, neighbors, UMAPParams(n_neighbors=15))
+    return neighbors, model, coords
+
+
 def _cluster_purity(coords, labels, k=10):
     neighbors = knn(coords.astype(np.float32), k + 1, IndexParams(kind="flat"))
     return np.mean(labels[neighbors.indices[:, 1:]] == labels[:, None])
 
 
-def test_fit_umap_on_precomputed_neighbours_keeps_clusters_apart(clusters):
+def _knn_preservation(points, coords, k=10):
+    high = knn(points, k + 1, IndexParams(kind="flat")).indices[:, 1:]
+    low = knn(coords.astype(np.float32), k + 1, IndexParams(kind="flat")).indices[:, 1:]
+    return np.mean([len(np.intersect1d(a, b)) for a, b in zip(high, low)]) / k
+
+
+def test_fit_umap_on_precomputed_neighbours_keeps_clusters_apart(clusters, spectral_fit):
     points, labels = clusters
-    neighbors = knn(points, 16)
-    model, coords = fit_umap(points, neighbors, UMAPParams(n_neighbors=15))
+    _, model, coords = spectral_fit
     assert coords.shape == (len(points), 2) and np.all(np.isfinite(coords))
     assert len(model.train_cells) == len(points)
     assert _cluster_purity(coords, labels) > 0.98
+
+
+def test_layout_schedule_keeps_umap_learns_defaults_up_to_the_large_threshold():
+    params = UMAPParams(large_threshold=50_000, large_min_epochs=50)
+    assert layout_schedule(10_000, params) == ("spectral", 500)
+    assert layout_schedule(50_000, params) == ("spectral", 200)
+    assert layout_schedule(50_001, params) == ("pca", 199)
+    assert layout_schedule(100_000, params) == ("pca", 100)
+    assert layout_schedule(1_000_000, params) == ("pca", 50)
+
+
+def test_large_fit_is_repeatable_and_keeps_clusters_apart(clusters, spectral_fit):
+    """The path for large inputs (PCA initialisation, fewer epochs), taken here by lowering its threshold: the same
+    seed gives the same layout; clusters stay as pure as with the spectral one; of each cell's 10 nearest neighbours,
+    at least 70 % as many stay near it as with the spectral one (its 50 epochs are few for 1,200 cells: 0.78 here)."""
+    points, labels = clusters
+    neighbors, _, spectral = spectral_fit
+    large = UMAPParams(n_neighbors=15, large_threshold=len(points) // 4, large_min_epochs=50)
+    _, first = fit_umap(points, neighbors, large)
+    np.testing.assert_array_equal(first, fit_umap(points, neighbors, large)[1])
+    assert not np.allclose(first, spectral)
+    assert _cluster_purity(first, labels) > 0.98
+    assert _knn_preservation(points, first) > 0.7 * _knn_preservation(points, spectral)
 
 
 def test_subsample_fit_and_transform_place_the_rest_in_their_clusters(clusters):
@@ -62,7 +99,7 @@ def test_transform_without_optimisation_is_repeatable(clusters):
     assert np.median(np.linalg.norm(first - coords[:50], axis=1)) < np.ptp(coords, axis=0).max() / 20
 
 
-def test_umap_lays_out_the_stored_neighbours_as_fit_umap_does_on_them(clusters):
+def test_umap_lays_out_the_stored_neighbours_as_fit_umap_does_on_them(clusters, spectral_fit):
     import anndata as ad
 
     from sccore.neighbors import neighbors
@@ -72,9 +109,9 @@ def test_umap_lays_out_the_stored_neighbours_as_fit_umap_does_on_them(clusters):
     adata = ad.AnnData(obsm={"X_pca": points})
     found = neighbors(adata, "X_pca", 15, IndexParams(), key_added="graph")
     model = umap(adata, "graph", UMAPParams(n_neighbors=15), key_added="X_layout")
-    _, expected = fit_umap(points, knn(points, 16), UMAPParams(n_neighbors=15))
-    np.testing.assert_array_equal(adata.obsm["X_layout"], expected)
+    np.testing.assert_array_equal(adata.obsm["X_layout"], spectral_fit[2])
     assert found.k == 15 and len(model.train_cells) == len(points)
     assert adata.uns["X_layout"]["use_rep"] == "X_pca" and adata.uns["X_layout"]["neighbors_key"] == "graph"
+    assert (adata.uns["X_layout"]["init"], adata.uns["X_layout"]["n_epochs"]) == ("spectral", 500)
     with pytest.raises(InputError, match="No neighbours are stored under 'other'"):
         umap(adata, "other")
