@@ -8,14 +8,14 @@ neighbours. Above it, it is fitted on a random subsample and the other cells are
 :func:`transform`, which follows umap-learn's own transform but takes its neighbours from FAISS.
 
 A fit on more than ``large_threshold`` cells starts from the embedding's first two principal components instead of
-the spectral layout and runs fewer epochs than umap-learn's 200, as many as keep the work of a fit on
-``large_threshold`` cells (:func:`layout_schedule`; 50 at 200,000 cells): on 200,000 resampled cells the spectral
-initialisation alone took minutes (its eigensolver converges slowly on many near-duplicate cells) and each epoch
-costs a pass over every edge, while a large input's many similar cells make later epochs redundant
-(benchmarks/bench_umap_large.py measures the time and the layout quality of both). Fits on at most
-``large_threshold`` cells are unchanged. The layout optimisation stays single-threaded: umap-learn's parallel path
-updates shared coordinates from several threads at once (Hogwild), so the same seed would no longer give the same
-layout.
+the spectral layout and runs fewer epochs than umap-learn's 200: as many as keep the work of a fit on
+``large_threshold`` cells, at least ``large_min_epochs`` (:func:`layout_schedule`; 100 at 200,000 cells). On 200,000
+resampled cells the spectral initialisation alone took minutes (its eigensolver converges slowly on many
+near-duplicate cells) and each epoch costs a pass over every edge, while a large input's many similar cells make
+later epochs redundant (benchmarks/bench_umap_large.py measures the time and the layout quality of both). Fits on
+at most ``large_threshold`` cells are unchanged. The layout optimisation stays single-threaded: umap-learn's parallel
+path updates shared coordinates from several threads at once (Hogwild), so the same seed would no longer give the
+same layout.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class UMAPParams:
     subsample_threshold: int = 200_000
     subsample_size: int = 100_000
     large_threshold: int = 50_000
-    large_min_epochs: int = 50
+    large_min_epochs: int = 100
 
 
 def layout_schedule(n_fit_cells: int, params: UMAPParams) -> tuple[str, int]:
