@@ -25,6 +25,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,12 +58,23 @@ IMAGES_JS = """() => {
     main.querySelectorAll('canvas').forEach(c => { try { mark(c.toDataURL()); } catch (e) { mark('canvas'); } });
     return marks.filter(m => !m.startsWith('0:'));
 }"""
+# A new image, or (when the new picture looks exactly like the old one, e.g. two columns grouping the cells alike) a
+# finished run of the script with an image shown; either way with the script stopped.
 NEW_PICTURE_JS = """(before) => {
     const app = document.querySelector('[data-testid="stApp"]');
     if (app === null || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
     const images = (%s)();
-    return images.some(m => !before.includes(m));
+    return images.some(m => !before.includes(m)) || (window.sccoreRerunStarted === true && images.length > 0);
 }""" % IMAGES_JS
+# window.sccoreRerunStarted turns true at the next change of the app's script state (as in bench_concurrent_users.py)
+WATCH_RERUN_JS = """() => {
+    window.sccoreRerunStarted = false;
+    const app = document.querySelector('[data-testid="stApp"]');
+    new MutationObserver((changes, observer) => {
+        window.sccoreRerunStarted = true;
+        observer.disconnect();
+    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
 SCRIPT_IDLE_JS = """() => {
     const app = document.querySelector('[data-testid="stApp"]');
     return app !== null && app.getAttribute('data-test-script-state') === 'notRunning';
@@ -86,8 +98,9 @@ class Timings:
 class Browser:
     """One page of a new browser context, with the waits the benchmark needs."""
 
-    def __init__(self, browser, base: str, timings: Timings, timeout_s: float):
+    def __init__(self, browser, base: str, timings: Timings, timeout_s: float, shots: Path | None = None):
         self.browser, self.base, self.timings, self.timeout_ms = browser, base, timings, timeout_s * 1000
+        self.shots = shots
 
     async def __aenter__(self) -> "Browser":
         self.context = await self.browser.new_context(viewport=VIEWPORT)
@@ -112,7 +125,10 @@ class Browser:
         await self.page.wait_for_function(NEW_PICTURE_JS, arg=before, timeout=self.timeout_ms, polling=50)
 
     async def check_errors(self, step: str) -> None:
-        """Count the exception blocks and error boxes shown after ``step``."""
+        """Count the exception blocks and error boxes shown after ``step`` (and keep a screenshot with ``--shots``)."""
+        if self.shots is not None:
+            count = len(self.timings.seconds.get(step, []))
+            await self.page.screenshot(path=str(self.shots / f"{re.sub(r'[^A-Za-z0-9]+', '-', step)}-{count}.png"))
         shown = self.page.locator(ERROR_SELECTOR)
         for i in range(await shown.count()):
             self.timings.errors.append(f"{step}: {(await shown.nth(i).inner_text())[:200]}")
@@ -134,12 +150,14 @@ class Browser:
         await self.page.get_by_text("A file from the data folder").click(timeout=self.timeout_ms)
         await self.idle()
         await self.page.get_by_role("button", name="Open file").wait_for(timeout=self.timeout_ms)
+        before = await self.images()
         start = time.perf_counter()
         await self.page.get_by_role("button", name="Open file").click(timeout=self.timeout_ms)
         await self.page.get_by_text("10,000").first.wait_for(timeout=self.timeout_ms)
         await self.idle()
         await self.nav("Explore")
-        await self.new_picture([])
+        await self.page.get_by_role("heading", name="Explore the cells").wait_for(timeout=self.timeout_ms)
+        await self.new_picture(before)
         self.timings.add(name, time.perf_counter() - start)
         await self.check_errors(name)
 
@@ -164,6 +182,7 @@ class Browser:
         """Time ``act()`` to a new picture shown."""
         await self.idle()
         before = await self.images()
+        await self.page.evaluate(WATCH_RERUN_JS)
         start = time.perf_counter()
         await act()
         await self.new_picture(before)
@@ -225,16 +244,16 @@ def run_version(label: str, root: Path, data: Path, args: argparse.Namespace, wo
             browser = await driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 if not first_server:
-                    async with Browser(browser, base, timings, timeout) as user:
+                    async with Browser(browser, base, timings, timeout, args.shots) as user:
                         await user.open_file_to_umap("open 10k: after server restart (cached)")
                     return
-                async with Browser(browser, base, timings, timeout) as user:
+                async with Browser(browser, base, timings, timeout, args.shots) as user:
                     await user.open_file_to_umap("open 10k: first time")
                     await user.recolour(args.repeats)
                     await user.knockouts("knockout, 1,000 cells, both baselines", GENES[:args.repeats], 1000)
-                async with Browser(browser, base, timings, timeout) as user:
+                async with Browser(browser, base, timings, timeout, args.shots) as user:
                     await user.open_file_to_umap("open 10k: new session (cached)")
-                async with Browser(browser, base, timings, timeout) as user:
+                async with Browser(browser, base, timings, timeout, args.shots) as user:
                     await user.open_home()
                     await user.nav("Knockout")  # the demo with its encoder: computed here, untimed
                     await user.knockouts("knockout, 700 demo cells, small encoder + baselines",
@@ -294,8 +313,10 @@ def main() -> None:
                         help="a 10,000-cell .h5ad (benchmarks/make_large_dataset.py --cells 10000 -o ...)")
     parser.add_argument("--repeats", type=int, default=3, help="re-colours and knockouts timed of each kind")
     parser.add_argument("--step-timeout", type=float, default=600, help="seconds one wait may take")
+    parser.add_argument("--shots", type=Path, help="a folder for a screenshot after each measured wait")
     parser.add_argument("--write-results", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # stop the servers and the worktree on the way out
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} not found: this benchmark drives Debian's Chromium")
     if not args.data.exists():

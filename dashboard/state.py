@@ -27,7 +27,8 @@ from sccore.pp import default_params
 from sccore.render import View, category_colors, fit_view, safe_category_colors
 from sccore.settings import Settings, load_settings, printable, resolve_inside, safe_file_name
 from sccore.tasks.base import quality_control_fields
-from sccore.workflow import Analysis, PipelineParams, analyse, layout_key, prepare, warm_up
+from sccore.workflow import (Analysis, PipelineParams, analyse, layout_key, prepare, warm_up_layouts,
+                             warm_up_pictures)
 
 from dashboard import presentation
 from dashboard.access import current_user
@@ -38,11 +39,13 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 
 
 @st.cache_resource(show_spinner=False)
-def warm_up_in_background() -> threading.Thread:
-    """Start ``sccore.workflow.warm_up`` (numba compilation, tens of seconds of CPU in every new server process) in
-    a thread, once per process, when the first page is served: while the first user picks a dataset, not in their
-    first wait for a UMAP."""
-    thread = threading.Thread(target=warm_up, name="sccore-warm-up", daemon=True)
+def warm_up_in_background(kind: str) -> threading.Thread:
+    """Start a warm-up of this server process in a thread, once per ``kind``: ``pictures``
+    (``sccore.workflow.warm_up_pictures``; when the first page is served, while the first user picks a dataset) or
+    ``layouts`` (``sccore.workflow.warm_up_layouts``, tens of seconds of numba compilation; when the first dataset
+    without cached results is prepared: never in the way of a reopened dataset's first picture)."""
+    thread = threading.Thread(target={"pictures": warm_up_pictures, "layouts": warm_up_layouts}[kind],
+                              name=f"sccore-warm-up-{kind}", daemon=True)
     thread.start()
     return thread
 
@@ -227,8 +230,12 @@ def _disk_cache(source: str) -> DiskCache:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _prepared(source: str, library_size_key: str | None, params: PipelineParams) -> Analysis:
     adata = _open_source(source, library_size_key)
+    cache = _disk_cache(source)
     with progress_bar("Quality control and PCA…") as progress:
-        return prepare(adata, params, _disk_cache(source), progress=progress)
+        prepared = prepare(adata, params, cache, progress=progress)
+    if cache.computed:  # new data or filters: its layouts are not cached either
+        warm_up_in_background("layouts")
+    return prepared
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

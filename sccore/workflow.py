@@ -281,18 +281,24 @@ def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str,
     add_neighbors_and_layout(analysis, "X_encoder", cache, progress, parent_key=key, progress_range=(0.85, 1.0))
 
 
-def warm_up(n_cells: int = 64) -> None:
-    """Compile what a first analysis, picture and knockout run, on a tiny random embedding: umap-learn's numba
-    functions compile on first use in every process (and pynndescent's on import), and datashader loads its compiled
-    functions on first use: tens of seconds that a server can spend at start instead of in a user's first wait."""
+def warm_up_pictures(n_cells: int = 64) -> None:
+    """Load what a first picture runs (datashader's numba functions, seconds on first use in every process), on a
+    tiny random layout."""
     from .render import fit_view, render_categories, render_values
+
+    coords = np.random.default_rng(0).normal(size=(n_cells, 2)).astype(np.float32)
+    view = fit_view(coords, 64, 64)
+    render_categories(coords, np.arange(n_cells, dtype=np.int32) % 2, ["#000000", "#FFFFFF"], view)
+    render_values(coords, coords[:, 0], view)
+
+
+def warm_up_layouts(n_cells: int = 64) -> None:
+    """Compile what a first layout and a first knockout's placement run, on a tiny random embedding: umap-learn's
+    numba functions compile on first use in every process (and pynndescent's on import), tens of seconds of CPU."""
     from .umap import transform
 
     embedding = np.random.default_rng(0).normal(size=(n_cells, 8)).astype(np.float32)
     found = knn(embedding, 15)
     knn_graph(found)
-    model, coords = fit_umap(embedding, found)
+    model, _ = fit_umap(embedding, found)
     transform(model, embedding[:4], build_index(embedding), optimize=False)
-    view = fit_view(coords, 64, 64)
-    render_categories(coords, np.arange(n_cells, dtype=np.int32) % 2, ["#000000", "#FFFFFF"], view)
-    render_values(coords, embedding[:, 0], view)

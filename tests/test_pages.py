@@ -71,6 +71,7 @@ def test_data_page_shows_qc_and_applies_new_filters():
 
 def test_data_page_of_a_new_file_waits_for_qc_and_pca_only(monkeypatch):
     import sccore.workflow
+    from dashboard import state
 
     path = Path(os.environ["SCCORE_DATA_DIRS"]) / "qc-only.h5ad"
     make_counts(seed=7).write_h5ad(path)
@@ -79,11 +80,18 @@ def test_data_page_of_a_new_file_waits_for_qc_and_pca_only(monkeypatch):
         raise AssertionError("the Data & QC page lays nothing out")
 
     monkeypatch.setattr(sccore.workflow, "add_neighbors_and_layout", no_layout)
+    warm_ups = []
+    monkeypatch.setattr(state, "warm_up_in_background", warm_ups.append)
     app = page("pages/data.py")
     app.session_state["source"] = str(path)
     app.run()
     assert_clean(app)
     assert app.dataframe[1].value["cells_left"].iloc[0] == 300
+    assert warm_ups == ["layouts"]  # new data: its layouts will be computed, so numba compiles them meanwhile
+    state._prepared.clear()  # as after a server restart: the results are on disk, so no compilation is in the way
+    app.run()
+    assert_clean(app)
+    assert warm_ups == ["layouts"]
 
 
 def test_data_page_warns_when_a_step_removes_more_than_half_of_the_cells():
