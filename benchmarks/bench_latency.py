@@ -201,8 +201,9 @@ class Browser:
             await self.timed_picture("re-colour by gene", lambda g=gene: self.choose("Gene", g))
 
     async def knockouts(self, name: str, genes: list[str], max_cells: int | None = None) -> None:
-        """On the Knockout page: time each gene's knockout (all cells, at most ``max_cells``) to its result (its heading,
-        which names the gene, shown with the script stopped: the arrows' pictures are drawn in the same run)."""
+        """On the Knockout page: time each gene's knockout (all cells, at most ``max_cells``) to its result (its
+        heading, which names the gene, shown with the script stopped: the arrows' pictures are drawn in the same
+        run)."""
         await self.nav("Knockout")
         await self.page.get_by_role("button", name="Run knockout").wait_for(timeout=self.timeout_ms)
         await self.idle()
