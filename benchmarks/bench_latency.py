@@ -291,6 +291,14 @@ def remove_checkout(folder: Path) -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
 
 
+def head_commit() -> str:
+    """This checkout's commit (short), with ``+changes`` when its tracked files differ from it."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", ".", ":!benchmarks/RESULTS.md"])
+    return commit + ("+changes" if changed.returncode else "")
+
+
 def summary(current: Timings, baseline: Timings | None) -> tuple[list[str], list[list]]:
     """The table: per wait, the median (and max) seconds of this checkout and of the baseline, their ratio and the
     target."""
@@ -345,8 +353,8 @@ def main() -> None:
         text = "\n".join([
             "Headless Chromium, one server at a time on 127.0.0.1, private cache folders; each wait from the click to "
             "a new image shown with the app's script stopped. The 10k file: `benchmarks/make_large_dataset.py --cells "
-            f"10000` (resampled Kang 2018 cells). Baseline: `git worktree` of {args.baseline or '(none)'}, measured in "
-            "the same run, before this checkout.", "", f"Command: `{command_line()}`", "", body, "", "Machine:", "",
+            f"10000` (resampled Kang 2018 cells). This checkout: {head_commit()}; baseline: `git worktree` of "
+            f"{args.baseline or '(none)'}, measured in the same run, before this checkout.", "", f"Command: `{command_line()}`", "", body, "", "Machine:", "",
             md_table(["", ""], [[key, value] for key, value in facts.items()])])
         write_section(HEADING, text)
         print("wrote the section into benchmarks/RESULTS.md")
