@@ -354,7 +354,8 @@ def main() -> None:
             "Headless Chromium, one server at a time on 127.0.0.1, private cache folders; each wait from the click to "
             "a new image shown with the app's script stopped. The 10k file: `benchmarks/make_large_dataset.py --cells "
             f"10000` (resampled Kang 2018 cells). This checkout: {head_commit()}; baseline: `git worktree` of "
-            f"{args.baseline or '(none)'}, measured in the same run, before this checkout.", "", f"Command: `{command_line()}`", "", body, "", "Machine:", "",
+            f"{args.baseline or '(none)'}, measured in the same run, before this checkout.", "",
+            f"Command: `{command_line()}`", "", body, "", "Machine:", "",
             md_table(["", ""], [[key, value] for key, value in facts.items()])])
         write_section(HEADING, text)
         print("wrote the section into benchmarks/RESULTS.md")
