@@ -4,11 +4,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import access, presentation, tour  # `streamlit run app.py` puts this folder on sys.path
+from dashboard import access, presentation, state, tour  # `streamlit run app.py` puts this folder on sys.path
 
 # a local icon: a material-icon favicon is fetched from Google's font service, which a lab server may not reach
 st.set_page_config(page_title="sccore · single-cell embeddings",
                    page_icon=str(Path(__file__).resolve().parent / "assets" / "logo_icon.svg"), layout="wide")
+state.warm_up_in_background("pictures")  # loads what a first picture needs while the first user picks a dataset
 access.gate()  # with login on (a server), only the login page until someone logs in
 presentation.show_frame()  # the logo and the Presentation mode toggle
 navigation = st.navigation([

@@ -123,6 +123,17 @@ def default_gene(analysis_key: str, _adata) -> str:
     return first_gene(_adata)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def linear_perturber(analysis_key: str, method: str, _analysis: Analysis):
+    """The ``sccore.perturb.LinearPerturber`` of a baseline (``pca`` or ``linear``) on the analysis, built once and
+    shared by every knockout and session: its column-major copy of the expression (one for both baselines) and its
+    regressions."""
+    from sccore.perturb import LinearPerturber
+
+    matrix = linear_perturber(analysis_key, "pca", _analysis).matrix if method == "linear" else None
+    return LinearPerturber(_analysis.adata, method, np.arange(_analysis.adata.n_obs), matrix=matrix)
+
+
 @st.cache_data(show_spinner=False, max_entries=48)
 def knockout_result(analysis_key: str, params: KnockoutParams, cells: np.ndarray, _analysis: Analysis):
     """The ``knockout`` task's in-memory core (``sccore.tasks.knockout.compute``) of ``params`` (one gene, or its genes
@@ -130,7 +141,9 @@ def knockout_result(analysis_key: str, params: KnockoutParams, cells: np.ndarray
     from sccore.tasks.knockout import compute
 
     model = loaded_model(params.model, _analysis.params.encoder_device) if params.method == "encoder" else None
-    (result,) = compute(_analysis.adata, params, model, _analysis.params.preprocess.library_size_key, cells)
+    perturber = linear_perturber(analysis_key, params.method, _analysis) if params.method != "encoder" else None
+    (result,) = compute(_analysis.adata, params, model, _analysis.params.preprocess.library_size_key, cells,
+                        perturber=perturber)
     return result
 
 

@@ -32,7 +32,8 @@ def expression_table(analysis_key: str, model_folder: str, gene: str, cells: np.
     result the page shows (``_result``: the knockout of ``gene`` in ``cells`` by ``method``); :class:`InputError`
     for an encoder without an expression decoder."""
     model = cached.loaded_model(model_folder, _analysis.params.encoder_device) if method == "encoder" else None
-    change = expression_change_of(_analysis.adata, _result, model)
+    perturber = cached.linear_perturber(analysis_key, method, _analysis) if method != "encoder" else None
+    change = expression_change_of(_analysis.adata, _result, model, perturber=perturber)
     return replace(_result, expression_change=change).expression_table()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from sccore.pp import default_params
 from sccore.render import View, category_colors, fit_view, safe_category_colors
 from sccore.settings import Settings, load_settings, printable, resolve_inside, safe_file_name
 from sccore.tasks.base import quality_control_fields
-from sccore.workflow import Analysis, PipelineParams, analyse, layout_key
+from sccore.workflow import (Analysis, PipelineParams, analyse, layout_key, prepare, warm_up_layouts,
+                             warm_up_pictures)
 
 from dashboard import presentation
 from dashboard.access import current_user
@@ -34,6 +36,18 @@ from dashboard.widgets import progress_bar, show_error
 
 DEMO = "demo"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up_in_background(kind: str) -> threading.Thread:
+    """Start a warm-up of this server process in a thread, once per ``kind``: ``pictures``
+    (``sccore.workflow.warm_up_pictures``; when the first page is served, while the first user picks a dataset) or
+    ``layouts`` (``sccore.workflow.warm_up_layouts``, tens of seconds of numba compilation; when the first dataset
+    without cached results is prepared: never in the way of a reopened dataset's first picture)."""
+    thread = threading.Thread(target={"pictures": warm_up_pictures, "layouts": warm_up_layouts}[kind],
+                              name=f"sccore-warm-up-{kind}", daemon=True)
+    thread.start()
+    return thread
 
 
 def settings() -> Settings:
@@ -208,28 +222,48 @@ def pipeline_params(adata, source: str) -> PipelineParams:
     return replace(params, pca=replace(params.pca, n_comps=st.session_state.get("n_comps", params.pca.n_comps)))
 
 
+def _disk_cache(source: str) -> DiskCache:
+    current = settings()
+    return DiskCache(current.results_dir(None if source == DEMO else source), max_bytes=current.cache_max_bytes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _prepared(source: str, library_size_key: str | None, params: PipelineParams) -> Analysis:
+    adata = _open_source(source, library_size_key)
+    cache = _disk_cache(source)
+    with progress_bar("Quality control and PCA…") as progress:
+        prepared = prepare(adata, params, cache, progress=progress)
+    if cache.computed:  # new data or filters: its layouts are not cached either
+        warm_up_in_background("layouts")
+    return prepared
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _analysis(source: str, library_size_key: str | None, params: PipelineParams) -> Analysis:
     adata = _open_source(source, library_size_key)
+    prepared = _prepared(source, library_size_key, PipelineParams(preprocess=params.preprocess, pca=params.pca))
     with progress_bar("Preparing the dataset…") as progress:
-        current = settings()
-        cache = DiskCache(current.results_dir(None if source == DEMO else source), max_bytes=current.cache_max_bytes)
-        return analyse(adata, params, cache, progress=progress)
+        return analyse(adata, params, _disk_cache(source), progress=progress, prepared=prepared)
 
 
-def current_analysis() -> Analysis:
+def current_analysis(layouts: bool = True) -> Analysis:
     """The processed current dataset with PCA, neighbours and UMAP (computed once, then cached); an atlas as it
-    was built."""
+    was built. ``layouts=False``: quality control and PCA only (``sccore.workflow.prepare``; all the Data & QC page
+    needs), without waiting for neighbours and UMAP."""
     source, key = current_source()
     adata = load_dataset(source, key)
     if is_atlas(source):
         return _open_atlas(source).analysis()
-    return _analysis(source, key, pipeline_params(adata, source))
+    params = pipeline_params(adata, source)
+    if not layouts:
+        return _prepared(source, key, PipelineParams(preprocess=params.preprocess, pca=params.pca))
+    return _analysis(source, key, params)
 
 
-def open_or_stop(atlas_ok: bool = False) -> Analysis:
-    """The current analysis, or an error box and a stopped page when the input is bad; a page that needs the
-    counts in memory (``atlas_ok=False``) stops with a note when the dataset is an atlas."""
+def open_or_stop(atlas_ok: bool = False, layouts: bool = True) -> Analysis:
+    """The current analysis (:func:`current_analysis`, without neighbours and UMAP when not ``layouts``), or an error
+    box and a stopped page when the input is bad; a page that needs the counts in memory (``atlas_ok=False``) stops
+    with a note when the dataset is an atlas."""
     source = current_source()[0]
     if is_atlas(source) and not atlas_ok:
         st.info(f"**{printable(Path(source).name)}** is an atlas: its counts stay on disk, so this page, which needs "
@@ -237,7 +271,7 @@ def open_or_stop(atlas_ok: bool = False) -> Analysis:
                 "subset of its cells) on the Home page to use this one.")
         st.stop()
     try:
-        return current_analysis()
+        return current_analysis(layouts)
     except InputError as error:
         show_error(error)
         if st.session_state.get("preprocess_overrides") or st.session_state.get("n_comps"):

@@ -14,7 +14,7 @@ from sccore.pp import QC_RULES, compare_rules, is_gene_panel, qc_cuts, qc_warnin
 RULES = {"outliers": "Outliers (median absolute deviations; best practice)", "thresholds": "Fixed thresholds"}
 
 st.title("Data & quality control")
-analysis = state.open_or_stop()
+analysis = state.open_or_stop(layouts=False)  # QC and PCA: no waiting for neighbours and UMAP
 adata, params = analysis.adata, analysis.params.preprocess
 source, key = state.current_source()
 for warning in qc_warnings(adata):

@@ -36,6 +36,7 @@ st.caption("Knock a gene out of the cells' inputs and ask how far each cell's em
            "encoder's prediction is always shown beside two simple baselines (PCA and a linear co-expression "
            "model), because published benchmarks often find such baselines predict perturbations as well.")
 analysis = state.open_or_stop()
+state.warm_up_in_background("layouts")  # the knockouts' UMAP placements: compiled while the user picks a gene
 adata = analysis.adata
 model_folder = analysis.params.encoder_model
 methods = (["encoder"] if model_folder else []) + ["pca", "linear"]

@@ -149,11 +149,11 @@ def load_index(path: str | os.PathLike) -> faiss.Index:
 
 def neighbors(adata: ad.AnnData, use_rep: str, n_neighbors: int, index_params: IndexParams,
               key_added: str = "neighbors", index: faiss.Index | None = None,
-              found: Neighbors | None = None) -> Neighbors:
+              found: Neighbors | None = None, graph: tuple[sp.csr_matrix, sp.csr_matrix] | None = None) -> Neighbors:
     """The kNN graph of ``obsm[use_rep]`` (``n_neighbors`` per cell, the cell itself included, as scanpy counts them)
     stored as ``scanpy.pp.neighbors(adata, key_added=key_added)`` stores it (see the module docstring); returns the
     neighbours. FAISS searches ``index`` (built from ``index_params`` unless given); ``found`` (e.g. from a cache)
-    skips the search."""
+    skips the search, and ``graph`` (:func:`knn_graph` of ``found``, e.g. from a cache) the connectivities."""
     if use_rep not in adata.obsm:
         raise InputError(f"obsm has no '{use_rep}'. Compute it first (e.g. `python -m sccore embed --method pca`); "
                          f"available: {', '.join(adata.obsm.keys()) or 'none'}.")
@@ -161,7 +161,7 @@ def neighbors(adata: ad.AnnData, use_rep: str, n_neighbors: int, index_params: I
         raise InputError(f"n_neighbors must be from 2 to the number of cells ({adata.n_obs}), not {n_neighbors}.")
     if found is None:
         found = knn(np.asarray(adata.obsm[use_rep]), n_neighbors, index_params, index=index)
-    distances, connectivities = knn_graph(found)
+    distances, connectivities = graph if graph is not None else knn_graph(found)
     distances_key, connectivities_key = graph_keys(key_added)
     adata.obsp[distances_key] = distances
     adata.obsp[connectivities_key] = connectivities
@@ -192,6 +192,23 @@ def knn_graph(found: Neighbors) -> tuple[sp.csr_matrix, sp.csr_matrix]:
                                                 knn_indices=found.indices, knn_dists=found.distances,
                                                 set_op_mix_ratio=1.0, local_connectivity=1.0)
     return distances, connectivities.tocsr()
+
+
+def save_graph(graph: tuple[sp.csr_matrix, sp.csr_matrix], path: str | os.PathLike) -> None:
+    """Write :func:`knn_graph`'s two matrices to one ``.npz`` file (read back by :func:`load_graph`)."""
+    arrays = {}
+    for name, matrix in zip(("distances", "connectivities"), graph):
+        matrix = sp.csr_matrix(matrix)
+        arrays.update({f"{name}_data": matrix.data, f"{name}_indices": matrix.indices,
+                       f"{name}_indptr": matrix.indptr, f"{name}_shape": np.array(matrix.shape)})
+    np.savez(path, **arrays)
+
+
+def load_graph(path: str | os.PathLike) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The two matrices :func:`save_graph` wrote (without umap-learn: a cached graph needs no compilation)."""
+    with np.load(path) as stored:
+        return tuple(sp.csr_matrix((stored[f"{name}_data"], stored[f"{name}_indices"], stored[f"{name}_indptr"]),
+                                   shape=tuple(stored[f"{name}_shape"])) for name in ("distances", "connectivities"))
 
 
 def read_neighbors(adata: ad.AnnData, key: str = "neighbors") -> Neighbors:

@@ -104,21 +104,25 @@ class LinearPerturber:
 
     A knockout of gene g in cell c moves its expression by ``dx = -x_cg * w_g`` where ``w_g`` is the
     unit vector of g (``pca``) or g's regression slopes onto every gene (``linear``), and its
-    embedding by ``dx @ loadings``.
+    embedding by ``dx @ loadings``. Built once per dataset, it serves any number of knockouts (``matrix``: the
+    column-major copy of ``X`` another perturber of the same dataset made, shared instead of copied again).
     """
 
     adata: ad.AnnData
     method: str
     reference: np.ndarray  # cells the co-expression regressions are fitted on
     key: str = "X_pca"
+    matrix: sp.csc_matrix | None = field(default=None, repr=False)
     _directions: dict = field(default_factory=dict, repr=False)
+    _reference_matrix: sp.csc_matrix | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if f"{self.key}_loadings" not in self.adata.varm:
             raise InputError(f"No PCA loadings for '{self.key}': run PCA (sccore.embed.pca) on the dataset first.")
         self.loadings = np.asarray(self.adata.varm[f"{self.key}_loadings"], dtype=np.float64)
         self.genes_used = np.flatnonzero(np.abs(self.loadings).sum(1) > 0)
-        self.matrix = sp.csc_matrix(self.adata.X, dtype=np.float64)
+        if self.matrix is None:
+            self.matrix = sp.csc_matrix(self.adata.X, dtype=np.float64)
         self.embedding = np.asarray(self.adata.obsm[self.key], dtype=np.float64)
 
     def expression(self, gene: int) -> np.ndarray:
@@ -132,7 +136,9 @@ class LinearPerturber:
             slopes = np.zeros(self.loadings.shape[0])
             if self.method == "linear":
                 x = self.expression(gene)[self.reference]
-                used = self.matrix[self.reference][:, self.genes_used]
+                if self._reference_matrix is None:  # the regressions' cells and genes, cut once for every gene
+                    self._reference_matrix = self.matrix[self.reference][:, self.genes_used]
+                used = self._reference_matrix
                 centred_x = x - x.mean()
                 variance = float(centred_x @ centred_x)
                 if variance > 0:
@@ -174,8 +180,9 @@ def _gene_positions(adata: ad.AnnData, genes: list[str]) -> list[int]:
 
 
 def _expressing(adata: ad.AnnData, positions: list[int], cells: np.ndarray) -> np.ndarray:
-    counts = sp.csc_matrix(adata.layers["counts"] if "counts" in adata.layers else adata.X)[:, positions]
-    return np.asarray((counts[cells] > 0).sum(1)).ravel() > 0
+    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    counts = sp.csr_matrix(counts[cells])[:, positions]  # the chosen cells' rows first: no copy of the whole matrix
+    return np.asarray((counts > 0).sum(1)).ravel() > 0
 
 
 def choose_cells(adata: ad.AnnData, where: dict[str, str] | None) -> np.ndarray:
@@ -208,7 +215,8 @@ def sample_cells(cells: np.ndarray, max_cells: int, seed: int = 0) -> np.ndarray
 def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = None, method: str = "pca",
              model=None, mode: str = "delete", reference: np.ndarray | None = None, batch_size: int = 64,
              library_size_key: str | None = None, progress: Progress = _quiet, expression: bool = False,
-             batch: str | None = None, strategy: str = "tokens") -> KnockoutResult:
+             batch: str | None = None, strategy: str = "tokens",
+             perturber: LinearPerturber | None = None) -> KnockoutResult:
     """Knock out ``genes`` together in ``cells`` (all cells by default) and embed the result.
 
     ``adata`` is a processed dataset (``sccore.pp.preprocess`` + PCA for the baselines; raw counts in
@@ -218,7 +226,8 @@ def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = Non
     (the encoder's needs a model with a decoder; ``batch`` is the batch its decoder assumes).
     ``strategy`` (encoder deletion): ``"tokens"`` removes the genes' tokens (Geneformer), ``"decoder"`` moves the
     embedding until the decoder predicts no expression of the genes (:func:`sccore.encode.silence_in_embedding`),
-    ``"both"`` does the first, then the second.
+    ``"both"`` does the first, then the second. ``perturber``: a baseline's :class:`LinearPerturber` of ``adata``
+    (its ``method``, regressions on ``reference``), kept to serve many knockouts; built here when None.
     """
     if strategy not in STRATEGIES:
         raise InputError(f"Unknown knockout strategy '{strategy}': use {', '.join(STRATEGIES)}.")
@@ -246,7 +255,8 @@ def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = Non
     else:
         if mode != "delete":
             raise InputError("The PCA and linear baselines model deletion only; use mode 'delete'.")
-        perturber = LinearPerturber(adata, method, reference if reference is not None else np.arange(adata.n_obs))
+        if perturber is None or perturber.method != method:
+            perturber = LinearPerturber(adata, method, reference if reference is not None else np.arange(adata.n_obs))
         original, perturbed = perturber.knockout(positions, chosen)
         change = (pd.Series(perturber.expression_change(positions, chosen), index=adata.var_names.astype(str))
                   if expression else None)
@@ -269,14 +279,17 @@ def decoded_expression_change(model, original: np.ndarray, perturbed: np.ndarray
 
 
 def expression_change_of(adata: ad.AnnData, result: KnockoutResult, model=None, reference: np.ndarray | None = None,
-                         batch: str | None = None) -> pd.Series:
+                         batch: str | None = None, perturber: LinearPerturber | None = None) -> pd.Series:
     """Every gene's predicted change of log-expression for a knockout already run without it (``result``, from
     :func:`knockout` on ``adata``), as ``knockout(..., expression=True)`` computes it: the encoder's through the
     decoder of ``model`` (``batch``: the batch it assumes; :class:`InputError` for a model without one), a baseline's
-    from its regressions fitted on ``reference`` (default: every cell)."""
+    from its regressions fitted on ``reference`` (default: every cell; ``perturber``: its kept :class:`LinearPerturber`,
+    as for :func:`knockout`)."""
     if result.method == "encoder":
         return decoded_expression_change(model, result.original, result.perturbed, batch)
-    perturber = LinearPerturber(adata, result.method, reference if reference is not None else np.arange(adata.n_obs))
+    if perturber is None or perturber.method != result.method:
+        reference = reference if reference is not None else np.arange(adata.n_obs)
+        perturber = LinearPerturber(adata, result.method, reference)
     return pd.Series(perturber.expression_change(_gene_positions(adata, result.genes), result.cells),
                      index=adata.var_names.astype(str))
 

@@ -21,7 +21,8 @@ from .cache import DiskCache, fingerprint, make_key
 from .embed import PCAParams, pca_arrays, store_pca
 from .errors import InputError
 from .integrate import HarmonyParams
-from .neighbors import IndexParams, Neighbors, build_index, knn, load_index, neighbors, save_index
+from .neighbors import (IndexParams, Neighbors, build_index, knn, knn_graph, load_graph, load_index, neighbors,
+                        save_graph, save_index)
 from .pp import PreprocessParams, preprocess
 from .umap import UMAPModel, UMAPParams, fit_umap, umap
 
@@ -56,6 +57,7 @@ class Analysis:
     adata: ad.AnnData
     key: str
     params: PipelineParams
+    processed_key: str = ""  # the cache key of the preprocessed data, before PCA (:func:`prepare`)
     indexes: dict[str, faiss.Index] = field(default_factory=dict)
     neighbors: dict[str, Neighbors] = field(default_factory=dict)
     umap_models: dict[str, UMAPModel] = field(default_factory=dict)
@@ -138,8 +140,8 @@ def neighbors_and_umap(adata: ad.AnnData, use_rep: str, params: PipelineParams, 
     index of ``obsm[use_rep]`` (``index`` when given), its ``params.n_neighbors`` nearest neighbours stored the
     scanpy way under ``neighbors_key`` (:func:`sccore.neighbors.neighbors`; default :func:`graph_key`), then UMAP
     fitted on those stored neighbours into ``obsm[key_added]`` (:func:`sccore.umap.umap`; default
-    :func:`layout_key`). The index, the neighbours and the UMAP model are cached in ``cache`` under keys made
-    from ``parent_key`` and the parameters."""
+    :func:`layout_key`). The index, the neighbours, their graph and the UMAP model are cached in ``cache`` under
+    keys made from ``parent_key`` and the parameters."""
     low, high = progress_range
     neighbors_key = neighbors_key or graph_key(use_rep)
     key_added = key_added or layout_key(use_rep)
@@ -156,7 +158,9 @@ def neighbors_and_umap(adata: ad.AnnData, use_rep: str, params: PipelineParams, 
     knn_key = make_key(index_key, params.n_neighbors)
     found = cache.fetch(knn_key, "neighbors.npz", lambda: knn(embedding, params.n_neighbors, params.index, index=index),
                         lambda value, path: value.save(path), Neighbors.load)
-    neighbors(adata, use_rep, params.n_neighbors, params.index, key_added=neighbors_key, found=found)
+    graph = cache.fetch(knn_key, "graph.npz", lambda: knn_graph(found), save_graph, load_graph)  # a reopened dataset:
+    # no umap-learn import (pynndescent compiles for seconds on import) before its cached layout is shown
+    neighbors(adata, use_rep, params.n_neighbors, params.index, key_added=neighbors_key, found=found, graph=graph)
     progress(low + 2 * (high - low) / 3, f"Computing the UMAP of {use_rep}")
     umap_key = make_key(knn_key, params.umap)
 
@@ -178,16 +182,12 @@ def add_neighbors_and_layout(analysis: Analysis, use_rep: str, cache: DiskCache,
     analysis.umap_models[use_rep] = layout.model
 
 
-def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache: DiskCache | None = None,
+def prepare(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache: DiskCache | None = None,
             progress: Progress = _quiet) -> Analysis:
-    """Preprocess ``adata`` (raw counts in ``X``), compute PCA, FAISS neighbours and UMAP; reuse cached steps.
+    """Preprocess ``adata`` (raw counts in ``X``) and compute its PCA, reusing cached steps: the first part of
+    :func:`analyse`, which is all that quality control needs (no neighbours, no layout yet).
 
-    The result's AnnData holds ``obsm['X_pca']``, its neighbours (``obsp['distances']``, ``obsp['connectivities']``,
-    ``uns['neighbors']``, as ``scanpy.pp.neighbors`` stores them), ``obsm['X_umap']`` and the QC report in
-    ``uns['preprocess']``; the FAISS index, neighbours and UMAP model sit beside it. With ``params.batch_key``, also
-    Harmony's ``obsm['X_pca_harmony']`` and its layout (:func:`add_harmony_embedding`); with ``params.encoder_model``,
-    the encoder's ``obsm['X_encoder']`` and its layout.
-    """
+    The result's AnnData holds ``obsm['X_pca']`` and the QC report in ``uns['preprocess']``."""
     cache = cache or DiskCache(None)
     progress(0.0, "Fingerprinting the data")
     data_key = make_key(CACHE_VERSION, fingerprint(adata))
@@ -200,12 +200,39 @@ def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache:
     arrays = cache.fetch(pca_key, "pca.npz", lambda: pca_arrays(processed, params.pca),
                          lambda value, path: np.savez(path, **value), _load_npz)
     store_pca(processed, arrays, params.pca)
-    analysis = Analysis(adata=processed, key=pca_key, params=params)
+    return Analysis(adata=processed, key=pca_key, params=params, processed_key=pp_key)
+
+
+def _sharing_copy(adata: ad.AnnData) -> ad.AnnData:
+    """A new AnnData over the same matrices (``X``, layers, embeddings): what is added to its ``obsm``, ``obsp`` or
+    ``uns`` is its own, and no matrix is copied."""
+    return ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=adata.var.copy(), uns=dict(adata.uns),
+                      obsm=dict(adata.obsm), varm=dict(adata.varm), layers=dict(adata.layers))
+
+
+def analyse(adata: ad.AnnData, params: PipelineParams = PipelineParams(), cache: DiskCache | None = None,
+            progress: Progress = _quiet, prepared: Analysis | None = None) -> Analysis:
+    """Preprocess ``adata`` (raw counts in ``X``), compute PCA, FAISS neighbours and UMAP; reuse cached steps.
+
+    The result's AnnData holds ``obsm['X_pca']``, its neighbours (``obsp['distances']``, ``obsp['connectivities']``,
+    ``uns['neighbors']``, as ``scanpy.pp.neighbors`` stores them), ``obsm['X_umap']`` and the QC report in
+    ``uns['preprocess']``; the FAISS index, neighbours and UMAP model sit beside it. With ``params.batch_key``, also
+    Harmony's ``obsm['X_pca_harmony']`` and its layout (:func:`add_harmony_embedding`); with ``params.encoder_model``,
+    the encoder's ``obsm['X_encoder']`` and its layout. ``prepared`` (:func:`prepare` of the same data and
+    preprocessing and PCA parameters, e.g. kept in memory) is built on without copying its matrices, and left as it
+    was.
+    """
+    cache = cache or DiskCache(None)
+    if prepared is None:
+        analysis = prepare(adata, params, cache, progress)
+    else:
+        analysis = Analysis(adata=_sharing_copy(prepared.adata), key=prepared.key, params=params,
+                            processed_key=prepared.processed_key)
     add_neighbors_and_layout(analysis, "X_pca", cache, progress)
     if params.batch_key:
         add_harmony_embedding(analysis, cache, progress)
     if params.encoder_model:
-        add_encoder_embedding(analysis, cache, pp_key, progress)
+        add_encoder_embedding(analysis, cache, analysis.processed_key, progress)
     progress(1.0, "Done")
     return analysis
 
@@ -252,3 +279,26 @@ def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str,
     adata.uns["X_encoder"] = {"method": "encoder", "model": params.encoder_model, "pooling": params.encoder_pooling}
     analysis.key = make_key(analysis.key, "encoder", params.encoder_model, key)  # the model's folder and content
     add_neighbors_and_layout(analysis, "X_encoder", cache, progress, parent_key=key, progress_range=(0.85, 1.0))
+
+
+def warm_up_pictures(n_cells: int = 64) -> None:
+    """Load what a first picture runs (datashader's numba functions, seconds on first use in every process), on a
+    tiny random layout."""
+    from .render import fit_view, render_categories, render_values
+
+    coords = np.random.default_rng(0).normal(size=(n_cells, 2)).astype(np.float32)
+    view = fit_view(coords, 64, 64)
+    render_categories(coords, np.arange(n_cells, dtype=np.int32) % 2, ["#000000", "#FFFFFF"], view)
+    render_values(coords, coords[:, 0], view)
+
+
+def warm_up_layouts(n_cells: int = 64) -> None:
+    """Compile what a first layout and a first knockout's placement run, on a tiny random embedding: umap-learn's
+    numba functions compile on first use in every process (and pynndescent's on import), tens of seconds of CPU."""
+    from .umap import transform
+
+    embedding = np.random.default_rng(0).normal(size=(n_cells, 8)).astype(np.float32)
+    found = knn(embedding, 15)
+    knn_graph(found)
+    model, _ = fit_umap(embedding, found)
+    transform(model, embedding[:4], build_index(embedding), optimize=False)

@@ -33,10 +33,16 @@ def knockout_page(gene: str = "", column: str = "cell_type", value: str = "CD14+
     return app
 
 
-def test_knockout_of_a_marker_shows_encoder_and_both_baselines():
+def test_knockout_of_a_marker_shows_encoder_and_both_baselines(monkeypatch):
+    from sccore.perturb import LinearPerturber
+
+    built = []
+    prepare = LinearPerturber.__post_init__
+    monkeypatch.setattr(LinearPerturber, "__post_init__", lambda self: built.append(self.method) or prepare(self))
     app = knockout_page("LYZ")
     assert not app.error, [e.value for e in app.error]
     app.button(key="ko_run").click().run()
+    assert len(built) <= 2  # each baseline's perturber built once (or kept from another session), not per use
     assert not app.exception, [e.value for e in app.exception]
     assert not app.error, [e.value for e in app.error]
     (summary,) = tables(app, "n_not_expressed")

@@ -69,6 +69,31 @@ def test_data_page_shows_qc_and_applies_new_filters():
     assert app.dataframe[1].value["cells_left"].iloc[-1] == 700 - comparison["cells removed"].iloc[1]
 
 
+def test_data_page_of_a_new_file_waits_for_qc_and_pca_only(monkeypatch):
+    import sccore.workflow
+    from dashboard import state
+
+    path = Path(os.environ["SCCORE_DATA_DIRS"]) / "qc-only.h5ad"
+    make_counts(seed=7).write_h5ad(path)
+
+    def no_layout(*args, **kwargs):  # neighbours and UMAP: tens of seconds on a new server for what QC never shows
+        raise AssertionError("the Data & QC page lays nothing out")
+
+    monkeypatch.setattr(sccore.workflow, "add_neighbors_and_layout", no_layout)
+    warm_ups = []
+    monkeypatch.setattr(state, "warm_up_in_background", warm_ups.append)
+    app = page("pages/data.py")
+    app.session_state["source"] = str(path)
+    app.run()
+    assert_clean(app)
+    assert app.dataframe[1].value["cells_left"].iloc[0] == 300
+    assert warm_ups == ["layouts"]  # new data: its layouts will be computed, so numba compiles them meanwhile
+    state._prepared.clear()  # as after a server restart: the results are on disk, so no compilation is in the way
+    app.run()
+    assert_clean(app)
+    assert warm_ups == ["layouts"]
+
+
 def test_data_page_warns_when_a_step_removes_more_than_half_of_the_cells():
     app = page("pages/data.py")
     app.session_state["preprocess_overrides"] = {"qc_rule": "thresholds", "max_pct_mito": 1.0}

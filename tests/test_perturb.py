@@ -40,6 +40,32 @@ def test_linear_knockout_moves_correlated_genes(processed):
     assert not np.allclose(linear.shift, plain.shift)
 
 
+METHODS = ("pca", "linear")
+
+
+def test_a_kept_perturber_serves_many_knockouts_as_fresh_ones_would(processed, monkeypatch):
+    import scipy.sparse as sp
+
+    from sccore.perturb import LinearPerturber, expression_change_of
+
+    counts = processed.layers["counts"].toarray()
+    genes = processed.var_names[np.argsort(-(counts > 0).sum(0))[:3]]
+    fresh = {(gene, method): knockout(processed, [gene], method=method) for gene in genes for method in METHODS}
+    changes = {key: expression_change_of(processed, result) for key, result in fresh.items()}
+    linear = LinearPerturber(processed, "linear", np.arange(processed.n_obs))
+    kept = {"linear": linear, "pca": LinearPerturber(processed, "pca", np.arange(processed.n_obs),
+                                                     matrix=linear.matrix)}  # one copy of the matrix for both
+    copies = []
+    csc_matrix = sp.csc_matrix
+    monkeypatch.setattr(sp, "csc_matrix", lambda *args, **kwargs: copies.append(1) or csc_matrix(*args, **kwargs))
+    for (gene, method), result in fresh.items():
+        again = knockout(processed, [gene], method=method, perturber=kept[method])
+        np.testing.assert_array_equal(again.perturbed, result.perturbed)
+        pd.testing.assert_series_equal(expression_change_of(processed, again, perturber=kept[method]),
+                                       changes[gene, method])
+    assert copies == []  # no knockout copied the expression matrix: the perturbers' copy served them all
+
+
 def test_bad_knockout_input(processed):
     with pytest.raises(InputError, match="Did you mean GENE1"):
         knockout(processed, ["gene1x"], method="pca")

@@ -6,10 +6,10 @@ from sccore.cache import DiskCache
 from sccore.io import open_dataset, standardise
 from sccore.neighbors import IndexParams
 from sccore.pp import PreprocessParams, default_params, steps_table
-from sccore.workflow import PipelineParams, analyse, layout_key
+from sccore.workflow import PipelineParams, analyse, layout_key, prepare
 
 
-def test_analyse_demo_and_reopen_recomputes_nothing(demo, tmp_path):
+def test_analyse_demo_and_reopen_recomputes_nothing(demo, tmp_path, monkeypatch):
     params = PipelineParams(preprocess=default_params(demo))
     messages = []
     first_cache = DiskCache(tmp_path)
@@ -18,7 +18,7 @@ def test_analyse_demo_and_reopen_recomputes_nothing(demo, tmp_path):
     n_kept = 700 - sum(steps_table(adata)["cells_removed"])  # the outlier rule's 5-MAD cuts on the demo
     assert 650 < n_kept <= 700
     assert adata.obsm["X_pca"].shape == (n_kept, 50) and adata.obsm["X_umap"].shape == (n_kept, 2)
-    assert first_cache.computed == 5  # preprocess, PCA, index, neighbours, UMAP
+    assert first_cache.computed == 6  # preprocess, PCA, index, neighbours, their graph, UMAP
     assert messages[-1][0] == 1.0 and all(b[0] >= a[0] for a, b in zip(messages, messages[1:]))
     assert set(analysis.layouts()) >= {"X_umap", "X_pca (PC1 vs PC2)"}
     # cell types stay together: most UMAP neighbours share the cell type
@@ -27,8 +27,15 @@ def test_analyse_demo_and_reopen_recomputes_nothing(demo, tmp_path):
     assert np.mean(labels[neighbors.indices[:, 1:]] == labels[:, None]) > 0.6
 
     second_cache = DiskCache(tmp_path)
+    import sccore.workflow
+
+    def no_graph(found):  # umap-learn's connectivities: seconds of numba compilation in a new server process
+        raise AssertionError("a reopened dataset's graph is read from the cache")
+
+    monkeypatch.setattr(sccore.workflow, "knn_graph", no_graph)
     again = analyse(demo, params, second_cache)
     assert second_cache.computed == 0
+    assert (again.adata.obsp["connectivities"] != adata.obsp["connectivities"]).nnz == 0
     np.testing.assert_array_equal(again.adata.obsm["X_umap"], adata.obsm["X_umap"])
     np.testing.assert_array_equal(again.neighbors["X_pca"].indices, neighbors.indices)
     assert again.expression("CD79A").shape == (n_kept,)
@@ -43,6 +50,17 @@ def test_changed_parameters_recompute_only_what_they_touch(counts_adata, tmp_pat
 
     analyse(adata, replace(base, umap=replace(base.umap, min_dist=0.1)), cache)
     assert cache.computed == 1
+
+
+def test_analyse_builds_on_a_prepared_analysis_without_copying_or_changing_it(counts_adata):
+    adata = standardise(counts_adata)
+    params = PipelineParams(preprocess=PreprocessParams(min_genes=0), index=IndexParams(kind="flat"))
+    prepared = prepare(adata, params)  # what the Data & QC page shows: QC and PCA, no layout
+    assert "X_pca" in prepared.adata.obsm and "X_umap" not in prepared.adata.obsm
+    analysis = analyse(adata, params, prepared=prepared)
+    assert analysis.adata.X is prepared.adata.X and analysis.key == prepared.key
+    assert "X_umap" in analysis.adata.obsm and "X_umap" not in prepared.adata.obsm
+    assert "neighbors" in analysis.adata.uns and "neighbors" not in prepared.adata.uns
 
 
 def test_layout_keys():

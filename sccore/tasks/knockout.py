@@ -58,11 +58,12 @@ def check_strategy(strategy: str) -> None:
 
 def compute(adata: ad.AnnData, params: KnockoutParams, model=None, library_size_key: str | None = None,
             cells: np.ndarray | None = None, progress: Progress = quiet,
-            should_stop: ShouldStop = never) -> Iterator[KnockoutResult]:
+            should_stop: ShouldStop = never, perturber=None) -> Iterator[KnockoutResult]:
     """The knockouts of ``params`` on ``adata``, already processed (with its PCA; ``model``: the loaded encoder for an
     encoder knockout), in ``cells`` (None: the ``where`` cells): each gene alone, or all ``together``, one
-    :class:`sccore.perturb.KnockoutResult` each, yielded as it is computed; ``should_stop()`` is checked before each.
-    :func:`run` and the Knockout page call it."""
+    :class:`sccore.perturb.KnockoutResult` each, yielded as it is computed; ``should_stop()`` is checked before each
+    (``perturber``: a baseline's kept ``sccore.perturb.LinearPerturber`` of ``adata``, as the Knockout page shares
+    one across knockouts and sessions). :func:`run` and the Knockout page call it."""
     from ..perturb import choose_cells, knockout
 
     cells = choose_cells(adata, params.where) if cells is None else cells
@@ -72,7 +73,7 @@ def compute(adata: ad.AnnData, params: KnockoutParams, model=None, library_size_
         progress(position / len(groups), f"knocking out {','.join(group)}")
         yield knockout(adata, group, cells, params.method, model=model, mode=params.mode,
                        library_size_key=library_size_key, expression=bool(params.expression_output),
-                       batch=params.decoder_batch, strategy=params.strategy)
+                       batch=params.decoder_batch, strategy=params.strategy, perturber=perturber)
 
 
 def run(params: KnockoutParams, progress: Progress = quiet, should_stop: ShouldStop = never) -> pd.DataFrame:
