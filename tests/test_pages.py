@@ -154,4 +154,4 @@ def test_presentation_mode_renders_the_app_and_explore():
     explore.session_state["presentation_mode"] = True
     explore.run()
     assert_clean(explore)
-    assert explore.get("plotly_chart")
+    assert explore.get("bidi_component")  # the layout viewer (dashboard/viewer.py)
