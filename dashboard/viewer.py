@@ -120,20 +120,25 @@ def _on_selection(key: str, layout: str) -> None:
         st.session_state.pop(selection_key(layout), None)
 
 
-def _on_hover(key: str, layout: str, analysis: Analysis) -> None:
-    asked = _event(key, "hover")
-    if not isinstance(asked, dict):
-        return
+def hover_answer(asked, coords: np.ndarray, finder: CellFinder, describe) -> dict:
+    """The browser's answer to a hover question ``asked`` (``x``, ``y``, radius ``r`` in data units, ``seq``): the
+    nearest cell's coordinates and ``describe(cell)``'s lines, or only ``seq`` when no cell is that near (or the
+    question is malformed)."""
+    answer = {"seq": asked.get("seq") if isinstance(asked, dict) else None}
     try:
         x, y, radius = (float(asked.get(name)) for name in ("x", "y", "r"))
-    except (TypeError, ValueError):
-        return
-    cell = cell_finder(analysis.key, layout, analysis).nearest(x, y, radius)
-    answer = {"seq": asked.get("seq")}
+    except (AttributeError, TypeError, ValueError):
+        return answer
+    cell = finder.nearest(x, y, radius)
     if cell is not None:
-        coords = analysis.layouts()[layout]
-        answer |= {"x": float(coords[cell, 0]), "y": float(coords[cell, 1]), "lines": hover_lines(analysis, cell)}
-    st.session_state[f"{key}_hover"] = answer
+        answer |= {"x": float(coords[cell, 0]), "y": float(coords[cell, 1]), "lines": describe(cell)}
+    return answer
+
+
+def _on_hover(key: str, layout: str, analysis: Analysis) -> None:
+    st.session_state[f"{key}_hover"] = hover_answer(_event(key, "hover"), analysis.layouts()[layout],
+                                                    cell_finder(analysis.key, layout, analysis),
+                                                    partial(hover_lines, analysis))
 
 
 def _colour_key(colouring: Colouring) -> dict:

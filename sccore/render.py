@@ -137,8 +137,31 @@ def render_categories(coords: np.ndarray, codes: np.ndarray, colors: list[str], 
     labels = [str(i) for i in range(n + 1)]
     frame = _frame(coords, category=pd.Categorical.from_codes(codes, labels))
     aggregate = _canvas(view).points(frame, "x", "y", ds.count_cat("category"))
-    image = tf.shade(aggregate, color_key=dict(zip(labels, palette)), how="eq_hist", min_alpha=140)
-    return _to_rgba(image, spread, coords, view)
+    return _to_rgba(_shade_counts(aggregate, palette), spread, coords, view)
+
+
+def _shade_counts(aggregate, palette: list[str]) -> tf.Image:
+    """``tf.shade(aggregate, color_key, how="eq_hist", min_alpha=140)`` of per-category counts, pixel for pixel, with
+    the colours mixed on the occupied pixels only (datashader mixes every pixel of every category: 5-10x slower)."""
+    from datashader.colors import rgb
+    from datashader.transfer_functions import _interpolate_alpha
+
+    counts = aggregate.data
+    if counts.min() != 0:  # no empty pixel: datashader's baseline subtraction applies
+        return tf.shade(aggregate, color_key=dict(zip(aggregate.indexes[aggregate.dims[-1]], palette)),
+                        how="eq_hist", min_alpha=140)
+    colors = np.array([rgb(color) for color in palette], dtype=np.float32)  # categories x (r, g, b)
+    total = counts.sum(axis=2, dtype=counts.dtype)
+    rgba = np.empty(total.shape + (4,), dtype=np.uint8)
+    rgba[..., :3] = (colors.sum(axis=0) / len(colors)).astype(np.uint8)  # datashader's colour of empty pixels
+    occupied = np.nonzero(total)
+    mixed = counts[occupied].astype(np.float32) @ colors / total[occupied][:, None].astype(np.float32)
+    rgba[occupied[0], occupied[1], :3] = mixed.astype(np.uint8)
+    rgba[..., 3] = _interpolate_alpha(counts, total, np.zeros(total.shape, dtype=bool), "eq_hist", 255, None, 140,
+                                      False)
+    return tf.Image(rgba.view(np.uint32).reshape(total.shape), dims=aggregate.dims[:-1],
+                    coords={aggregate.dims[1]: aggregate.coords[aggregate.dims[1]],
+                            aggregate.dims[0]: aggregate.coords[aggregate.dims[0]]})
 
 
 def render_values(coords: np.ndarray, values: np.ndarray, view: View, span: tuple[float, float] | None = None,
