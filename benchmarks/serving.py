@@ -33,13 +33,14 @@ def log_tail(path: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
-def start_server(port: int, env: dict, log: Path) -> subprocess.Popen:
-    """``streamlit run app.py`` headless on 127.0.0.1:``port``, its output in ``log``; returns once healthy."""
+def start_server(port: int, env: dict, log: Path, root: Path = ROOT) -> subprocess.Popen:
+    """``streamlit run app.py`` of the checkout at ``root`` (this one by default) headless on 127.0.0.1:``port``, its
+    output in ``log``; returns once healthy."""
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false"]
     with log.open("wb") as handle:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+        server = subprocess.Popen(command, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:

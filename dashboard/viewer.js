@@ -6,7 +6,7 @@
 const STATE = new WeakMap();
 const MODES = [["pan", "Pan", "Drag to pan; the wheel zooms"], ["zoom", "Zoom box", "Drag a box to zoom into it"],
                ["box", "Box select", "Drag a box to select cells"], ["lasso", "Lasso", "Draw around cells to select them"]];
-const WHEEL_SETTLE_MS = 120;  // a wheel gesture has ended when no wheel event came for this long
+const WHEEL_SETTLE_MS = 100;  // a wheel gesture has ended when no wheel event came for this long
 const HOVER_REST_MS = 40;  // the pointer rests this long before the cell under it is asked for
 const HOVER_RADIUS_PX = 8;
 
@@ -109,6 +109,7 @@ function listen(s) {
     const [x, y] = toData(s.target, px, py, rect);
     s.target = zoomAbout(s.target, x, y, Math.exp(Math.max(-1, Math.min(1, event.deltaY * 0.002))));
     preview(s);
+    clearTimeout(s.hoverTimer);  // a hover question now would hold up the new view
     hideTip(s);
     clearTimeout(s.wheelTimer);
     s.wheelTimer = setTimeout(() => requestView(s, s.target), WHEEL_SETTLE_MS);
@@ -179,7 +180,7 @@ function scheduleHover(s, px, py, rect) {
   clearTimeout(s.hoverTimer);
   if (!s.tip.hidden && Math.hypot(px - s.tipAt[0], py - s.tipAt[1]) > HOVER_RADIUS_PX) hideTip(s);
   s.hoverTimer = setTimeout(() => {
-    if (!s.target || s.drag) return;
+    if (!s.target || s.drag || pending(s)) return;  // after the new view is drawn
     const view = s.target;
     const [x, y] = toData(view, px, py, rect);
     s.hoverSeq += 1;
