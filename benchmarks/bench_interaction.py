@@ -2,8 +2,8 @@
 
 Serves this checkout, then today's main (``git archive`` of ``--baseline-ref`` into a temporary folder), one after the
 other on 127.0.0.1 with one shared temporary cache (so both draw the same analysis), the data folder of ``--h5ad``
-and ``--atlas``; drives Debian's headless Chromium through Playwright. On a 10,000-cell file: re-colour by an
-annotation (choosing it in the select box) and by a gene (typing it, Enter); on that file and on the atlas: zoom
+and ``--atlas``; drives Debian's headless Chromium through Playwright. On a 10,000-cell file and on the atlas:
+re-colour by an annotation (choosing it in the select box) and by a gene (typing it, Enter), zoom
 (one mouse-wheel step; this checkout re-renders when no wheel event came for 100 ms, which the figure includes),
 pan (a drag, timed from the release) and hover (the pointer comes to rest on a drawn cell; timed to the tooltip
 naming it; the 40 ms rest before asking is included). Each is timed from the gesture's end to the moment the new
@@ -78,7 +78,8 @@ PLOTLY_IMAGE_JS = """() => { const image = document.querySelector('[data-testid=
 
 def plotly_changed_js() -> str:
     """A predicate on the old PNG: true once the first plotly layout image shows another PNG."""
-    return f"(old) => {{ const href = ({PLOTLY_IMAGE_JS})(); return href.startsWith('data:image/png') && href !== old; }}"
+    return (f"(old) => {{ const href = ({PLOTLY_IMAGE_JS})(); "
+            "return href.startsWith('data:image/png') && href !== old; }")
 
 
 def snapshot(ref: str, folder: Path) -> str:
@@ -95,12 +96,12 @@ def snapshot(ref: str, folder: Path) -> str:
 
 
 def largest_atlas(folder: Path) -> Path | None:
-    """The atlas folder (``manifest.json`` and ``atlas.h5ad``) in ``folder`` with the most cells kept."""
+    """The finished atlas (every stage in ``manifest.json``, ``atlas.h5ad``) in ``folder`` with the most cells kept."""
     sizes = {}
     for manifest in folder.glob("*/manifest.json"):
-        if (manifest.parent / "atlas.h5ad").is_file():
-            facts = json.loads(manifest.read_text())
-            kept = [v.get("cells_kept") for v in facts.get("stages", {}).values() if isinstance(v, dict)]
+        stages = json.loads(manifest.read_text()).get("stages", {})
+        if "frame" in stages and (manifest.parent / "atlas.h5ad").is_file():
+            kept = [v.get("cells_kept") for v in stages.values() if isinstance(v, dict)]
             sizes[manifest.parent] = max([k for k in kept if k] or [0])
     return max(sizes, key=sizes.get) if sizes else None
 
@@ -255,9 +256,9 @@ class PlotlyPage:
         return seconds
 
 
-def measure_server(root: Path, env: dict, workdir: Path, name: str, h5ad: Path, atlas: Path | None, genes: list[str],
-                   columns: list[str], repeats: int) -> dict:
-    """Serve ``root`` and time every gesture it offers; returns {(dataset, step): [seconds]}."""
+def measure_server(root: Path, env: dict, workdir: Path, name: str, datasets: dict, repeats: int) -> dict:
+    """Serve ``root`` and time every gesture it offers on each of ``datasets`` (name -> (Home page choice, label,
+    annotations, genes)); returns {(dataset, gesture): [seconds]}."""
     from playwright.sync_api import sync_playwright
 
     log = workdir / f"{name}.log"
@@ -267,26 +268,26 @@ def measure_server(root: Path, env: dict, workdir: Path, name: str, h5ad: Path, 
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport=VIEWPORT)
             try:
-                page = browser.new_page(viewport=VIEWPORT)
-                targets = [("10k file", "A file from the data folder", f"{h5ad.parent.name}/{h5ad.name}")]
-                if atlas is not None:
-                    targets.append((f"atlas {atlas.name}", "An atlas", f"{atlas.parent.name}/{atlas.name}"))
-                for dataset, kind, label in targets:
+                for dataset, (kind, label, columns, genes) in datasets.items():
                     open_dataset(page, base, kind, label)
                     plot = Viewer(page) if name == "this checkout" else PlotlyPage(page)
-                    if dataset == "10k file":
-                        times[(dataset, "re-colour by an annotation")] = [
-                            plot.recolour("Annotation", column) for column in columns[:repeats]]
-                        page.locator('[data-testid="stRadio"] label', has_text="Gene").first.click()
-                        wait_idle(page)
-                        times[(dataset, "re-colour by a gene")] = [plot.recolour("Gene", gene)
-                                                                   for gene in genes[:repeats]]
+                    times[(dataset, "re-colour by an annotation")] = [plot.recolour("Annotation", column)
+                                                                      for column in columns[:repeats]]
+                    page.locator('[data-testid="stRadio"] label', has_text="Gene").first.click()
+                    wait_idle(page)
+                    times[(dataset, "re-colour by a gene")] = [plot.recolour("Gene", gene) for gene in genes[:repeats]]
                     times[(dataset, "zoom (wheel)" if isinstance(plot, Viewer) else "zoom (lasso + button)")] = [
                         plot.zoom(i) for i in range(repeats)]
                     if isinstance(plot, Viewer):
                         times[(dataset, "pan (drag)")] = [plot.pan(i) for i in range(repeats)]
                         times[(dataset, "hover (tooltip)")] = [plot.hover(i) for i in range(repeats)]
+            except BaseException:
+                shot = Path(tempfile.gettempdir()) / f"bench_interaction_failure_{os.getpid()}.png"
+                page.screenshot(path=str(shot))
+                print(f"screenshot of the failure: {shot}", file=sys.stderr)
+                raise
             finally:
                 browser.close()
     except BaseException:
@@ -297,16 +298,18 @@ def measure_server(root: Path, env: dict, workdir: Path, name: str, h5ad: Path, 
     return times
 
 
-def dataset_facts(h5ad: Path) -> tuple[list[str], list[str]]:
-    """The annotation columns to re-colour by (the text columns of ``obs`` but the first, which the page shows first)
-    and genes to colour by (spread over the file's genes, so none repeats)."""
+def dataset_facts(source: Path) -> tuple[list[str], list[str]]:
+    """The annotations to re-colour by (those the page offers, ``sccore.annotations.annotation_columns``, but the
+    first, which it shows first) and genes to colour by (spread over the genes, so none repeats) of an ``.h5ad`` file
+    or an atlas folder."""
     import anndata as ad
 
-    adata = ad.read_h5ad(h5ad, backed="r")
-    columns = [c for c in adata.obs.columns if adata.obs[c].dtype == object or str(adata.obs[c].dtype) == "category"]
-    genes = list(adata.var_names[:: max(1, adata.n_vars // 40)])
+    from sccore.annotations import annotation_columns
+
+    adata = ad.read_h5ad(source / "atlas.h5ad" if source.is_dir() else source, backed="r")
+    columns, genes = annotation_columns(adata)[1:], list(adata.var_names[:: max(1, adata.n_vars // 40)])
     adata.file.close()
-    return columns[1:], genes
+    return columns, genes
 
 
 def seconds_range(values: list[float]) -> str:
@@ -330,8 +333,8 @@ def report(ours: dict, main: dict, facts: dict, args, commit: str, load: float) 
     headers = ["dataset", "gesture", "this checkout: median (range), s", f"main {commit[:8]}: median (range), s",
                "main / this", "target"]
     lines = [md_table(headers, rows), "",
-             f"- {args.repeats} gestures each (re-colour by an annotation: one per other text column of the file), "
-             "every one to a view or colour not drawn before on that server; timed "
+             f"- {args.repeats} gestures each (re-colour by an annotation: one per annotation the page offers but the "
+             "first, shown on opening), every one to a view or colour not drawn before on that server; timed "
              "from the gesture's end (option chosen, last wheel event, mouse release, pointer at rest) to the new "
              "picture decoded on screen or the tooltip shown; headless Chromium at "
              f"{VIEWPORT['width']}x{VIEWPORT['height']}.",
@@ -361,17 +364,20 @@ def main() -> None:
     atlas = None if args.no_atlas else (args.atlas or largest_atlas(args.h5ad.parent))
     if atlas is not None and atlas.parent != args.h5ad.parent:
         sys.exit("--atlas must be in the same folder as --h5ad (the app's data folder)")
-    columns, genes = dataset_facts(args.h5ad)
+    datasets = {"10k file": ("A file from the data folder", f"{args.h5ad.parent.name}/{args.h5ad.name}",
+                             *dataset_facts(args.h5ad))}
+    if atlas is not None:
+        datasets[f"atlas {atlas.name}"] = ("An atlas", f"{atlas.parent.name}/{atlas.name}", *dataset_facts(atlas))
     facts = machine_facts(["streamlit", "playwright", "datashader", "numpy"])
     load = OtherLoad().start()
     with tempfile.TemporaryDirectory(prefix="sccore-interaction-") as folder:
         workdir = Path(folder)
         commit = snapshot(args.baseline_ref, workdir / "main")
-        env = dict(os.environ, SCCORE_CACHE_DIR=str(args.cache_dir or workdir / "cache"), SCCORE_UPLOAD_DIR=str(workdir / "uploads"),
+        env = dict(os.environ, SCCORE_CACHE_DIR=str(args.cache_dir or workdir / "cache"),
+                   SCCORE_UPLOAD_DIR=str(workdir / "uploads"),
                    SCCORE_DATA_DIRS=str(args.h5ad.parent), SCCORE_SETTINGS="/dev/null", PYTHONUNBUFFERED="1")
-        ours = measure_server(ROOT, env, workdir, "this checkout", args.h5ad, atlas, genes, columns, args.repeats)
-        main_times = measure_server(workdir / "main", env, workdir, "main", args.h5ad, atlas, genes, columns,
-                                    args.repeats)
+        ours = measure_server(ROOT, env, workdir, "this checkout", datasets, args.repeats)
+        main_times = measure_server(workdir / "main", env, workdir, "main", datasets, args.repeats)
     text = report(ours, main_times, facts, args, commit, load.stop())
     print(text)
     if args.write_results:

@@ -4,8 +4,10 @@
 // Views are [x0, x1, y0, y1] in data units; the server echoes the `seq` of the last view it drew.
 
 const STATE = new WeakMap();
-const MODES = [["pan", "Pan", "Drag to pan; the wheel zooms"], ["zoom", "Zoom box", "Drag a box to zoom into it"],
-               ["box", "Box select", "Drag a box to select cells"], ["lasso", "Lasso", "Draw around cells to select them"]];
+const MODES = [["pan", "Pan", "Drag to pan; the wheel zooms"],
+               ["zoom", "Zoom box", "Drag a box to zoom into it"],
+               ["box", "Box select", "Drag a box to select cells"],
+               ["lasso", "Lasso", "Draw around cells to select them"]];
 const WHEEL_SETTLE_MS = 100;  // a wheel gesture has ended when no wheel event came for this long
 const HOVER_REST_MS = 40;  // the pointer rests this long before the cell under it is asked for
 const HOVER_RADIUS_PX = 8;
@@ -92,7 +94,8 @@ function requestView(s, view) {
 }
 
 function zoomAbout(view, x, y, factor) {
-  return [x - (x - view[0]) * factor, x + (view[1] - x) * factor, y - (y - view[2]) * factor, y + (view[3] - y) * factor];
+  return [x - (x - view[0]) * factor, x + (view[1] - x) * factor,
+          y - (y - view[2]) * factor, y + (view[3] - y) * factor];
 }
 
 function local(s, event) {

@@ -24,6 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from sccore import InputError
+from sccore.plots import MAX_LEGEND_ENTRIES
 from sccore.render import EXPRESSION_CMAP, View, png_bytes, requested_view
 from sccore.select import CellFinder, cells_in_selection
 from sccore.workflow import Analysis
@@ -31,7 +32,6 @@ from sccore.workflow import Analysis
 from dashboard import clusters, state
 
 HERE = Path(__file__).resolve().parent
-MAX_LEGEND_ENTRIES = 40
 MAX_TOOLTIP_ANNOTATIONS = 8
 COLORBAR_STOPS = 16
 
