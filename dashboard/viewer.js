@@ -288,6 +288,7 @@ function showImage(s, data) {
     s.images += 1;
     s.root.dataset.images = String(s.images);
     s.root.dataset.shown = String(data.seq);
+    s.root.dataset.shownTitle = data.title;
     s.image.style.transform = "";
     preview(s);
   };
@@ -311,10 +312,13 @@ export default function (component) {
   paintLegend(s, data);
   if (data.image !== s.src && data.image !== s.latestSrc) {
     showImage(s, data);
-  } else if (!pending(s) && !s.drag && s.shown && data.image === s.src) {
-    s.target = s.shown.slice();
-    s.image.style.transform = "";
-    s.root.dataset.shown = String(data.seq);
+  } else if (data.image === s.src) {
+    s.root.dataset.shownTitle = data.title;  // e.g. another annotation that splits the cells the same way
+    if (!pending(s) && !s.drag && s.shown) {
+      s.target = s.shown.slice();
+      s.image.style.transform = "";
+      s.root.dataset.shown = String(data.seq);
+    }
   }
   drawSelection(s);
   showHover(s, data.hover);
