@@ -84,10 +84,10 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image, background=None, compress_level=1)).decode()
 
 
-def hover_lines(analysis: Analysis, cell: int) -> list[str]:
-    """The tooltip of one cell: its id, then its value in each grouping (annotations and the chosen clustering)."""
+def hover_lines(analysis: Analysis, groupings: tuple[str, ...], cell: int) -> list[str]:
+    """The tooltip of one cell: its id, then its value in each of ``groupings`` (``clusters.groupings``' names)."""
     lines = [str(analysis.adata.obs_names[cell])]
-    for name in clusters.groupings(analysis)[:MAX_TOOLTIP_ANNOTATIONS]:
+    for name in groupings[:MAX_TOOLTIP_ANNOTATIONS]:
         lines.append(f"{name}: {clusters.labels_of(analysis, name).iloc[cell]}")
     return lines
 
@@ -135,10 +135,10 @@ def hover_answer(asked, coords: np.ndarray, finder: CellFinder, describe) -> dic
     return answer
 
 
-def _on_hover(key: str, layout: str, analysis: Analysis) -> None:
+def _on_hover(key: str, layout: str, analysis: Analysis, groupings: tuple[str, ...]) -> None:
     st.session_state[f"{key}_hover"] = hover_answer(_event(key, "hover"), analysis.layouts()[layout],
                                                     cell_finder(analysis.key, layout, analysis),
-                                                    partial(hover_lines, analysis))
+                                                    partial(hover_lines, analysis, groupings))
 
 
 def _colour_key(colouring: Colouring) -> dict:
@@ -154,15 +154,17 @@ def _colour_key(colouring: Colouring) -> dict:
 
 
 def show(analysis: Analysis, layout: str, image: np.ndarray, view: View, colouring: Colouring, key: str,
-         title: str = "", legend_below: bool = False) -> None:
-    """Draw ``image`` (``layout`` at ``view``) with its legend or colour bar in the viewer widget ``key``.
+         groupings: list[str], title: str = "", legend_below: bool = False) -> None:
+    """Draw ``image`` (``layout`` at ``view``) with its legend or colour bar in the viewer widget ``key``; a hovered
+    cell's tooltip gives its id and its value in each of ``groupings`` (``clusters.groupings``' names: found once per
+    page run, as an atlas's annotations take a while).
 
     Call :func:`current_view` for ``view`` first: the gesture that started this run has already been stored there by
     the widget's callbacks. A new box or lasso selection reruns the whole page.
     """
     callbacks = {"on_view_change": partial(_on_view, key, layout, analysis),
                  "on_selection_change": partial(_on_selection, key, layout),
-                 "on_hover_change": partial(_on_hover, key, layout, analysis)}
+                 "on_hover_change": partial(_on_hover, key, layout, analysis, tuple(groupings))}
     data = {"image": png_data_url(image), "view": [*view.x_range, *view.y_range], "size": [view.width, view.height],
             "seq": st.session_state.get(f"{key}_seq", 0), "title": title, "legend_below": legend_below,
             "selection": st.session_state.get(selection_key(layout)), "hover": st.session_state.get(f"{key}_hover"),

@@ -46,8 +46,8 @@ def draw(layout: str, slot: str, mode: str, colour_by: str) -> None:
     else:
         image, span = cached.gene_image(analysis.key, layout, colour_by, view, analysis)
         colouring = viewer.Colouring(color_span=span, color_title=f"{colour_by} (log1p)")
-    viewer.show(analysis, layout, image, view, colouring, key=f"plot_{slot}", title=f"{layout} · {colour_by}",
-                legend_below=compare)
+    viewer.show(analysis, layout, image, view, colouring, key=f"plot_{slot}", groupings=annotations,
+                title=f"{layout} · {colour_by}", legend_below=compare)
     selected_here = viewer.selected_cells(analysis, [layout])
     buttons = st.columns(3)
     buttons[0].button("Zoom to selection", key=f"zoom_{slot}", disabled=len(selected_here) < 2,
