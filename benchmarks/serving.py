@@ -34,8 +34,8 @@ def log_tail(path: Path, chars: int = 3000) -> str:
 
 
 def start_server(port: int, env: dict, log: Path, root: Path = ROOT) -> subprocess.Popen:
-    """``streamlit run app.py`` of the checkout ``root`` headless on 127.0.0.1:``port``, its output in ``log``;
-    returns once healthy."""
+    """``streamlit run app.py`` of the checkout at ``root`` (this one by default) headless on 127.0.0.1:``port``, its
+    output in ``log``; returns once healthy."""
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false"]

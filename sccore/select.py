@@ -1,10 +1,11 @@
-"""Selecting cells on a layout (box or lasso) and describing what was selected."""
+"""Selecting cells on a layout (box or lasso), finding the cell under a pointer, and describing what was selected."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from matplotlib.path import Path
+from scipy.spatial import cKDTree
 
 
 def cells_in_box(coords: np.ndarray, x_range, y_range) -> np.ndarray:
@@ -46,3 +47,21 @@ def selection_bounds(coords: np.ndarray, cells: np.ndarray) -> tuple[tuple[float
     """The x and y ranges spanned by the selected cells (for zooming to them)."""
     chosen = coords[cells]
     return (float(chosen[:, 0].min()), float(chosen[:, 0].max())), (float(chosen[:, 1].min()), float(chosen[:, 1].max()))
+
+
+class CellFinder:
+    """The nearest cell to a point of a 2-D layout, from a KD-tree over the cells' coordinates (cells with a missing
+    coordinate are never found). Built once per layout (about 0.4 s for a million cells); each query takes
+    microseconds."""
+
+    def __init__(self, coords: np.ndarray):
+        coords = np.asarray(coords, dtype=np.float64)
+        self.positions = np.flatnonzero(np.all(np.isfinite(coords), axis=1))
+        self.tree = cKDTree(coords[self.positions], balanced_tree=False, compact_nodes=False)
+
+    def nearest(self, x: float, y: float, radius: float) -> int | None:
+        """The position of the cell nearest to ``(x, y)`` within ``radius`` (data units), or None."""
+        if not (len(self.positions) and np.isfinite([x, y, radius]).all() and radius > 0):
+            return None
+        distance, index = self.tree.query([x, y], distance_upper_bound=radius)
+        return int(self.positions[index]) if np.isfinite(distance) else None

@@ -1,5 +1,6 @@
-"""End-to-end checks in a real browser: the app starts, Explore draws a coloured UMAP, no error shows (also in
-presentation mode on a 1280x720 screen); the guided tour walks every step from the home page, each step's figures
+"""End-to-end checks in a real browser: the app starts, Explore draws a coloured UMAP, zooms it on a wheel step,
+names the cell under a resting pointer and selects by box, no error shows (also in presentation mode on a 1280x720
+screen); the guided tour walks every step from the home page, each step's figures
 and tables rendering; and the HTML report opens from a file with the network blocked, every figure showing.
 
 Runs ``streamlit run app.py`` on a free local port, drives Debian's Chromium through Playwright
@@ -29,15 +30,12 @@ pytestmark = pytest.mark.browser
 
 
 def _layout_png(page) -> bytes | None:
-    """The PNG of the first plotly layout image on the page, or None while there is none."""
+    """The PNG of the first layout viewer's image (dashboard/viewer.py) on the page, or None while there is none."""
     href = page.evaluate(
         """() => {
-            for (const el of document.querySelectorAll(
-                    '[data-testid="stPlotlyChart"] image, .js-plotly-plot image')) {
-                const h = el.getAttribute('href') || el.getAttribute('xlink:href') || '';
-                if (h.startsWith('data:image/png')) return h;
-            }
-            return null;
+            const image = document.querySelector('.scv-root .scv-image');
+            const h = image ? image.getAttribute('src') || '' : '';
+            return h.startsWith('data:image/png') ? h : null;
         }"""
     )
     if not href:
@@ -140,7 +138,7 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image, presentati
     if errors:
         fail("the Explore page shows an error:\n" + "\n---\n".join(errors))
     if png is None:
-        fail(f"no plotly layout image (data:image/png) after {FIRST_RENDER_MS // 1000} s")
+        fail(f"no layout image (data:image/png) after {FIRST_RENDER_MS // 1000} s")
 
     # Let the rest of the page (buttons, exports) finish so a late exception is caught too.
     try:
@@ -168,13 +166,78 @@ def _check_explore(page, base: str, tmp_path: Path, log: Path, Image, presentati
         fail(f"the UMAP image looks blank: {len(opaque)} non-transparent pixels of {size} ({image.size})")
     if len(colours) < 5:
         fail(f"the UMAP image has only {len(colours)} distinct colours; cells should be coloured by cell type")
+    if not presentation:
+        _zoom_hover_and_select(page, fail)
+
+
+# whether the first layout viewer's image is (or is not) the PNG data URL given
+IMAGE_IS_JS = """([src, same]) => {
+    const image = document.querySelector('.scv-root .scv-image');
+    return image !== null && (image.getAttribute('src') === src) === same; }"""
+# dashboard/viewer.js's counters: the hover asked for and the one answered
+TOOLTIP_JS = """() => { const r = document.querySelector('.scv-root'), tip = r.querySelector('.scv-tip');
+    return r.dataset.hoverAsked && r.dataset.hoverShown === r.dataset.hoverAsked && !tip.hidden; }"""
+DRAWN_PIXEL_JS = """() => {
+    const img = document.querySelector('.scv-root .scv-image'), canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data, box = img.getBoundingClientRect();
+    for (let y = 40; y < canvas.height - 40; y += 2) for (let x = 40; x < canvas.width - 40; x += 2)
+        if (pixels[(y * canvas.width + x) * 4 + 3] >= 200)
+            return [box.left + x * box.width / canvas.width, box.top + y * box.height / canvas.height];
+    return null;
+}"""
+
+
+def _zoom_hover_and_select(page, fail) -> None:
+    """The first layout viewer without a button: a wheel step re-renders the new view, a resting pointer names the
+    cell under it, and a box selection fills the "Selected cells" section."""
+    frame = page.locator(".scv-frame").first
+    box = frame.bounding_box()
+    whole = page.evaluate("() => document.querySelector('.scv-root .scv-image').getAttribute('src')")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -300)
+    try:
+        page.wait_for_function(IMAGE_IS_JS, arg=[whole, False], timeout=60_000)
+    except Exception as error:  # noqa: BLE001
+        fail(f"a wheel zoom was not re-rendered: {error}")
+    page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # back to the whole layout
+    try:
+        page.wait_for_function(IMAGE_IS_JS, arg=[whole, True], timeout=60_000)
+    except Exception as error:  # noqa: BLE001
+        fail(f"a double-click did not bring back the whole layout: {error}")
+    wait_idle = "() => document.querySelector('[data-testid=\"stApp\"]').dataset.testScriptState === 'notRunning'"
+    page.wait_for_function(wait_idle, timeout=60_000)
+    x, y = page.evaluate(DRAWN_PIXEL_JS)
+    page.mouse.move(x - 10, y - 10)
+    page.mouse.move(x, y)
+    try:
+        page.wait_for_function(TOOLTIP_JS, timeout=60_000)
+    except Exception as error:  # noqa: BLE001
+        fail(f"no tooltip over a drawn cell: {error}")
+    tooltip = page.locator(".scv-tip").first.inner_text()
+    if "cell_type: " not in tooltip:
+        fail(f"the tooltip does not name the cell's annotations: {tooltip!r}")
+    page.locator(".scv-button", has_text="Box select").first.click()
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 5, box["y"] + box["height"] - 5, steps=5)
+    page.mouse.up()
+    try:
+        page.get_by_text(re.compile(r"cells selected \(")).first.wait_for(timeout=60_000)
+    except Exception as error:  # noqa: BLE001
+        fail(f"a box selection did not fill the Selected cells section: {error}")
+    errors = _shown_errors(page)
+    if errors:
+        fail("the Explore page shows an error after zooming, hovering and selecting:\n" + "\n---\n".join(errors))
 
 
 TOUR_STEP_MS = 300_000  # the first step computes the analysis; the screen deletes 25 genes in 30 cells on a CPU
 # What each step of the guided tour must show once its page has run: (CSS selector, how many at least).
 TOUR_FIGURES = [
-    [('[data-testid="stPlotlyChart"] image', 1)],  # the UMAP coloured by cell type
-    [('[data-testid="stPlotlyChart"] image', 2)],  # PCA's UMAP and the encoder's
+    [('.scv-root .scv-image[src^="data:image/png"]', 1)],  # the UMAP coloured by cell type
+    [('.scv-root .scv-image[src^="data:image/png"]', 2)],  # PCA's UMAP and the encoder's
     [('[data-testid="stDataFrame"]', 4), (".st-key-search_plot .js-plotly-plot", 1)],  # neighbours, their make-up
     [('h3:has-text("Delete FCGR3A in cell_type = CD14+ Monocyte")', 1), ('[data-testid="stDataFrame"]', 1),
      ('[class*="st-key-ko_umap_"] .js-plotly-plot', 3)],  # the methods' table, arrows in each method's UMAP
@@ -183,7 +246,7 @@ TOUR_FIGURES = [
 ]
 # Screenshots kept from the tour (SCCORE_SCREENSHOT_DIR): step -> (file, the heading it starts at, None for the top
 # of the page, and the elements it ends under).
-TOUR_SHOTS = {1: ("tour.png", None, '[data-testid="stPlotlyChart"]'),
+TOUR_SHOTS = {1: ("tour.png", None, ".scv-root"),
               2: ("search.png", "Similar cells", ".st-key-search_plot"),
               3: ("knockout.png", "Knock out one gene", '[class*="st-key-ko_umap_"]'),
               4: ("screen.png", "Screen: which knockouts move cells most, or toward a goal state",

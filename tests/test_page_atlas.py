@@ -65,7 +65,7 @@ def test_explore_colours_an_atlas_by_annotation_and_gene(data_dir_with_atlas):
     app.radio(key="color_mode").set_value("Gene").run()
     app.selectbox(key="color_gene").set_value("LYZ").run()
     assert_clean(app)
-    assert len(app.get("plotly_chart")) == 1
+    assert len(app.get("bidi_component")) == 1  # the layout viewer (dashboard/viewer.py)
 
 
 def test_search_finds_similar_cells_in_an_atlas(data_dir_with_atlas):

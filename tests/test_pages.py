@@ -1,5 +1,6 @@
 """AppTest for every page: it renders on the demo, reacts to its widgets, and stays up on bad input."""
 
+import json
 import os
 from pathlib import Path
 
@@ -164,6 +165,29 @@ def test_explore_page_shows_encoder_umap_beside_pca_on_the_demo():
     assert any("neighbour agreement by cell_type" in info.value for info in app.info)  # encoder vs PCA, honestly
 
 
+def viewer_data(app: AppTest, position: int = 0) -> dict:
+    """What the page sent to its ``position``-th layout viewer (dashboard/viewer.py): image, view, legend..."""
+    return json.loads(app.get("bidi_component")[position].proto.json)
+
+
+def test_explore_page_draws_the_view_the_user_zoomed_or_panned_to():
+    from sccore.render import View
+
+    app = page("pages/explore.py").run()
+    whole, other = viewer_data(app), viewer_data(app, 1)
+    x0, x1, y0, y1 = whole["view"]
+    assert whole["legend"] and whole["size"] == [800, 600] and whole["image"].startswith("data:image/png;base64,")
+    zoomed = View((x0 + (x1 - x0) / 4, x0 + (x1 - x0) / 2), (y0 + (y1 - y0) / 4, y0 + (y1 - y0) / 2), 800, 600)
+    app.session_state["view_X_umap"] = zoomed  # where the viewer's callback stores a wheel zoom or a drag
+    app.run()
+    assert_clean(app)
+    shown = viewer_data(app)
+    assert shown["view"] == [*zoomed.x_range, *zoomed.y_range] and shown["image"] != whole["image"]
+    assert viewer_data(app, 1)["view"] == other["view"]  # the layout beside it keeps its own view
+    app.button(key="reset_a").click().run()
+    assert viewer_data(app)["view"] == whole["view"] and viewer_data(app)["image"] == whole["image"]
+
+
 def test_presentation_mode_renders_the_app_and_explore():
     app = page("app.py").run()
     assert_clean(app)
@@ -179,4 +203,4 @@ def test_presentation_mode_renders_the_app_and_explore():
     explore.session_state["presentation_mode"] = True
     explore.run()
     assert_clean(explore)
-    assert explore.get("plotly_chart")
+    assert explore.get("bidi_component")  # the layout viewer (dashboard/viewer.py)

@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from sccore import InputError
-from sccore.render import (OKABE_ITO, OTHER_COLOR, View, category_colors, fit_view, legend_table, png_bytes,
-                           render_categories, render_values, safe_category_colors)
+from sccore.render import (OKABE_ITO, OTHER_COLOR, View, _canvas, _frame, _shade_counts, category_colors, fit_view,
+                           legend_table, png_bytes, render_categories, render_values, requested_view,
+                           safe_category_colors)
 
 
 @pytest.fixture
@@ -77,3 +78,30 @@ def test_safe_category_colors_keep_okabe_ito_and_grey_out_the_smallest_categorie
     assert colors[1] == OKABE_ITO[0] and colors[3] == OKABE_ITO[1]  # the largest categories first
     assert colors[0] == colors[2] == colors[9] == OTHER_COLOR  # the three smallest, beyond 7 colours
     assert len(set(colors) - {OTHER_COLOR}) == len(OKABE_ITO) - 1
+
+
+def test_category_shading_is_datashader_s_pixel_for_pixel(layout):
+    import datashader as ds
+    import datashader.transfer_functions as tf
+    import pandas as pd
+
+    coords, codes = layout
+    labels, colors = ["0", "1", "2", "3", "4"], OKABE_ITO[:5]
+    frame = _frame(coords, category=pd.Categorical.from_codes(codes, labels))
+    aggregate = _canvas(fit_view(coords)).points(frame, "x", "y", ds.count_cat("category"))
+    expected = tf.shade(aggregate, color_key=dict(zip(labels, colors)), how="eq_hist", min_alpha=140)
+    assert np.array_equal(_shade_counts(aggregate, colors).data, expected.data)
+
+
+def test_requested_view_keeps_square_pixels_and_bounds_the_zoom(layout):
+    whole = fit_view(layout[0])
+    wide = requested_view((0.0, 8.0), (1.0, 2.0), whole)  # widened in y to the image's 4:3
+    assert wide.x_range == (0.0, 8.0) and np.isclose(wide.y_range[1] - wide.y_range[0], 6.0)
+    assert np.isclose(sum(wide.y_range) / 2, 1.5) and (wide.width, wide.height) == (whole.width, whole.height)
+    tiny = requested_view((1.0, 1.0 + 1e-12), (0.0, 1e-12), whole, max_zoom=1e3)
+    assert np.isclose(tiny.x_range[1] - tiny.x_range[0], (whole.x_range[1] - whole.x_range[0]) / 1e3)
+    huge = requested_view((-1e9, 1e9), (-1e9, 1e9), whole, max_widening=2)
+    assert np.isclose(huge.x_range[1] - huge.x_range[0], 2 * (whole.x_range[1] - whole.x_range[0]))
+    for x_range in [(0.0, float("nan")), ("a", 1), None]:
+        with pytest.raises(InputError, match="reset the view"):
+            requested_view(x_range, (0.0, 1.0), whole)
