@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 
 from results import TreeLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
 from serving import (  # noqa: E402
-    CHROMIUM, CHROMIUM_ARGS, SERVER_START_S, free_port, log_tail, start_server, stop_process,
+    CHROMIUM, CHROMIUM_ARGS, SCRIPT_IDLE_JS, SERVER_START_S, WATCH_RERUN_JS, free_port, log_tail, start_server,
+    stop_process,
 )
 VIEWPORT = {"width": 1400, "height": 2000}
 HEADING = "## Ten concurrent browser users (issue 6)"
@@ -62,27 +63,12 @@ PARAMETERS_HOLD_JS = """(text) => {
     const box = document.querySelector('[data-testid="stTextArea"] textarea');
     return box !== null && box.value === text;
 }"""
-# window.sccoreRerunStarted turns true at the next change of the app's script state: called while the script is idle,
-# any change is a run starting (a short run's two changes may reach the observer together, after both happened)
-WATCH_RERUN_JS = """() => {
-    window.sccoreRerunStarted = false;
-    const app = document.querySelector('[data-testid="stApp"]');
-    new MutationObserver((changes, observer) => {
-        window.sccoreRerunStarted = true;
-        observer.disconnect();
-    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
-}"""
-# A plotly chart whose title names the colour column and whose layout image (the datashaded cells) is drawn.
-UMAP_SHOWN_JS = """(column) => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).some(chart => {
-    const title = chart.querySelector('.gtitle');
-    const image = chart.querySelector('image');
-    const href = image ? (image.getAttribute('href') || image.getAttribute('xlink:href') || '') : '';
-    return title !== null && title.textContent.includes('· ' + column) && href.startsWith('data:image/png');
+# A layout viewer (dashboard/viewer.js) whose picture on screen is titled with the colour column and is loaded.
+UMAP_SHOWN_JS = """(column) => Array.from(document.querySelectorAll('.scv-root')).some(root => {
+    const image = root.querySelector('.scv-image');
+    return (root.dataset.shownTitle || '').endsWith(' · ' + column) && image !== null && image.complete
+        && (image.getAttribute('src') || '').length > 0;
 })"""
-SCRIPT_IDLE_JS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    return app !== null && app.getAttribute('data-test-script-state') === 'notRunning';
-}"""
 
 
 @dataclass

@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results import OtherLoad, command_line, machine_facts, md_table, write_section  # noqa: E402
-from serving import CHROMIUM, CHROMIUM_ARGS, free_port, log_tail, start_server, stop_process  # noqa: E402
+from serving import (  # noqa: E402
+    CHROMIUM, CHROMIUM_ARGS, SCRIPT_IDLE_JS, free_port, log_tail, start_server, stop_process,
+)
 
 HEADING = "## Explore: re-colour, zoom, pan and hover in the browser (issue 17)"
 VIEWPORT = {"width": 1400, "height": 1800}
@@ -43,10 +44,6 @@ FIRST_PICTURE_MS = 900_000  # opening a file computes its analysis (QC, PCA, nei
 STEP_MS = 120_000
 TARGETS = {"re-colour by an annotation": 0.3, "re-colour by a gene": 0.5, "zoom (wheel)": 0.5, "pan (drag)": 0.5,
            "hover (tooltip)": 0.5}
-IDLE_JS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    return app !== null && app.getAttribute('data-test-script-state') === 'notRunning';
-}"""
 VIEWER = ".scv-root"
 # this checkout: the viewer's counters (dashboard/viewer.js) say which view / image / hover answer is on screen
 COLOURED_JS = "(option) => (document.querySelector('.scv-root').dataset.shownTitle || '').endsWith(' · ' + option)"
@@ -112,7 +109,7 @@ def largest_atlas(folder: Path) -> Path | None:
 
 def wait_idle(page, timeout_ms: float = STEP_MS) -> None:
     """Until the app's script has stopped running."""
-    page.wait_for_function(IDLE_JS, timeout=timeout_ms, polling=50)
+    page.wait_for_function(SCRIPT_IDLE_JS, timeout=timeout_ms, polling=50)
 
 
 def choose(page, label: str, option: str) -> None:

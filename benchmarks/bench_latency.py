@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from results import OtherLoad, command_line, machine_facts, md_table, write_section
-from serving import CHROMIUM, CHROMIUM_ARGS, free_port, log_tail, start_server, stop_process
+from serving import (
+    CHROMIUM, CHROMIUM_ARGS, SCRIPT_IDLE_JS, WATCH_RERUN_JS, free_port, log_tail, start_server, stop_process,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Click-to-picture latency: first frame, re-colour, knockout (issue 17)"
@@ -66,19 +68,6 @@ NEW_PICTURE_JS = """(before) => {
     const images = (%s)();
     return images.some(m => !before.includes(m)) || (window.sccoreRerunStarted === true && images.length > 0);
 }""" % IMAGES_JS
-# window.sccoreRerunStarted turns true at the next change of the app's script state (as in bench_concurrent_users.py)
-WATCH_RERUN_JS = """() => {
-    window.sccoreRerunStarted = false;
-    const app = document.querySelector('[data-testid="stApp"]');
-    new MutationObserver((changes, observer) => {
-        window.sccoreRerunStarted = true;
-        observer.disconnect();
-    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
-}"""
-SCRIPT_IDLE_JS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    return app !== null && app.getAttribute('data-test-script-state') === 'notRunning';
-}"""
 
 
 @dataclass

@@ -67,3 +67,20 @@ def stop_process(process: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+# The app's script has stopped running.
+SCRIPT_IDLE_JS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    return app !== null && app.getAttribute('data-test-script-state') === 'notRunning';
+}"""
+# window.sccoreRerunStarted turns true at the next change of the app's script state: called while the script is idle,
+# any change is a run starting (a short run's two changes may reach the observer together, after both happened)
+WATCH_RERUN_JS = """() => {
+    window.sccoreRerunStarted = false;
+    const app = document.querySelector('[data-testid="stApp"]');
+    new MutationObserver((changes, observer) => {
+        window.sccoreRerunStarted = true;
+        observer.disconnect();
+    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
