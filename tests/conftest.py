@@ -62,6 +62,16 @@ SLOW_UNIT_TESTS = {  # measured (--durations): the slowest of the unit tests, ea
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
+def pytest_configure(config):
+    """A test process of a parallel run (pytest-xdist's ``-n``) runs at the jobs' niceness: the Dask workers its tests
+    start lower themselves to it (``sccore.jobs.lower_priority``), and at a higher priority the other test process
+    would take the processors from them for as long as its own tests run."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from sccore.jobs import JOB_NICENESS
+
+        os.nice(max(0, JOB_NICENESS - os.nice(0)))
+
+
 def pytest_collection_modifyitems(items):
     """Mark each test with its tier (see TIERS_BY_MODULE) and every test outside the unit tier as ``slow``."""
     for item in items:
