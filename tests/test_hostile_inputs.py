@@ -470,7 +470,7 @@ def test_a_broken_checkpoint_gives_a_clear_message_and_pca_still_works(folders, 
     try:
         with pytest.raises(InputError, match=message):
             load_model(folder)
-        app = data_page()
+        app = page("pages/explore.py")  # the first page to embed the cells (Data & QC needs only QC and PCA)
         app.session_state["encoder_model"] = str(folder)
         app.run()
         assert not app.exception and message in rendered(app.error[0].value), [e.value for e in app.error]

@@ -2,6 +2,7 @@
 clusters scored against the cell types, marker genes as a dot plot, a heat map, a table and a CSV, the clusters as a
 colour on Explore, A against B by annotation values, and bad groups and selections answered with the fix."""
 
+import json
 import os
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def test_clusters_of_the_demo_their_markers_and_their_colour_on_explore(kept):
     assert clustering in app.selectbox(key="color_column").options
     app.selectbox(key="color_column").set_value(clustering)
     run(app)
-    assert not app.error and app.get("plotly_chart")
+    assert not app.error
+    viewers = [json.loads(viewer.proto.json) for viewer in app.get("bidi_component")]  # dashboard/viewer.py
+    assert viewers and viewers[0]["title"].endswith(clustering) and viewers[0]["image"]
 
 
 def test_a_group_of_one_cell_is_explained_and_the_page_stays_up():
