@@ -115,3 +115,17 @@ def test_umap_lays_out_the_stored_neighbours_as_fit_umap_does_on_them(clusters, 
     assert (adata.uns["X_layout"]["init"], adata.uns["X_layout"]["n_epochs"]) == ("spectral", 500)
     with pytest.raises(InputError, match="No neighbours are stored under 'other'"):
         umap(adata, "other")
+
+
+def test_umap_learn_caches_its_numba_functions_on_disk_and_leaves_numba_s_decorators_as_they_were():
+    import numba
+    from numba.core.caching import FunctionCache
+
+    from sccore.umap import umap_learn
+
+    njit, jit = numba.njit, numba.jit
+    module = umap_learn()
+    assert (numba.njit, numba.jit) == (njit, jit)
+    for function in (module.umap_.smooth_knn_dist, module.umap_.compute_membership_strengths,
+                     module.layouts._nb_optimize_layout_euclidean_single_epoch):
+        assert isinstance(function._cache, FunctionCache), function  # compiled once, then loaded by every process
