@@ -13,9 +13,10 @@ the spectral layout and runs fewer epochs than umap-learn's 200: as many as keep
 resampled cells the spectral initialisation alone took minutes (its eigensolver converges slowly on many
 near-duplicate cells) and each epoch costs a pass over every edge, while a large input's many similar cells make
 later epochs redundant (benchmarks/bench_umap_large.py measures the time and the layout quality of both). Fits on
-at most ``large_threshold`` cells are unchanged. The layout optimisation stays single-threaded: umap-learn's parallel
-path updates shared coordinates from several threads at once (Hogwild), so the same seed would no longer give the
-same layout.
+at most ``small_threshold`` cells (5,000: the demo's among them) run umap-learn's defaults, spectral and 500 epochs;
+between the two thresholds the epochs fall from 500 to 200 as the cells grow (:func:`layout_schedule`). The layout
+optimisation stays single-threaded: umap-learn's parallel path updates shared coordinates from several threads at
+once (Hogwild), so the same seed would no longer give the same layout.
 
 umap-learn and pynndescent compile their numba functions in every process (at import and on first use: about 20 s of
 CPU before a first layout) and cache few of them: :func:`umap_learn` imports umap-learn with numba's disk cache on,
@@ -51,6 +52,7 @@ class UMAPParams:
     random_state: int = 0
     subsample_threshold: int = 200_000
     subsample_size: int = 100_000
+    small_threshold: int = 5_000  # fits on more cells run fewer than 500 epochs (layout_schedule)
     large_threshold: int = 50_000
     large_min_epochs: int = 100
 
@@ -96,13 +98,18 @@ def _caching(decorator):
 
 
 def layout_schedule(n_fit_cells: int, params: UMAPParams) -> tuple[str, int]:
-    """The initialisation and the number of epochs of a fit on ``n_fit_cells`` cells: umap-learn's defaults (spectral;
-    500 epochs up to 10,000 cells, 200 above) up to ``params.large_threshold`` cells; above it the first two principal
-    components, and as many epochs as keep the cell-epochs of a fit on ``large_threshold`` cells (200 x 50,000 by
-    default), at least ``params.large_min_epochs``."""
+    """The initialisation and the number of epochs of a fit on ``n_fit_cells`` cells. Up to ``params.large_threshold``
+    cells the spectral initialisation, and umap-learn's 500 epochs up to ``params.small_threshold`` cells; above it
+    as many as keep the cell-epochs of a fit on ``small_threshold`` cells (500 x 5,000 by default), at least 200
+    (umap-learn's number above 10,000 cells; reached at 12,500). umap-learn itself steps from 500 to 200 epochs after
+    10,000 cells, so that a 10,000-cell fit cost 2.5 times a 10,001-cell one (on 9,985 resampled Kang cells, 250 epochs
+    instead of 500 kept the layout's cell-type agreement and lost about 4 % of its kNN preservation; see
+    benchmarks/RESULTS.md).
+    Above ``large_threshold`` the first two principal components, and as many epochs as keep the cell-epochs of a fit
+    on ``large_threshold`` cells (200 x 50,000 by default), at least ``params.large_min_epochs``."""
     if n_fit_cells > params.large_threshold:
         return "pca", max(params.large_min_epochs, 200 * params.large_threshold // n_fit_cells)
-    return "spectral", 500 if n_fit_cells <= 10_000 else 200
+    return "spectral", min(500, max(200, 500 * params.small_threshold // max(1, n_fit_cells)))
 
 
 @dataclass
