@@ -183,8 +183,9 @@ def graph_keys(key: str) -> tuple[str, str]:
 def knn_graph(found: Neighbors) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """scanpy's two matrices of ``found`` (each cell itself first): the distances to each cell's other neighbours
     (a row's entries in ascending distance) and the UMAP connectivities (``umap.umap_.fuzzy_simplicial_set``)."""
-    from umap.umap_ import fuzzy_simplicial_set
+    from .umap import umap_learn
 
+    fuzzy_simplicial_set = umap_learn().umap_.fuzzy_simplicial_set
     n_cells, k = found.indices.shape
     distances = sp.csr_matrix((found.distances[:, 1:].ravel().copy(), found.indices[:, 1:].ravel().copy(),
                                np.arange(0, n_cells * (k - 1) + 1, k - 1)), shape=(n_cells, n_cells))

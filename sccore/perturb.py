@@ -31,6 +31,7 @@ from .errors import InputError
 METHODS = ("encoder", "pca", "linear")
 STRATEGIES = ("tokens", "decoder", "both")
 Progress = Callable[[float, str], None]
+SPOT_CHECKED_CELLS = 8  # cells a stored encoder embedding is checked on before a knockout reuses it
 
 
 def _quiet(fraction: float, message: str) -> None:
@@ -228,6 +229,8 @@ def knockout(adata: ad.AnnData, genes: list[str], cells: np.ndarray | None = Non
     embedding until the decoder predicts no expression of the genes (:func:`sccore.encode.silence_in_embedding`),
     ``"both"`` does the first, then the second. ``perturber``: a baseline's :class:`LinearPerturber` of ``adata``
     (its ``method``, regressions on ``reference``), kept to serve many knockouts; built here when None.
+    The encoder's original embeddings are read from ``obsm['X_encoder']`` when it holds this model's embeddings of
+    these cells (:func:`stored_originals`), else embedded here: the two agree to float rounding.
     """
     if strategy not in STRATEGIES:
         raise InputError(f"Unknown knockout strategy '{strategy}': use {', '.join(STRATEGIES)}.")
@@ -303,6 +306,36 @@ def top_expression_changes(table: pd.DataFrame, n: int = 10, leave_out: tuple[st
     return pd.concat([up, down], ignore_index=True)
 
 
+def stored_originals(adata: ad.AnnData, model, tokenizer, cells: np.ndarray, batch_size: int = 64,
+                     n_checked: int = SPOT_CHECKED_CELLS) -> np.ndarray | None:
+    """The rows of ``cells`` in ``obsm['X_encoder']`` when they are ``model``'s cell embeddings of these cells, as the
+    dashboard's analysis holds them (None otherwise: no such embedding, another model, pooling, device precision or
+    tokenization): ``n_checked`` of the cells (a fixed sample) are embedded again through ``tokenizer`` (a
+    :class:`sccore.encode.DatasetTokenizer` of ``adata`` and ``model``) and must agree to rounding
+    (:func:`rounding_tolerance`; batches of other cells change the last bits). A knockout then embeds only the
+    perturbed cells."""
+    from .encode import embed_tokens, embedding_width
+
+    stored = adata.obsm.get("X_encoder")
+    if stored is None or np.shape(stored) != (adata.n_obs, embedding_width(model, "cell")) or len(cells) == 0:
+        return None
+    checked = sample_cells(cells, n_checked)
+    again = embed_tokens(model, tokenizer(checked), batch_size=batch_size)
+    kept = np.asarray(stored[checked], dtype=np.float32)
+    difference = np.linalg.norm(again - kept, axis=1) / np.maximum(np.linalg.norm(again, axis=1), 1e-12)
+    return np.asarray(stored[cells], dtype=np.float32) if difference.max() <= rounding_tolerance(model) else None
+
+
+def rounding_tolerance(model) -> float:
+    """The relative difference between two embeddings of one cell by ``model`` that batching alone can cause (other
+    cells, other padding): bf16's rounding where the model's device computes in bf16
+    (:func:`sccore.encode.bf16_supported`, as ``precision="auto"`` does), float32's otherwise. Another model, pooling
+    or tokenization differs far more."""
+    from .encode import bf16_supported
+
+    return 2e-2 if bf16_supported(next(model.model.parameters()).device) else 1e-4
+
+
 def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size_key, progress, strategy="tokens",
                       batch=None):
     from .encode import DatasetTokenizer, embed_tokens, silence_in_embedding
@@ -314,8 +347,9 @@ def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size
         raise InputError(f"{', '.join(genes)} is not in the model's vocabulary; choose another gene or model.")
     if strategy != "tokens" and mode != "delete":
         raise InputError("Only deletion can be done through the decoder; use strategy 'tokens' to overexpress.")
+    stored = stored_originals(adata, model, tokenizer, cells, batch_size)
     if strategy == "decoder":
-        original = embed_tokens(model, tokenizer(cells), batch_size=batch_size)
+        original = stored if stored is not None else embed_tokens(model, tokenizer(cells), batch_size=batch_size)
         return original, silence_in_embedding(model, original, [t for t in token_ids if t >= 0], batch)
     originals, perturbed = [], []
     chunk = 1024
@@ -336,9 +370,13 @@ def _encoder_knockout(adata, model, genes, cells, mode, batch_size, library_size
                 bins = np.concatenate([cell.bins[:first], np.full(len(front), model.config.n_bins),
                                        cell.bins[keep][first:]])[:model.config.max_length]
                 changed.append(TokenizedCell(tokens[:model.config.max_length].astype(np.int64), bins.astype(np.int64)))
-        both = embed_tokens(model, tokenized + changed, batch_size=batch_size)
-        originals.append(both[:len(tokenized)])
-        perturbed.append(both[len(tokenized):])
+        if stored is None:
+            both = embed_tokens(model, tokenized + changed, batch_size=batch_size)
+            originals.append(both[:len(tokenized)])
+            perturbed.append(both[len(tokenized):])
+        else:
+            originals.append(stored[start:start + chunk])
+            perturbed.append(embed_tokens(model, changed, batch_size=batch_size))
         progress(min(1.0, (start + chunk) / len(cells)), f"knocked out in {min(start + chunk, len(cells)):,} cells")
     original, perturbed = np.concatenate(originals), np.concatenate(perturbed)
     if strategy == "both":

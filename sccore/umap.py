@@ -13,15 +13,22 @@ the spectral layout and runs fewer epochs than umap-learn's 200: as many as keep
 resampled cells the spectral initialisation alone took minutes (its eigensolver converges slowly on many
 near-duplicate cells) and each epoch costs a pass over every edge, while a large input's many similar cells make
 later epochs redundant (benchmarks/bench_umap_large.py measures the time and the layout quality of both). Fits on
-at most ``large_threshold`` cells are unchanged. The layout optimisation stays single-threaded: umap-learn's parallel
-path updates shared coordinates from several threads at once (Hogwild), so the same seed would no longer give the
-same layout.
+at most ``small_threshold`` cells (5,000: the demo's among them) run umap-learn's defaults, spectral and 500 epochs;
+between the two thresholds the epochs fall from 500 to 200 as the cells grow (:func:`layout_schedule`). The layout
+optimisation stays single-threaded: umap-learn's parallel path updates shared coordinates from several threads at
+once (Hogwild), so the same seed would no longer give the same layout.
+
+umap-learn and pynndescent compile their numba functions in every process (at import and on first use: about 20 s of
+CPU before a first layout) and cache few of them: :func:`umap_learn` imports umap-learn with numba's disk cache on,
+so that a new server process (or command) loads them instead.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import asdict, dataclass
+from functools import cache, wraps
 from typing import Callable
 
 import anndata as ad
@@ -31,6 +38,8 @@ import scipy.sparse as sp
 
 from .errors import InputError
 from .neighbors import IndexParams, Neighbors, build_index, knn, read_neighbors, search
+
+_IMPORT_LOCK = threading.Lock()  # umap_learn's import changes numba's decorators for its time
 
 
 @dataclass(frozen=True)
@@ -43,18 +52,64 @@ class UMAPParams:
     random_state: int = 0
     subsample_threshold: int = 200_000
     subsample_size: int = 100_000
+    small_threshold: int = 5_000  # fits on more cells run fewer than 500 epochs (layout_schedule)
     large_threshold: int = 50_000
     large_min_epochs: int = 100
 
 
+@cache
+def umap_learn():
+    """The ``umap`` package (umap-learn) with numba's disk cache on for its numba functions and pynndescent's, which
+    they mostly leave off: cached where ``NUMBA_CACHE_DIR`` says, else beside the installed packages (numba's folder
+    in the user's cache when those are read-only). Without it every process compiles them again: pynndescent's when
+    umap-learn is imported, umap-learn's on first use, about 20 s of CPU before a first layout on 2 cores.
+
+    The import runs with ``numba.njit`` and ``numba.jit`` caching by default (so the functions compiled at import are
+    cached too); a ``umap`` imported before (by another package) has caching turned on for its functions here."""
+    import numba
+    from numba.core.dispatcher import Dispatcher
+
+    with _IMPORT_LOCK:
+        plain = numba.njit, numba.jit
+        numba.njit, numba.jit = _caching(numba.njit), _caching(numba.jit)
+        try:
+            import umap
+            import umap.layouts
+            import umap.spectral
+            import umap.umap_
+            import umap.utils
+        finally:
+            numba.njit, numba.jit = plain
+    for module in (umap.umap_, umap.layouts, umap.spectral, umap.utils):
+        for function in vars(module).values():
+            if isinstance(function, Dispatcher) and function.__module__ == module.__name__:
+                function.enable_caching()
+    return umap
+
+
+def _caching(decorator):
+    """A numba decorator (``njit``, ``jit``) that caches on disk unless told ``cache=False``."""
+    @wraps(decorator)
+    def cached(*args, **options):
+        options.setdefault("cache", True)
+        return decorator(*args, **options)
+
+    return cached
+
+
 def layout_schedule(n_fit_cells: int, params: UMAPParams) -> tuple[str, int]:
-    """The initialisation and the number of epochs of a fit on ``n_fit_cells`` cells: umap-learn's defaults (spectral;
-    500 epochs up to 10,000 cells, 200 above) up to ``params.large_threshold`` cells; above it the first two principal
-    components, and as many epochs as keep the cell-epochs of a fit on ``large_threshold`` cells (200 x 50,000 by
-    default), at least ``params.large_min_epochs``."""
+    """The initialisation and the number of epochs of a fit on ``n_fit_cells`` cells. Up to ``params.large_threshold``
+    cells the spectral initialisation, and umap-learn's 500 epochs up to ``params.small_threshold`` cells; above it
+    as many as keep the cell-epochs of a fit on ``small_threshold`` cells (500 x 5,000 by default), at least 200
+    (umap-learn's number above 10,000 cells; reached at 12,500). umap-learn itself steps from 500 to 200 epochs after
+    10,000 cells, so that a 10,000-cell fit cost 2.5 times a 10,001-cell one (on 9,985 resampled Kang cells, 250 epochs
+    instead of 500 kept the layout's cell-type agreement and lost about 4 % of its kNN preservation; see
+    benchmarks/RESULTS.md).
+    Above ``large_threshold`` the first two principal components, and as many epochs as keep the cell-epochs of a fit
+    on ``large_threshold`` cells (200 x 50,000 by default), at least ``params.large_min_epochs``."""
     if n_fit_cells > params.large_threshold:
         return "pca", max(params.large_min_epochs, 200 * params.large_threshold // n_fit_cells)
-    return "spectral", 500 if n_fit_cells <= 10_000 else 200
+    return "spectral", min(500, max(200, 500 * params.small_threshold // max(1, n_fit_cells)))
 
 
 @dataclass
@@ -88,8 +143,7 @@ def fit_umap(embedding: np.ndarray, neighbors: Neighbors | None = None, params: 
     ``neighbors`` (each cell itself first) are reused when UMAP is fitted on all cells; with a
     subsample, the subsample's neighbours come from a FAISS index over it, which also places the rest.
     """
-    import umap as umap_learn
-
+    umap_module = umap_learn()
     embedding = np.ascontiguousarray(embedding, dtype=np.float32)
     n_cells = len(embedding)
     if n_cells < 4:
@@ -104,10 +158,10 @@ def fit_umap(embedding: np.ndarray, neighbors: Neighbors | None = None, params: 
     if subsample or neighbors is None or neighbors.k < n_neighbors or len(neighbors.indices) != n_cells:
         neighbors = knn(train, n_neighbors, index_params, index=train_index)
     init, n_epochs = layout_schedule(len(train_cells), params)
-    reducer = umap_learn.UMAP(n_neighbors=n_neighbors, min_dist=params.min_dist, spread=params.spread,
-                              random_state=params.random_state, init=init, n_epochs=n_epochs,
-                              precomputed_knn=(neighbors.indices[:, :n_neighbors].astype(np.int32),
-                                               neighbors.distances[:, :n_neighbors]))
+    reducer = umap_module.UMAP(n_neighbors=n_neighbors, min_dist=params.min_dist, spread=params.spread,
+                               random_state=params.random_state, init=init, n_epochs=n_epochs,
+                               precomputed_knn=(neighbors.indices[:, :n_neighbors].astype(np.int32),
+                                                neighbors.distances[:, :n_neighbors]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train_coords = reducer.fit_transform(train).astype(np.float32)
@@ -130,9 +184,11 @@ def transform(model: UMAPModel, new_embedding: np.ndarray, train_index: faiss.In
     positions, skipping umap-learn's stochastic refinement: repeatable, so the difference between
     placing an original and a perturbed embedding shows the perturbation rather than sampling noise.
     """
-    from umap.layouts import optimize_layout_euclidean
-    from umap.umap_ import compute_membership_strengths, init_graph_transform, make_epochs_per_sample, smooth_knn_dist
-
+    umap_module = umap_learn()
+    optimize_layout_euclidean = umap_module.layouts.optimize_layout_euclidean
+    compute_membership_strengths, init_graph_transform, make_epochs_per_sample, smooth_knn_dist = (
+        getattr(umap_module.umap_, name) for name in ("compute_membership_strengths", "init_graph_transform",
+                                                      "make_epochs_per_sample", "smooth_knn_dist"))
     found = search(train_index, new_embedding, model.n_neighbors)
     distances = found.distances.astype(np.float32)
     sigmas, rhos = smooth_knn_dist(distances, float(model.n_neighbors), local_connectivity=0.0)

@@ -190,3 +190,33 @@ def test_first_order_screen_recomputes_its_best_genes_exactly(demo, demo_model):
     np.testing.assert_array_equal(recomputed["n_cells"], reference["n_cells"])
     with pytest.raises(InputError, match="first-order estimate is for the encoder"):
         screen(demo, cells, "pca", top=10, estimate="first-order")
+
+
+def test_an_encoder_knockout_reuses_the_stored_embedding_and_agrees_with_embedding_again(demo, demo_model,
+                                                                                         monkeypatch):
+    import sccore.encode
+    from sccore.encode import embed_cells
+    from sccore.perturb import SPOT_CHECKED_CELLS, rounding_tolerance
+
+    cells, size = np.flatnonzero(demo.obs["cell_type"] == "CD14+ Monocyte")[:16], "full_total_umis"
+    fresh = knockout(demo, ["LYZ"], cells, "encoder", model=demo_model, library_size_key=size)
+    stored = demo.copy()  # the analysis's obsm['X_encoder']: these cells embedded in batches of their own
+    stored.obsm["X_encoder"] = np.zeros((stored.n_obs, 32), dtype=np.float32)  # the demo model's width
+    stored.obsm["X_encoder"][cells] = embed_cells(stored[cells], demo_model, library_size_key=size)
+    embedded = []
+    embed_tokens = sccore.encode.embed_tokens
+    monkeypatch.setattr(sccore.encode, "embed_tokens",
+                        lambda model, tokens, **options: embedded.append(len(tokens)) or embed_tokens(model, tokens,
+                                                                                                     **options))
+    reused = knockout(stored, ["LYZ"], cells, "encoder", model=demo_model, library_size_key=size)
+    assert sum(embedded) == SPOT_CHECKED_CELLS + len(reused.cells)  # the originals were not embedded again
+    np.testing.assert_array_equal(reused.cells, fresh.cells)
+    tolerance = rounding_tolerance(demo_model)  # float32's, or bf16's where the CPU computes in bf16
+    for mine, theirs in ((reused.original, fresh.original), (reused.perturbed, fresh.perturbed)):
+        assert (np.linalg.norm(mine - theirs, axis=1) / np.linalg.norm(theirs, axis=1)).max() <= tolerance
+    np.testing.assert_allclose(reused.cosine, fresh.cosine, rtol=0, atol=tolerance ** 2)
+    embedded.clear()
+    stored.obsm["X_encoder"][cells] *= 1.1  # not this model's embedding: embedded again
+    again = knockout(stored, ["LYZ"], cells, "encoder", model=demo_model, library_size_key=size)
+    assert sum(embedded) == SPOT_CHECKED_CELLS + 2 * len(again.cells)
+    np.testing.assert_array_equal(again.original, fresh.original)

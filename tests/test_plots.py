@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from sccore.markers import COLUMNS
-from sccore.plots import dot_plot, mark_query_and_neighbours, marker_heatmap, volcano_figure
+from sccore.plots import add_arrows, dot_plot, mark_query_and_neighbours, marker_heatmap, volcano_figure
 
 
 def test_dot_plot_sizes_dots_by_share_and_colours_by_mean_scaled_per_gene():
@@ -52,3 +52,21 @@ def test_a_search_marks_a_sample_of_its_query_cells_and_every_neighbour_with_its
     assert found.name == "neighbours (2)" and list(found.x) == [14.0, 4.0]
     assert list(found.text) == ["c7<br>rank 1<br>cosine 0.900", "c2<br>rank 2<br>cosine 0.500"]
     assert mark_query_and_neighbours(go.Figure(), coords, np.array([]), neighbours.iloc[:0], []).data == ()
+
+
+def test_arrows_are_one_trace_of_lines_with_a_head_at_each_end_and_hover_on_the_ends():
+    import plotly.graph_objects as go
+
+    start = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]])
+    end = start + np.array([[1.0, 0.0], [0.0, -1.0], [0.5, 0.5]])
+    figure = go.Figure()
+    add_arrows(figure, start, end, ["a", "b", "c"])
+    lines, ends = figure.data
+    assert not figure.layout.annotations  # no annotation per arrow
+    x, y = np.array(lines.x, dtype=float), np.array(lines.y, dtype=float)
+    np.testing.assert_array_equal(x[0::3], start[:, 0]), np.testing.assert_array_equal(y[1::3], end[:, 1])
+    assert np.isnan(x[2::3]).all() and lines.connectgaps is False  # each arrow its own line
+    heads = np.array(lines.marker.size)
+    assert (heads[1::3] > 0).all() and (heads[0::3] == 0).all() and lines.marker.angleref == "previous"
+    assert lines.hoverinfo == "skip" and list(ends.text) == ["a", "b", "c"]
+    np.testing.assert_array_equal(np.column_stack([ends.x, ends.y]), end)

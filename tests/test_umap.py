@@ -42,10 +42,13 @@ def test_fit_umap_on_precomputed_neighbours_keeps_clusters_apart(clusters, spect
     assert _cluster_purity(coords, labels) > 0.98
 
 
-def test_layout_schedule_keeps_umap_learns_defaults_up_to_the_large_threshold():
+def test_layout_schedule_keeps_umap_learns_defaults_for_small_fits_and_the_work_of_5000_cells_up_to_the_large():
     params = UMAPParams(large_threshold=50_000, large_min_epochs=50)
-    assert layout_schedule(10_000, params) == ("spectral", 500)
-    assert layout_schedule(50_000, params) == ("spectral", 200)
+    assert layout_schedule(700, params) == layout_schedule(5_000, params) == ("spectral", 500)  # the demo: as before
+    assert layout_schedule(10_000, params) == ("spectral", 250)  # 500 x 5,000 cell-epochs, not umap-learn's 500
+    assert layout_schedule(12_500, params) == layout_schedule(50_000, params) == ("spectral", 200)
+    epochs = [layout_schedule(n, params)[1] for n in range(5_000, 12_600, 100)]
+    assert epochs == sorted(epochs, reverse=True)  # no step: fewer epochs the more cells
     assert layout_schedule(50_001, params) == ("pca", 199)
     assert layout_schedule(100_000, params) == ("pca", 100)
     assert layout_schedule(1_000_000, params) == ("pca", 50)
@@ -115,3 +118,17 @@ def test_umap_lays_out_the_stored_neighbours_as_fit_umap_does_on_them(clusters, 
     assert (adata.uns["X_layout"]["init"], adata.uns["X_layout"]["n_epochs"]) == ("spectral", 500)
     with pytest.raises(InputError, match="No neighbours are stored under 'other'"):
         umap(adata, "other")
+
+
+def test_umap_learn_caches_its_numba_functions_on_disk_and_leaves_numba_s_decorators_as_they_were():
+    import numba
+    from numba.core.caching import FunctionCache
+
+    from sccore.umap import umap_learn
+
+    njit, jit = numba.njit, numba.jit
+    module = umap_learn()
+    assert (numba.njit, numba.jit) == (njit, jit)
+    for function in (module.umap_.smooth_knn_dist, module.umap_.compute_membership_strengths,
+                     module.layouts._nb_optimize_layout_euclidean_single_epoch):
+        assert isinstance(function._cache, FunctionCache), function  # compiled once, then loaded by every process
