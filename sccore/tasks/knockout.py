@@ -62,11 +62,14 @@ def compute(adata: ad.AnnData, params: KnockoutParams, model=None, library_size_
     """The knockouts of ``params`` on ``adata``, already processed (with its PCA; ``model``: the loaded encoder for an
     encoder knockout), in ``cells`` (None: the ``where`` cells): each gene alone, or all ``together``, one
     :class:`sccore.perturb.KnockoutResult` each, yielded as it is computed; ``should_stop()`` is checked before each
-    (``perturber``: a baseline's kept ``sccore.perturb.LinearPerturber`` of ``adata``, as the Knockout page shares
-    one across knockouts and sessions). :func:`run` and the Knockout page call it."""
-    from ..perturb import choose_cells, knockout
+    (``perturber``: a baseline's ``sccore.perturb.LinearPerturber`` of ``adata``, built here once for all genes unless
+    given, as the Knockout page shares one across knockouts and sessions). :func:`run` and the Knockout page call
+    it."""
+    from ..perturb import LinearPerturber, choose_cells, knockout
 
     cells = choose_cells(adata, params.where) if cells is None else cells
+    if perturber is None and params.method != "encoder":  # one baseline's copy of the data serves every gene
+        perturber = LinearPerturber(adata, params.method, np.arange(adata.n_obs))
     groups = [list(params.genes)] if params.together else [[gene] for gene in params.genes]
     for position, group in enumerate(groups):
         check_stop(should_stop)
