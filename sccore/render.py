@@ -1,7 +1,9 @@
-"""Datashader rendering of 2-D layouts (UMAP and others) into RGBA image arrays.
+"""Datashaded pictures of 2-D layouts (UMAP and others) as RGBA image arrays.
 
 Images are plain ``uint8`` arrays (height x width x 4), so the dashboard, the CLI and the reports
-can all show or save them. Millions of cells render in a fraction of a second.
+can all show or save them. Millions of cells render in a fraction of a second. The pixels are datashader's
+(``count_cat`` or ``max``, ``shade`` and ``spread``), computed by :mod:`sccore._render_kernel`, whose numba
+functions are cached on disk: a new process draws its first picture without datashader's seconds of compilation.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import io
 from dataclasses import dataclass
 
 import colorcet
-import datashader as ds
-import datashader.transfer_functions as tf
 import numpy as np
 import pandas as pd
 
@@ -93,13 +93,22 @@ def safe_category_colors(sizes) -> list[str]:
     return colors
 
 
-def _frame(coords: np.ndarray, **columns) -> pd.DataFrame:
-    coords = np.asarray(coords)
-    return pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], **columns}, copy=False)
+def _hex_rgb(color: str) -> tuple[int, int, int]:
+    """``#RRGGBB`` as three integers."""
+    if not (isinstance(color, str) and color.startswith("#") and len(color) == 7):
+        raise InputError(f"'{color}' is not a colour: write it as #RRGGBB.")
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
 
 
-def _canvas(view: View) -> ds.Canvas:
-    return ds.Canvas(plot_width=view.width, plot_height=view.height, x_range=view.x_range, y_range=view.y_range)
+def _binning(coords: np.ndarray, view: View) -> tuple:
+    """The arguments :mod:`sccore._render_kernel` bins the cells of ``coords`` with at ``view``: x, y, the view's
+    bounds, the scales and offsets from data to pixels (datashader's ``Canvas``), width and height."""
+    coords = np.asarray(coords, dtype=np.float64)  # exact for float32: one compiled kernel for every layout
+    (x0, x1), (y0, y1) = map(float, view.x_range), map(float, view.y_range)
+    sx, sy = view.width / (x1 - x0), view.height / (y1 - y0)
+    bounds, scales = np.array([x0, x1, y0, y1]), np.array([sx, -x0 * sx, sy, -y0 * sy])
+    x, y = np.ascontiguousarray(coords[:, 0]), np.ascontiguousarray(coords[:, 1])
+    return x, y, bounds, scales, view.width, view.height
 
 
 def point_radius(n_visible: int) -> int:
@@ -113,11 +122,20 @@ def _n_visible(coords: np.ndarray, view: View) -> int:
                                 (y >= view.y_range[0]) & (y <= view.y_range[1])))
 
 
-def _to_rgba(image, spread: int | None, coords: np.ndarray, view: View) -> np.ndarray:
+def _circle_mask(radius: int) -> np.ndarray:
+    offsets = np.arange(-radius, radius + 1)
+    return np.sqrt(offsets ** 2 + offsets[:, None] ** 2) <= radius + 0.5
+
+
+def _to_rgba(packed: np.ndarray, spread: int | None, coords: np.ndarray, view: View) -> np.ndarray:
+    """An image of packed RGBA pixels (rows from the lowest y up), its cells spread by ``spread`` pixels (default
+    :func:`point_radius` of the cells in view), as height x width x 4 uint8 with the highest y on top."""
+    from ._render_kernel import spread_over
+
     radius = point_radius(_n_visible(coords, view)) if spread is None else spread
     if radius:
-        image = tf.spread(image, px=radius, shape="circle")
-    packed = np.ascontiguousarray(np.flipud(image.data))
+        packed = spread_over(packed, _circle_mask(radius))
+    packed = np.ascontiguousarray(np.flipud(packed))
     return packed.view(np.uint8).reshape(packed.shape + (4,))
 
 
@@ -125,51 +143,73 @@ def render_categories(coords: np.ndarray, codes: np.ndarray, colors: list[str], 
                       spread: int | None = None) -> np.ndarray:
     """Draw cells coloured by category; ``codes[i]`` indexes ``colors`` (``-1`` = missing, grey).
 
-    Pixels holding several categories blend their colours by count; opacity grows with density.
+    Pixels holding several categories blend their colours by count; opacity grows with density (datashader's
+    ``count_cat`` shaded with ``how="eq_hist", min_alpha=140``, pixel for pixel).
     ``spread`` is the point radius in pixels (default: :func:`point_radius` of the cells in view).
     """
+    from ._render_kernel import count_categories
+
     codes = np.asarray(codes)
     if len(codes) != len(coords):
         raise InputError("There must be one category code per cell.")
     n = len(colors)
-    palette = list(colors) + [MISSING_COLOR]
-    codes = np.where(codes < 0, n, codes).astype(np.int32)
-    labels = [str(i) for i in range(n + 1)]
-    frame = _frame(coords, category=pd.Categorical.from_codes(codes, labels))
-    aggregate = _canvas(view).points(frame, "x", "y", ds.count_cat("category"))
-    return _to_rgba(_shade_counts(aggregate, palette), spread, coords, view)
+    if len(codes) and codes.max() >= n:
+        raise InputError(f"A category code is {codes.max()}, but there are colours for {n} categories only.")
+    xs, ys, bounds, scales, width, height = _binning(coords, view)
+    counts = count_categories(xs, ys, np.where(codes < 0, n, codes).astype(np.int64), n + 1, bounds, scales, width,
+                              height)
+    return _to_rgba(_shade_counts(counts, list(colors) + [MISSING_COLOR]), spread, coords, view)
 
 
-def _shade_counts(aggregate, palette: list[str]) -> tf.Image:
-    """``tf.shade(aggregate, color_key, how="eq_hist", min_alpha=140)`` of per-category counts, pixel for pixel, with
-    the colours mixed on the occupied pixels only (datashader mixes every pixel of every category: 5-10x slower)."""
-    from datashader.colors import rgb
-    from datashader.transfer_functions import _interpolate_alpha
-
-    counts = aggregate.data
-    if counts.min() != 0:  # no empty pixel: datashader's baseline subtraction applies
-        return tf.shade(aggregate, color_key=dict(zip(aggregate.indexes[aggregate.dims[-1]], palette)),
-                        how="eq_hist", min_alpha=140)
-    colors = np.array([rgb(color) for color in palette], dtype=np.float32)  # categories x (r, g, b)
-    total = counts.sum(axis=2, dtype=counts.dtype)
-    rgba = np.empty(total.shape + (4,), dtype=np.uint8)
+def _shade_counts(counts: np.ndarray, palette: list[str]) -> np.ndarray:
+    """Packed RGBA pixels of per-category counts (height x width x categories): datashader's ``tf.shade(aggregate,
+    color_key, how="eq_hist", min_alpha=140)``, pixel for pixel, with the colours mixed on the occupied pixels only
+    (datashader mixes every pixel of every category: 5-10x slower)."""
+    colors = np.array([_hex_rgb(color) for color in palette], dtype=np.float32)  # categories x (r, g, b)
+    rgba = np.zeros(counts.shape[:2] + (4,), dtype=np.uint8)
+    total = counts.sum(axis=2, dtype=np.uint64)
+    drawn = np.nonzero(total)
+    if len(drawn[0]):  # datashader equalises the exact totals when no pixel is empty
+        rgba[drawn[0], drawn[1], 3] = _density_alpha(total[drawn], integer=len(drawn[0]) == total.size)
+    if counts.min():  # every category in every pixel: datashader subtracts the smallest count before mixing
+        counts = counts - counts.min()
+        total = counts.sum(axis=2, dtype=np.uint64)
     rgba[..., :3] = (colors.sum(axis=0) / len(colors)).astype(np.uint8)  # datashader's colour of empty pixels
-    occupied = np.nonzero(total)
-    mixed = counts[occupied].astype(np.float32) @ colors / total[occupied][:, None].astype(np.float32)
-    rgba[occupied[0], occupied[1], :3] = mixed.astype(np.uint8)
-    rgba[..., 3] = _interpolate_alpha(counts, total, np.zeros(total.shape, dtype=bool), "eq_hist", 255, None, 140,
-                                      False)
-    return tf.Image(rgba.view(np.uint32).reshape(total.shape), dims=aggregate.dims[:-1],
-                    coords={aggregate.dims[1]: aggregate.coords[aggregate.dims[1]],
-                            aggregate.dims[0]: aggregate.coords[aggregate.dims[0]]})
+    mixed = np.nonzero(total)
+    blend = counts[mixed].astype(np.float32) @ colors / total[mixed][:, None].astype(np.float32)
+    rgba[mixed[0], mixed[1], :3] = blend.astype(np.uint8)
+    return rgba.view(np.uint32).reshape(total.shape)
+
+
+def _density_alpha(totals: np.ndarray, integer: bool, min_alpha: int = 140) -> np.ndarray:
+    """The opacity of pixels holding ``totals`` cells (all > 0): ``min_alpha`` to 255 by the histogram-equalised
+    totals (datashader's ``how="eq_hist"``: the count of each total when ``integer`` and they span fewer than 65,536
+    values, else a histogram of 65,536 bins)."""
+    values = totals - totals.min()
+    if integer and np.ptp(values) < 256 * 256:
+        levels, counts = np.unique(values, return_counts=True)
+        centers = np.arange(levels[0], levels[-1] + 1)
+        hist = np.zeros(len(centers), dtype=np.uint64)
+        hist[levels - levels[0]] = counts
+    else:
+        hist, edges = np.histogram(values.astype(np.float64), bins=256 * 256)
+        centers = ((edges[:-1] + edges[1:]) / 2)[hist > 0]
+        hist = hist[hist > 0]
+    cdf = hist.cumsum()
+    scaled = np.interp(values, centers, cdf / float(cdf[-1]))
+    alpha = np.interp(scaled, [scaled.min(), scaled.max()], [min_alpha, 255], left=0, right=255)
+    return alpha.astype(np.uint8)
 
 
 def render_values(coords: np.ndarray, values: np.ndarray, view: View, span: tuple[float, float] | None = None,
                   cmap=EXPRESSION_CMAP, spread: int | None = None) -> tuple[np.ndarray, tuple[float, float]]:
-    """Draw cells coloured by a number per cell (e.g. a gene's expression), the highest where cells overlap.
+    """Draw cells coloured by a number per cell (e.g. a gene's expression), the highest where cells overlap
+    (datashader's ``max`` shaded linearly over ``cmap``, pixel for pixel).
 
     Returns the image and the value range of the colour scale (``span``, or the 0-99.5th percentile).
     """
+    from ._render_kernel import max_values
+
     values = np.asarray(values, dtype=np.float32)
     if len(values) != len(coords):
         raise InputError("There must be one value per cell.")
@@ -179,10 +219,15 @@ def render_values(coords: np.ndarray, values: np.ndarray, view: View, span: tupl
                 float(np.percentile(finite, 99.5)) if finite.size else 1.0)
     if span[1] <= span[0]:
         span = (span[0], span[0] + 1.0)
-    frame = _frame(coords, value=values)
-    aggregate = _canvas(view).points(frame, "x", "y", ds.max("value"))
-    image = tf.shade(aggregate, cmap=cmap, how="linear", span=list(span))
-    return _to_rgba(image, spread, coords, view), span
+    xs, ys, bounds, scales, width, height = _binning(coords, view)
+    highest = np.clip(max_values(xs, ys, values, bounds, scales, width, height), *span) - span[0]
+    stops = np.linspace(0, span[1] - span[0], len(cmap))
+    rgba = np.zeros(highest.shape + (4,), dtype=np.uint8)
+    drawn = ~np.isnan(highest)
+    for channel, levels in enumerate(zip(*map(_hex_rgb, cmap))):
+        rgba[..., channel][drawn] = np.interp(highest[drawn], stops, levels).astype(np.uint8)
+    rgba[..., 3][drawn] = 255
+    return _to_rgba(rgba.view(np.uint32).reshape(highest.shape), spread, coords, view), span
 
 
 def png_bytes(image: np.ndarray, background: str | None = "white", compress_level: int = 6) -> bytes:
