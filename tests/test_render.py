@@ -60,7 +60,9 @@ def test_png_bytes_and_bad_input(layout):
     coords, codes = layout
     image = render_categories(coords, codes, category_colors(5), fit_view(coords, 64, 48))
     picture = Image.open(io.BytesIO(png_bytes(image)))
-    assert picture.size == (64, 48)
+    assert picture.size == (64, 48) and picture.mode == "RGB"
+    transparent = Image.open(io.BytesIO(png_bytes(image, background=None, compress_level=1)))
+    assert transparent.mode == "RGBA" and np.array_equal(np.asarray(transparent), image)
     with pytest.raises(InputError):
         render_categories(coords, codes[:10], category_colors(5), View((0, 1), (0, 1)))
     with pytest.raises(InputError):
