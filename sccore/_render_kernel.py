@@ -1,6 +1,6 @@
-"""The compiled part of :mod:`sccore.render`: cells binned into the pixels of a view (counts per category, or the
-highest value), and datashader's ``spread`` of an image with its ``over`` operator, loop for loop as datashader 0.19
-computes them, so the pictures are the same pixel for pixel. Datashader builds its own functions in every process
+"""The compiled part of :mod:`sccore.render`: the pixel of each cell in a view and the highest value per pixel, and
+datashader's ``spread`` of an image with its ``over`` operator, loop for loop as datashader 0.19 computes them, so the
+pictures are the same pixel for pixel. Datashader builds its own functions in every process
 (seconds of numba compilation before a new server's first picture); these compile once and are cached under
 ``NUMBA_CACHE_DIR``."""
 
@@ -11,36 +11,30 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def count_categories(xs, ys, codes, n_categories, bounds, scales, width, height):  # pragma: no cover - compiled
-    """Cells per pixel and category (height x width x ``n_categories``, uint32): cell ``i`` at ``(xs[i], ys[i])``
-    counts in category ``codes[i]`` of its pixel when inside ``bounds`` (xmin, xmax, ymin, ymax, inclusive); pixel
-    column ``int(x * sx + tx)`` and row ``int(y * sy + ty)`` for ``scales`` (sx, tx, sy, ty), the last column and row
-    holding the cells on the upper bounds (datashader's ``Canvas.points`` with ``count_cat``)."""
-    counts = np.zeros((height, width, n_categories), dtype=np.uint32)
+def pixels_of_cells(xs, ys, bounds, scales, width, height):  # pragma: no cover - compiled
+    """The pixel of each cell (``row * width + column``, rows from the lowest y up), -1 for cells outside ``bounds``
+    (xmin, xmax, ymin, ymax, inclusive): column ``int(x * sx + tx)`` and row ``int(y * sy + ty)`` for ``scales``
+    (sx, tx, sy, ty), the last column and row holding the cells on the upper bounds (datashader's ``Canvas.points``)."""
+    pixels = np.full(xs.shape[0], -1, dtype=np.int64)
     xmin, xmax, ymin, ymax = bounds
     sx, tx, sy, ty = scales
     for i in range(xs.shape[0]):
         x, y = xs[i], ys[i]
         if xmin <= x <= xmax and ymin <= y <= ymax:
             column, row = int(x * sx + tx), int(y * sy + ty)
-            counts[height - 1 if row >= height else row, width - 1 if column >= width else column, codes[i]] += 1
-    return counts
+            pixels[i] = (height - 1 if row >= height else row) * width + (width - 1 if column >= width else column)
+    return pixels
 
 
 @numba.njit(cache=True, nogil=True)
-def max_values(xs, ys, values, bounds, scales, width, height):  # pragma: no cover - compiled
-    """The highest of ``values`` per pixel (height x width, float64; NaN where none), the cells binned as in
-    :func:`count_categories` and NaN values skipped (datashader's ``Canvas.points`` with ``max``)."""
-    highest = np.full((height, width), np.nan)
-    xmin, xmax, ymin, ymax = bounds
-    sx, tx, sy, ty = scales
-    for i in range(xs.shape[0]):
-        x, y, value = xs[i], ys[i], values[i]
-        if xmin <= x <= xmax and ymin <= y <= ymax:
-            column, row = int(x * sx + tx), int(y * sy + ty)
-            row, column = height - 1 if row >= height else row, width - 1 if column >= width else column
-            if not np.isnan(value) and (np.isnan(highest[row, column]) or highest[row, column] < value):
-                highest[row, column] = value
+def max_values(pixels, values, n_pixels):  # pragma: no cover - compiled
+    """The highest of ``values`` per pixel (float64; NaN where none) of cells in ``pixels`` (:func:`pixels_of_cells`;
+    -1: none), NaN values skipped (datashader's ``max``)."""
+    highest = np.full(n_pixels, np.nan)
+    for i in range(pixels.shape[0]):
+        pixel, value = pixels[i], values[i]
+        if pixel >= 0 and not np.isnan(value) and (np.isnan(highest[pixel]) or highest[pixel] < value):
+            highest[pixel] = value
     return highest
 
 

@@ -102,15 +102,16 @@ def _hex_rgb(color: str) -> tuple[int, int, int]:
     return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
 
 
-def _binning(coords: np.ndarray, view: View) -> tuple:
-    """The arguments :mod:`sccore._render_kernel` bins the cells of ``coords`` with at ``view``: x, y, the view's
-    bounds, the scales and offsets from data to pixels (datashader's ``Canvas``), width and height."""
+def _pixels(coords: np.ndarray, view: View) -> np.ndarray:
+    """Each cell's pixel at ``view``, ``row * width + column`` with rows from the lowest y up, -1 outside the view
+    (:func:`sccore._render_kernel.pixels_of_cells`: as datashader's ``Canvas`` bins them)."""
+    from ._render_kernel import pixels_of_cells
+
     coords = np.asarray(coords, dtype=np.float64)  # exact for float32: one compiled kernel for every layout
     (x0, x1), (y0, y1) = map(float, view.x_range), map(float, view.y_range)
     sx, sy = view.width / (x1 - x0), view.height / (y1 - y0)
-    bounds, scales = np.array([x0, x1, y0, y1]), np.array([sx, -x0 * sx, sy, -y0 * sy])
-    x, y = np.ascontiguousarray(coords[:, 0]), np.ascontiguousarray(coords[:, 1])
-    return x, y, bounds, scales, view.width, view.height
+    return pixels_of_cells(np.ascontiguousarray(coords[:, 0]), np.ascontiguousarray(coords[:, 1]),
+                           np.array([x0, x1, y0, y1]), np.array([sx, -x0 * sx, sy, -y0 * sy]), view.width, view.height)
 
 
 def point_radius(n_visible: int) -> int:
@@ -118,23 +119,18 @@ def point_radius(n_visible: int) -> int:
     return 3 if n_visible < 5_000 else 2 if n_visible < 50_000 else 1 if n_visible < 500_000 else 0
 
 
-def _n_visible(coords: np.ndarray, view: View) -> int:
-    x, y = coords[:, 0], coords[:, 1]
-    return int(np.count_nonzero((x >= view.x_range[0]) & (x <= view.x_range[1]) &
-                                (y >= view.y_range[0]) & (y <= view.y_range[1])))
-
-
 def _circle_mask(radius: int) -> np.ndarray:
     offsets = np.arange(-radius, radius + 1)
     return np.sqrt(offsets ** 2 + offsets[:, None] ** 2) <= radius + 0.5
 
 
-def _to_rgba(packed: np.ndarray, spread: int | None, coords: np.ndarray, view: View) -> np.ndarray:
-    """An image of packed RGBA pixels (rows from the lowest y up), its cells spread by ``spread`` pixels (default
-    :func:`point_radius` of the cells in view), as height x width x 4 uint8 with the highest y on top."""
+def _to_rgba(packed: np.ndarray, spread: int | None, n_visible: int, view: View) -> np.ndarray:
+    """Packed RGBA pixels (one per pixel of ``view``, rows from the lowest y up), the cells spread by ``spread``
+    pixels (default :func:`point_radius` of the ``n_visible`` cells), as height x width x 4 uint8, highest y on top."""
     from ._render_kernel import spread_over
 
-    radius = point_radius(_n_visible(coords, view)) if spread is None else spread
+    packed = packed.reshape(view.height, view.width)
+    radius = point_radius(n_visible) if spread is None else spread
     if radius:
         packed = spread_over(packed, _circle_mask(radius))
     packed = np.ascontiguousarray(np.flipud(packed))
@@ -149,38 +145,40 @@ def render_categories(coords: np.ndarray, codes: np.ndarray, colors: list[str], 
     ``count_cat`` shaded with ``how="eq_hist", min_alpha=140``, pixel for pixel).
     ``spread`` is the point radius in pixels (default: :func:`point_radius` of the cells in view).
     """
-    from ._render_kernel import count_categories
-
     codes = np.asarray(codes)
     if len(codes) != len(coords):
         raise InputError("There must be one category code per cell.")
     n = len(colors)
     if len(codes) and codes.max() >= n:
         raise InputError(f"A category code is {codes.max()}, but there are colours for {n} categories only.")
-    xs, ys, bounds, scales, width, height = _binning(coords, view)
-    counts = count_categories(xs, ys, np.where(codes < 0, n, codes).astype(np.int64), n + 1, bounds, scales, width,
-                              height)
-    return _to_rgba(_shade_counts(counts, list(colors) + [MISSING_COLOR]), spread, coords, view)
+    pixels = _pixels(coords, view)
+    inside = pixels >= 0
+    pixels, codes = pixels[inside], np.where(codes < 0, n, codes)[inside]
+    total = np.bincount(pixels, minlength=view.width * view.height)
+    drawn = np.flatnonzero(total)
+    slot = np.zeros(len(total), dtype=np.int64)
+    slot[drawn] = np.arange(len(drawn))
+    counts = np.bincount(slot[pixels] * (n + 1) + codes, minlength=len(drawn) * (n + 1)).reshape(len(drawn), n + 1)
+    packed = _shade_counts(counts, total, drawn, list(colors) + [MISSING_COLOR])
+    return _to_rgba(packed, spread, len(pixels), view)
 
 
-def _shade_counts(counts: np.ndarray, palette: list[str]) -> np.ndarray:
-    """Packed RGBA pixels of per-category counts (height x width x categories): datashader's ``tf.shade(aggregate,
-    color_key, how="eq_hist", min_alpha=140)``, pixel for pixel, with the colours mixed on the occupied pixels only
-    (datashader mixes every pixel of every category: 5-10x slower)."""
+def _shade_counts(counts: np.ndarray, total: np.ndarray, drawn: np.ndarray, palette: list[str]) -> np.ndarray:
+    """Packed RGBA pixels: datashader's ``tf.shade(count_cat, color_key, how="eq_hist", min_alpha=140)``, pixel for
+    pixel, from the cells per pixel (``total``) and per category of the ``drawn`` pixels (``counts``, a row each),
+    the colours mixed on those pixels only (datashader mixes every pixel of every category: 5-10x slower)."""
     colors = np.array([_hex_rgb(color) for color in palette], dtype=np.float32)  # categories x (r, g, b)
-    rgba = np.zeros(counts.shape[:2] + (4,), dtype=np.uint8)
-    total = counts.sum(axis=2, dtype=np.uint64)
-    drawn = np.nonzero(total)
-    if len(drawn[0]):  # datashader equalises the exact totals when no pixel is empty
-        rgba[drawn[0], drawn[1], 3] = _density_alpha(total[drawn], integer=len(drawn[0]) == total.size)
-    if total.min() >= counts.shape[2] and counts.min():  # every category in every pixel: datashader then
-        counts = counts - counts.min()  # subtracts the smallest count before mixing the colours
-        total = counts.sum(axis=2, dtype=np.uint64)
-    rgba[..., :3] = (colors.sum(axis=0) / len(colors)).astype(np.uint8)  # datashader's colour of empty pixels
-    mixed = np.nonzero(total)
-    blend = counts[mixed].astype(np.float32) @ colors / total[mixed][:, None].astype(np.float32)
-    rgba[mixed[0], mixed[1], :3] = blend.astype(np.uint8)
-    return rgba.view(np.uint32).reshape(total.shape)
+    rgba = np.zeros((len(total), 4), dtype=np.uint8)
+    if len(drawn):  # datashader equalises the exact totals when no pixel is empty
+        rgba[drawn, 3] = _density_alpha(total[drawn], integer=len(drawn) == len(total))
+    if len(drawn) == len(total) and counts.min():  # every category in every pixel: datashader then subtracts the
+        counts = counts - counts.min()  # smallest count before mixing the colours
+    rgba[:, :3] = (colors.sum(axis=0) / len(colors)).astype(np.uint8)  # datashader's colour of empty pixels
+    mixed_total = counts.sum(axis=1)
+    mixed = np.flatnonzero(mixed_total)
+    blend = counts[mixed].astype(np.float32) @ colors / mixed_total[mixed][:, None].astype(np.float32)
+    rgba[drawn[mixed], :3] = blend.astype(np.uint8)
+    return rgba.view(np.uint32).ravel()
 
 
 def _density_alpha(totals: np.ndarray, integer: bool, min_alpha: int = 140) -> np.ndarray:
@@ -221,15 +219,15 @@ def render_values(coords: np.ndarray, values: np.ndarray, view: View, span: tupl
                 float(np.percentile(finite, 99.5)) if finite.size else 1.0)
     if span[1] <= span[0]:
         span = (span[0], span[0] + 1.0)
-    xs, ys, bounds, scales, width, height = _binning(coords, view)
-    highest = np.clip(max_values(xs, ys, values, bounds, scales, width, height), *span) - span[0]
+    pixels = _pixels(coords, view)
+    highest = np.clip(max_values(pixels, values, view.width * view.height), *span) - span[0]
     stops = np.linspace(0, span[1] - span[0], len(cmap))
-    rgba = np.zeros(highest.shape + (4,), dtype=np.uint8)
+    rgba = np.zeros((len(highest), 4), dtype=np.uint8)
     drawn = ~np.isnan(highest)
     for channel, levels in enumerate(zip(*map(_hex_rgb, cmap))):
-        rgba[..., channel][drawn] = np.interp(highest[drawn], stops, levels).astype(np.uint8)
-    rgba[..., 3][drawn] = 255
-    return _to_rgba(rgba.view(np.uint32).reshape(highest.shape), spread, coords, view), span
+        rgba[drawn, channel] = np.interp(highest[drawn], stops, levels).astype(np.uint8)
+    rgba[drawn, 3] = 255
+    return _to_rgba(rgba.view(np.uint32).ravel(), spread, int(np.count_nonzero(pixels >= 0)), view), span
 
 
 def png_bytes(image: np.ndarray, background: str | None = "white", compress_level: int = 6) -> bytes:
