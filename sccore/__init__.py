@@ -7,7 +7,7 @@ ends over these modules; nothing here imports streamlit.
 import os
 from pathlib import Path
 
-# Numba (UMAP, datashader) compiles on first use; keep the compiled code between runs.
+# Numba (UMAP, the pictures' kernels) compiles on first use; keep the compiled code between runs.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "sccore" / "numba"))
 
 from .errors import InputError  # noqa: E402

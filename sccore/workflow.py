@@ -282,8 +282,8 @@ def add_encoder_embedding(analysis: Analysis, cache: DiskCache, parent_key: str,
 
 
 def warm_up_pictures(n_cells: int = 64) -> None:
-    """Load what a first picture runs (datashader's numba functions, seconds on first use in every process), on a
-    tiny random layout."""
+    """Load what a first picture runs (:mod:`sccore._render_kernel`'s numba functions: from numba's disk cache, or
+    compiled once, seconds, on an install's first picture), on a tiny random layout."""
     from .render import fit_view, render_categories, render_values
 
     coords = np.random.default_rng(0).normal(size=(n_cells, 2)).astype(np.float32)

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from sccore import InputError
-from sccore.render import (OKABE_ITO, OTHER_COLOR, View, _canvas, _frame, _shade_counts, category_colors, fit_view,
-                           legend_table, png_bytes, render_categories, render_values, requested_view,
+from sccore.render import (EXPRESSION_CMAP, MISSING_COLOR, OKABE_ITO, OTHER_COLOR, View, category_colors, fit_view,
+                           legend_table, png_bytes, point_radius, render_categories, render_values, requested_view,
                            safe_category_colors)
 
 
@@ -60,7 +60,9 @@ def test_png_bytes_and_bad_input(layout):
     coords, codes = layout
     image = render_categories(coords, codes, category_colors(5), fit_view(coords, 64, 48))
     picture = Image.open(io.BytesIO(png_bytes(image)))
-    assert picture.size == (64, 48)
+    assert picture.size == (64, 48) and picture.mode == "RGB"
+    transparent = Image.open(io.BytesIO(png_bytes(image, background=None, compress_level=1)))
+    assert transparent.mode == "RGBA" and np.array_equal(np.asarray(transparent), image)
     with pytest.raises(InputError):
         render_categories(coords, codes[:10], category_colors(5), View((0, 1), (0, 1)))
     with pytest.raises(InputError):
@@ -80,17 +82,66 @@ def test_safe_category_colors_keep_okabe_ito_and_grey_out_the_smallest_categorie
     assert len(set(colors) - {OTHER_COLOR}) == len(OKABE_ITO) - 1
 
 
-def test_category_shading_is_datashader_s_pixel_for_pixel(layout):
+def datashader_picture(coords, view, codes=None, colors=None, values=None, span=None, spread=None):
+    """The picture as datashader draws it (``Canvas.points``, ``shade``, ``spread``): what sccore.render reproduces."""
     import datashader as ds
     import datashader.transfer_functions as tf
     import pandas as pd
 
+    canvas = ds.Canvas(plot_width=view.width, plot_height=view.height, x_range=view.x_range, y_range=view.y_range)
+    frame = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1]})
+    if codes is not None:
+        labels = [str(i) for i in range(len(colors) + 1)]
+        frame["category"] = pd.Categorical.from_codes(np.where(codes < 0, len(colors), codes), labels)
+        image = tf.shade(canvas.points(frame, "x", "y", ds.count_cat("category")),
+                         color_key=dict(zip(labels, [*colors, MISSING_COLOR])), how="eq_hist", min_alpha=140)
+    else:
+        frame["value"] = values.astype(np.float32)
+        image = tf.shade(canvas.points(frame, "x", "y", ds.max("value")), cmap=EXPRESSION_CMAP, how="linear",
+                         span=list(span))
+    x, y = coords[:, 0], coords[:, 1]
+    in_view = (x >= view.x_range[0]) & (x <= view.x_range[1]) & (y >= view.y_range[0]) & (y <= view.y_range[1])
+    radius = point_radius(int(in_view.sum())) if spread is None else spread
+    if radius:
+        image = tf.spread(image, px=radius, shape="circle")
+    packed = np.ascontiguousarray(np.flipud(image.data))
+    return packed.view(np.uint8).reshape(packed.shape + (4,))
+
+
+@pytest.mark.parametrize("case", ["whole", "zoomed", "missing and edges", "spread 3", "no empty pixel",
+                                  "every category in every pixel"])
+def test_pictures_are_datashader_s_pixel_for_pixel(layout, case):
     coords, codes = layout
-    labels, colors = ["0", "1", "2", "3", "4"], OKABE_ITO[:5]
-    frame = _frame(coords, category=pd.Categorical.from_codes(codes, labels))
-    aggregate = _canvas(fit_view(coords)).points(frame, "x", "y", ds.count_cat("category"))
-    expected = tf.shade(aggregate, color_key=dict(zip(labels, colors)), how="eq_hist", min_alpha=140)
-    assert np.array_equal(_shade_counts(aggregate, colors).data, expected.data)
+    coords, codes = coords.copy(), codes.copy()
+    view, spread = fit_view(coords, 160, 120), None
+    if case == "zoomed":
+        view = view.zoomed((0.0, 6.0), (-1.0, 3.0))
+    elif case == "missing and edges":
+        codes[:300] = -1
+        coords[300:310] = [view.x_range[1], view.y_range[1]]  # on the upper bounds: the last column and row
+        coords[310:320] = [view.x_range[0], view.y_range[0]]
+        coords[320:330] = np.nan
+    elif case == "spread 3":
+        spread = 3
+    else:  # tiny dense pictures: datashader equalises the exact totals (and subtracts the smallest count)
+        rng = np.random.default_rng(1)
+        view, coords = View((0.0, 1.0), (0.0, 1.0), 6, 4), rng.uniform(0, 1, size=(5000, 2)).astype(np.float32)
+        coords, codes = (coords ** 2, codes[:5000] % 2) if case == "no empty pixel" else (coords, codes[:5000] % 3 - 1)
+    colors = OKABE_ITO[:int(codes.max()) + 1]
+    expected = datashader_picture(coords, view, codes=codes, colors=colors, spread=spread)
+    assert np.array_equal(render_categories(coords, codes, colors, view, spread=spread), expected)
+    values = np.where(codes == 1, np.nan, coords[:, 0] * codes)  # NaN: not drawn
+    image, span = render_values(coords, values, view, span=(0.5, 12.0), spread=spread)
+    assert np.array_equal(image, datashader_picture(coords, view, values=values, span=span, spread=spread))
+
+
+def test_a_view_without_cells_is_transparent_and_codes_need_colours(layout):
+    coords, codes = layout
+    empty = View((1e6, 1e6 + 1), (1e6, 1e6 + 1), 40, 30)
+    assert render_categories(coords, codes, category_colors(5), empty)[..., 3].max() == 0
+    assert render_values(coords, codes.astype(float), empty)[0][..., 3].max() == 0
+    with pytest.raises(InputError, match="colours for 4 categories"):
+        render_categories(coords, codes, category_colors(4), empty)
 
 
 def test_requested_view_keeps_square_pixels_and_bounds_the_zoom(layout):

@@ -153,3 +153,4 @@ def test_the_streamlit_profiles():
     assert laptop["server"]["address"] == "127.0.0.1"
     assert server["server"]["headless"] is True and server["server"]["enableXsrfProtection"] is True
     assert server["server"]["maxUploadSize"] > 0 and server["client"]["toolbarMode"] == "viewer"
+    assert laptop["runner"]["postScriptGC"] is False and server["runner"]["postScriptGC"] is False  # 0.2-0.3 s a run

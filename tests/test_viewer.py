@@ -5,7 +5,7 @@ JavaScript."""
 import numpy as np
 import pandas as pd
 
-from dashboard.viewer import Colouring, _colour_key, hover_answer
+from dashboard.viewer import Colouring, _colour_key, hover_answer, png_data_url
 from sccore.select import CellFinder
 
 
@@ -27,3 +27,11 @@ def test_colour_key_lists_the_legend_or_a_colour_bar():
     bar = _colour_key(Colouring(color_span=(0.0, 2.5), color_title="CD79A (log1p)"))["colorbar"]
     assert (bar["low"], bar["high"], bar["title"]) == ("0", "2.5", "CD79A (log1p)")
     assert len(bar["colors"]) > 2 and _colour_key(Colouring()) == {}
+
+
+def test_png_data_url_is_cached_by_every_pixel():
+    image = np.zeros((600, 800, 4), dtype=np.uint8)
+    other = image.copy()
+    other[599, 799, 3] = 255  # one byte of 1.9 million: a sample of the pixels would miss it
+    first, second = png_data_url(image), png_data_url(other)
+    assert first.startswith("data:image/png;base64,") and first != second and png_data_url(image.copy()) == first
