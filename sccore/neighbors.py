@@ -31,9 +31,11 @@ class IndexParams:
     above it.
 
     ``kind="auto"`` applies the threshold; ``"flat"``, ``"ivf"`` or ``"hnsw"`` force one. The inverted file sorts the
-    cells into ``ivf_list_factor`` times the square root of their number of lists (k-means centroids trained on
-    ``ivf_train_per_list`` cells per list drawn with ``seed``), and a query scans its ``ivf_probes`` nearest lists.
-    ``hnsw_m``, ``ef_construction`` and ``ef_search`` are HNSW's graph degree and search breadths.
+    cells into ``ivf_list_factor`` x sqrt(cells) lists (k-means centroids trained on ``ivf_train_per_list`` cells per
+    list drawn with ``seed``: the same cells give the same lists) and a query scans its ``ivf_probes`` nearest lists.
+    On 200,000 resampled cells it found every cell's 15 neighbours in a quarter of HNSW's CPU time with the same Leiden
+    agreement to exact search (benchmarks/bench_knn_index.py). ``hnsw_m``, ``ef_construction`` and ``ef_search`` are
+    HNSW's graph degree and search breadths.
     """
 
     kind: str = "auto"
