@@ -157,6 +157,9 @@ def knn(embedding: np.ndarray, k: int = 15, params: IndexParams = IndexParams(),
     if index is None:
         index = build_index(embedding, params)
     result = search(index, embedding, k)
+    if np.any(result.indices < 0):
+        raise InputError(f"The index found fewer than {k} neighbours for some cells (an inverted file scans only the "
+                         "cells of its probed lists): ask for fewer neighbours or use the exact index (kind 'flat').")
     return _self_first(result)
 
 

@@ -70,6 +70,8 @@ def test_the_large_input_index_finds_the_exact_neighbours_and_is_repeatable(poin
     np.testing.assert_array_equal(approximate.indices, knn(points, 15, large).indices)
     fewer_probes = knn(points, 15, IndexParams(exact_threshold=1_000, ivf_probes=2))
     assert np.mean([len(np.intersect1d(a, b)) / 15 for a, b in zip(exact.indices, fewer_probes.indices)]) < recall
+    with pytest.raises(InputError, match="fewer than 500 neighbours"):  # 2 of 55 lists hold about 110 cells
+        knn(points, 500, IndexParams(exact_threshold=1_000, ivf_probes=2))
 
 
 def test_index_and_neighbors_round_trip_on_disk(tmp_path, points):
