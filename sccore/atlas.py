@@ -51,6 +51,7 @@ from .workflow import Analysis, PipelineParams, neighbors_and_umap
 Progress = Callable[[float, str], None]
 STAGES = ("genes", "store", "pca", "index", "umap", "frame")
 EF_SEARCH_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+PROBE_STEPS = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 FORMAT_VERSION = 2
 ANNOTATIONS = "annotations"  # the folder of obs columns added to a built atlas (Atlas.add_annotation)
 
@@ -403,7 +404,8 @@ def tune_search(index: faiss.Index, embedding: np.ndarray, k: int = 15, target_r
                 n_queries: int = 1_000, seed: int = 0) -> dict[str, object]:
     """Measure recall@k of ``index`` on ``n_queries`` random indexed cells (the mean fraction of each one's exact
     ``k`` nearest cells, by brute force, that the index returns) and, for HNSW, raise ``efSearch`` step by step
-    until it reaches ``target_recall``. Returns the recall kept and every breadth tried."""
+    until it reaches ``target_recall`` (for an inverted file its probed lists, ``nprobe``). Returns the recall kept
+    and every breadth tried."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(embedding), size=min(n_queries, len(embedding)), replace=False))
     queries = np.ascontiguousarray(embedding[rows], dtype=np.float32)
@@ -413,16 +415,26 @@ def tune_search(index: faiss.Index, embedding: np.ndarray, k: int = 15, target_r
         found = search(index, queries, k).indices
         return float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(found, exact)]) / k)
 
-    if not isinstance(index, faiss.IndexHNSW):
+    if isinstance(index, faiss.IndexHNSW):
+        kind, name, steps = "hnsw", "ef_search", EF_SEARCH_STEPS
+
+        def widen(breadth: int) -> int:
+            index.hnsw.efSearch = max(breadth, k)
+            return index.hnsw.efSearch
+    elif isinstance(index, faiss.IndexIVF):
+        kind, name, steps = "ivf", "nprobe", PROBE_STEPS
+
+        def widen(breadth: int) -> int:
+            index.nprobe = min(breadth, index.nlist)
+            return index.nprobe
+    else:
         return {"kind": "flat", "recall": round(recall(), 4), "queries": len(rows), "tried": []}
     tried = []
-    for breadth in EF_SEARCH_STEPS:
-        index.hnsw.efSearch = max(breadth, k)
-        tried.append({"ef_search": index.hnsw.efSearch, "recall": round(recall(), 4)})
-        if tried[-1]["recall"] >= target_recall:
+    for breadth in steps:
+        tried.append({name: widen(breadth), "recall": round(recall(), 4)})
+        if tried[-1]["recall"] >= target_recall or tried[-1][name] < breadth:
             break
-    return {"kind": "hnsw", "recall": tried[-1]["recall"], "ef_search": index.hnsw.efSearch, "queries": len(rows),
-            "tried": tried}
+    return {"kind": kind, "recall": tried[-1]["recall"], name: tried[-1][name], "queries": len(rows), "tried": tried}
 
 
 def _first_label(obs: pd.DataFrame) -> str | None:

@@ -688,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--n-neighbors", type=int, default=neighbors_params.default("n_neighbors"),
                        help="neighbours per cell, the cell itself included")
     graph.add_argument("--index", choices=neighbors.INDEX_KINDS, default=neighbors_params.default("index"),
-                       help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
+                       help="FAISS index: exact below 50,000 cells, an inverted file above (auto)")
     graph.add_argument("--key-added", default=neighbors_params.default("key_added"),
                        help="uns key of the neighbours and prefix of their obsp keys")
     graph.set_defaults(run=_cmd_neighbors)
@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     clusterer.add_argument("--n-neighbors", type=int, default=cluster_params.default("n_neighbors"),
                            help="neighbours per cell, the cell itself included")
     clusterer.add_argument("--index", choices=neighbors.INDEX_KINDS, default=cluster_params.default("index"),
-                           help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
+                           help="FAISS index: exact below 50,000 cells, an inverted file above (auto)")
     clusterer.add_argument("--key-added", default=cluster_params.default("key_added"), help="obs column to write")
     clusterer.add_argument("--seed", type=int, default=cluster_params.default("seed"))
     clusterer.add_argument("--n-iterations", type=int, default=cluster_params.default("n_iterations"),
@@ -757,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="neighbours per cell, the cell itself included")
     layout.add_argument("--min-dist", type=float, default=umap_params.default("min_dist"))
     layout.add_argument("--index", choices=neighbors.INDEX_KINDS, default=umap_params.default("index"),
-                        help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
+                        help="FAISS index: exact below 50,000 cells, an inverted file above (auto)")
     layout.add_argument("--seed", type=int, default=umap_params.default("seed"))
     layout.add_argument("--neighbors-key", default=umap_params.default("neighbors_key"),
                         help="uns key (and obsp prefix) under which the neighbours are stored")
@@ -820,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--max-silhouette-cells", type=int, default=metrics_params.default("max_silhouette_cells"),
                         help="above this many cells, silhouettes are averaged over a label-stratified sample")
     scorer.add_argument("--index", choices=neighbors.INDEX_KINDS, default=metrics_params.default("index"),
-                        help="FAISS index: exact below 50,000 cells, HNSW above (auto)")
+                        help="FAISS index: exact below 50,000 cells, an inverted file above (auto)")
     scorer.add_argument("--seed", type=int, default=metrics_params.default("seed"),
                         help="seed of KMeans and the silhouette sample")
     _add_scheduler_argument(scorer)
@@ -972,7 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
         "atlas", help="QC, PCA, FAISS index, neighbours, UMAP and a first frame of a large file, read in chunks, "
                       "resumable",
         description="Build the atlas of IN.h5ad (raw counts, X stored by cells) in OUT_DIR without loading the counts: "
-                    "quality control, normalisation and highly variable genes as `embed` does, exact PCA, an HNSW "
+                    "quality control, normalisation and highly variable genes as `embed` does, exact PCA, a FAISS "
                     "index with its recall measured, every cell's neighbours (stored as `neighbors` stores them), UMAP "
                     "on a subsample with the other cells placed, and first_frame.png. Run again after an "
                     "interruption: finished stages are kept.")

@@ -31,7 +31,7 @@ Aggregates as scib-metrics' ``Benchmarker``: ``bio_conservation`` and ``batch_co
 means of their metrics (NaN skipped), ``total = 0.6 * bio_conservation + 0.4 * batch_correction``.
 
 Neighbours come from :func:`sccore.neighbors.knn` once per embedding (90 per cell, the cell itself
-first; HNSW above 50,000 cells). Above ``MetricsParams.max_silhouette_cells`` cells, silhouettes are
+first; an inverted file above 50,000 cells). Above ``MetricsParams.max_silhouette_cells`` cells, silhouettes are
 computed exactly for a label-stratified random sample of cells against *all* cells and averaged with
 weights, which estimates the full mean without bias.
 """

@@ -208,3 +208,15 @@ def test_the_tasks_take_an_atlas_folder_and_clusters_are_kept_beside_it(built, t
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "de.csv"), expected, check_dtype=False, atol=1e-6)
     assert main(["markers", str(folder), "--groupby", "leiden", "--library-size-key", "x", "-o",
                  str(tmp_path / "never.csv")]) == 2
+
+
+def test_probed_lists_of_an_inverted_file_are_raised_until_the_recall_target():
+    from sccore.neighbors import IndexParams, build_index
+
+    rng = np.random.default_rng(0)
+    embedding = (rng.normal(scale=4, size=(20, 12))[rng.integers(0, 20, 4000)]
+                 + rng.normal(size=(4000, 12))).astype(np.float32)
+    index = build_index(embedding, IndexParams(kind="ivf", ivf_list_factor=4))
+    tuned = tune_search(index, embedding, k=15, target_recall=0.98, n_queries=300)
+    assert tuned["kind"] == "ivf" and tuned["recall"] >= 0.98 and index.nprobe == tuned["nprobe"]
+    assert len(tuned["tried"]) > 1 and all(step["recall"] < 0.98 for step in tuned["tried"][:-1])

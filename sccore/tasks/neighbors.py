@@ -7,11 +7,9 @@ from typing import ClassVar
 
 import anndata as ad
 
-from ..neighbors import IndexParams
+from ..neighbors import INDEX_KINDS, IndexParams
 from ..umap import UMAPParams
 from .base import Limits, Progress, ShouldStop, TaskParams, check_stop, never, quiet, require, write_h5ad
-
-INDEX_KINDS = ("auto", "flat", "hnsw")
 
 
 @dataclass(frozen=True, kw_only=True)
