@@ -516,9 +516,8 @@ def build_atlas(path: str | os.PathLike, folder: str | os.PathLike, params: Atla
             _save_npz(folder / "umap.npz", coords=graph.obsm["X_umap"], **model.to_arrays())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                atomic_write(folder / "neighbors.h5ad", ad.AnnData(obs=graph.obs, obsp=graph.obsp,
-                                                                   uns={"neighbors": graph.uns["neighbors"]}).write_h5ad,
-                             suffix=".h5ad")
+                stored = ad.AnnData(obs=graph.obs, obsp=graph.obsp, uns={"neighbors": graph.uns["neighbors"]})
+                atomic_write(folder / "neighbors.h5ad", stored.write_h5ad, suffix=".h5ad")
             _finish_stage(folder, manifest, "umap", started, fitted_on=int(graph.uns["X_umap"]["n_fit_cells"]))
         if "frame" not in done:
             started = time.perf_counter()

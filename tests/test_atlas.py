@@ -132,7 +132,8 @@ def test_search_breadth_is_raised_until_the_recall_target(built):
 def test_cli_builds_an_atlas_and_keeps_the_file_s_library_sizes(demo_file, tmp_path, capsys):
     from sccore.cli import main
 
-    assert main(["atlas", str(demo_file), "-o", str(tmp_path / "cli"), "--chunk-cells", "300", "--min-genes", "10"]) == 0
+    arguments = ["atlas", str(demo_file), "-o", str(tmp_path / "cli"), "--chunk-cells", "300", "--min-genes", "10"]
+    assert main(arguments) == 0
     assert "Wrote the atlas of" in capsys.readouterr().out
     atlas = open_atlas(tmp_path / "cli")
     assert atlas.manifest["params"]["preprocess"]["min_genes"] == 10
