@@ -98,19 +98,23 @@ record = widgets.shown_result(session.outcome_of(session.KNOCKOUTS, request),
                               "Choose a gene and cells, then press **Run knockout**.")
 
 
-def arrow_figure(method: str, result, zoom: bool, baseline_rep: str):
-    """The UMAP of the method's embedding (the baselines': ``baseline_rep``, PCA or its Harmony integration) with
-    arrows from a sample of cells to their perturbed positions."""
-    rep, layouts = screens.REP[method], analysis.layouts()
+def placed_arrows(method: str, result, baseline_rep: str):
+    """The layout of the method's UMAP (the baselines': ``baseline_rep``'s, PCA or its Harmony integration) and the
+    arrows of a sample of its knocked-out cells in it (``sccore.shifts.umap_arrows``); None and why without one."""
+    rep = screens.REP[method]
     if rep == "X_pca" and baseline_rep != rep:
         rep, result = baseline_rep, corrected_knockout(result, adata.obsm["X_pca"], adata.obsm[baseline_rep])
     layout = layout_key(rep)
-    if rep not in analysis.umap_models or layout not in layouts:
+    if rep not in analysis.umap_models or layout not in analysis.layouts():
         return None, f"No UMAP of {rep} to place the perturbed cells in."
-    arrows = umap_arrows(result, layouts[layout], lambda rows: cached.placed_in_umap(analysis.key, rep, rows, analysis,
-                                                                                    optimize=False))
-    view = (fit_view(np.vstack([arrows.start, arrows.end]), 600, 600, padding=0.12) if zoom
-            else state.default_view(analysis, layout, 600, 600))
+    arrows = umap_arrows(result, analysis.layouts()[layout],
+                         lambda rows: cached.placed_in_umap(analysis.key, rep, rows, analysis, optimize=False),
+                         place_original=lambda cells, rows: cached.placed_originals(analysis, rep, cells, rows))
+    return (layout, arrows), ""
+
+
+def arrow_figure(method: str, layout: str, arrows, view):
+    """The UMAP ``layout`` in ``view`` with the method's ``arrows``, and its caption."""
     title = f"{LABEL[method]} · {layout}"
     if group_column:
         image, _ = cached.category_image(analysis.key, layout, group_column, view, analysis)
@@ -119,11 +123,23 @@ def arrow_figure(method: str, result, zoom: bool, baseline_rep: str):
         image, span = cached.gene_image(analysis.key, layout, gene, view, analysis)
         figure = layout_figure(image, view, color_span=span, color_title=f"{gene}<br>log1p", title=title, height=380)
     add_arrows(figure, arrows.start, arrows.end,
-               [f"{adata.obs_names[c]}<br>cosine {v:.6f}" for c, v in zip(arrows.cells, arrows.cosine)])
+               [f"{adata.obs_names[c]}<br>cosine {v:.6f}" for c, v in zip(arrows.cells, arrows.cosine)],
+               head_length=0.012 * (view.x_range[1] - view.x_range[0]))
     return figure, (f"{len(arrows.cells):,} of {arrows.n_moved:,} cells. Each arrow starts at the cell's UMAP position "
                     "and moves by the difference between where `sccore.umap.transform` places its perturbed and its "
                     "original embedding (neighbour-weighted placement, repeatable). Median arrow "
                     f"{arrows.median_length:.3f} UMAP units.")
+
+
+def arrow_views(placed: dict, zoom: bool) -> dict:
+    """One view per layout of ``placed`` (method -> (layout, arrows)): zoomed to every arrow drawn in it (both
+    baselines' share their layout, so their arrows compare at one scale and one picture serves both), or whole."""
+    views = {}
+    for layout in {layout for layout, _ in placed.values()}:
+        ends = [np.vstack([a.start, a.end]) for drawn_in, a in placed.values() if drawn_in == layout]
+        views[layout] = (fit_view(np.vstack(ends), 600, 600, padding=0.12) if zoom
+                         else state.default_view(analysis, layout, 600, 600))
+    return views
 
 
 if record is not None:
@@ -167,12 +183,14 @@ if record is not None and done:
         colors = state.category_palette(values)  # the colours cached.category_image uses
         widgets.legend_strip(group_column, legend_table(values.cat.codes.to_numpy(), list(values.cat.categories),
                                                         colors), "→ knocked out")
-    for area, (method, result) in zip(st.columns(len(done)), done.items()):
+    placed = {method: placed_arrows(method, result, baseline_rep) for method, result in done.items()}
+    views = arrow_views({method: found for method, (found, _) in placed.items() if found}, zoom)
+    for area, (method, (found, why_not)) in zip(st.columns(len(done)), placed.items()):
         with area:
-            figure, note = arrow_figure(method, result, zoom, baseline_rep)
-            if figure is not None:
+            if found:
+                figure, note = arrow_figure(method, *found, views[found[0]])
                 st.plotly_chart(figure, key=f"ko_umap_{method}", **CHART)
-            st.caption(note)
+            st.caption(note if found else why_not)
     if group_column and adata.obs[group_column].iloc[any_result.cells].nunique() > 1:
         st.markdown(f"**Which {widgets.plain(group_column)} moves most**")
         by_name = dict(zip(map(str, values.cat.categories), colors))
