@@ -159,14 +159,22 @@ def add_arrows(figure: go.Figure, start: np.ndarray, end: np.ndarray, hover: lis
     figure.update_layout(dragmode="zoom", margin={"l": 10, "r": 10, "t": 40, "b": 10})
 
 
-def group_shift_figure(table: pd.DataFrame, colors: dict[str, str], title: str) -> go.Figure:
-    """Bars of the mean shift (1 - cosine) per group with its standard error (``sccore.shifts.group_shifts``'s
-    table), each group in its colour from ``colors`` (grey when missing)."""
-    figure = go.Figure(go.Bar(x=table.index, y=table["mean"], error_y={"type": "data", "array": table["sem"].fillna(0)},
-                              customdata=table["count"], marker_color=[colors.get(g, "#888888") for g in table.index],
-                              hovertemplate="%{x}<br>mean shift %{y:.3g}<br>%{customdata} cells<extra></extra>"))
-    figure.update_layout(title=title, height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         yaxis_title="mean shift (1 − cosine)", yaxis_tickformat=".2g")
+def group_shift_figure(tables: dict[str, pd.DataFrame], colors: dict[str, str]) -> go.Figure:
+    """Bars of the mean shift (1 - cosine) per group with its standard error, one panel per table of ``tables`` (its
+    title -> a ``sccore.shifts.group_shifts`` table, e.g. one per method: each panel its own y scale) in one figure
+    (one plot for the browser to draw, not one each), each group in its colour from ``colors`` (grey when missing)."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=len(tables), subplot_titles=list(tables), horizontal_spacing=0.08)
+    for column, table in enumerate(tables.values(), start=1):
+        figure.add_trace(go.Bar(x=table.index, y=table["mean"], error_y={"type": "data",
+                                                                         "array": table["sem"].fillna(0)},
+                                customdata=table["count"], marker_color=[colors.get(g, "#888888") for g in table.index],
+                                hovertemplate="%{x}<br>mean shift %{y:.3g}<br>%{customdata} cells<extra></extra>",
+                                showlegend=False), row=1, col=column)
+    figure.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    figure.update_yaxes(tickformat=".2g")
+    figure.update_yaxes(title_text="mean shift (1 − cosine)", row=1, col=1)
     return figure
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from sccore.markers import COLUMNS
-from sccore.plots import add_arrows, dot_plot, mark_query_and_neighbours, marker_heatmap, volcano_figure
+from sccore.plots import (add_arrows, dot_plot, group_shift_figure, mark_query_and_neighbours, marker_heatmap,
+                          volcano_figure)
 
 
 def test_dot_plot_sizes_dots_by_share_and_colours_by_mean_scaled_per_gene():
@@ -74,3 +75,15 @@ def test_arrows_are_one_trace_of_lines_heads_included_with_hover_on_the_ends():
         np.testing.assert_allclose(np.sum(back * shaft, axis=1) / 0.1, np.cos(np.deg2rad(25)))
     assert lines.hoverinfo == "skip" and list(ends.text) == ["a", "b", "c"]
     np.testing.assert_array_equal(np.column_stack([ends.x, ends.y]), end)
+
+
+def test_group_shifts_of_several_methods_are_panels_of_one_figure_in_the_groups_colours():
+    pca = pd.DataFrame({"mean": [0.3, 0.1], "sem": [0.01, np.nan], "count": [5, 1]}, index=["B", "T"])
+    linear = pd.DataFrame({"mean": [0.2], "sem": [0.02], "count": [4]}, index=["T"])
+    figure = group_shift_figure({"PCA": pca, "Linear": linear}, {"B": "#111111"})
+    first, second = figure.data
+    assert [a.text for a in figure.layout.annotations] == ["PCA", "Linear"]  # one panel each, titled
+    assert (first.xaxis, second.xaxis) == ("x", "x2")
+    assert list(first.x) == ["B", "T"] and list(first.marker.color) == ["#111111", "#888888"]  # grey: no colour given
+    np.testing.assert_allclose(first.error_y.array, [0.01, 0.0])
+    assert list(second.customdata) == [4]
