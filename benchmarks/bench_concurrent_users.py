@@ -6,7 +6,9 @@ app, go to Explore, colour the UMAP by louvain then by cell_type, knock a gene o
 cell's neighbours on the Search & transfer page. Phase 1: one user alone. Phase 2: N users at once (one browser
 context each) while ``python -m sccore submit screen ... --wait`` runs an encoder screen on the same machine.
 Each step is timed from the action to the moment its result is visible and the script has stopped running.
-Errors counted: exception blocks, error alerts, timeouts, page crashes and browser console errors.
+Errors counted: exception blocks, error alerts, timeouts, page crashes and browser console errors. Where the CPU goes
+(psutil): each process group's CPU seconds (the server, the screen job, Chromium's browser, renderer and GPU
+processes, this script) per step of the single user and over each phase.
 
 With ``--attackers`` (issue 16) the phases are instead, on the same server: (A) N users doing the demo flow; (B) N-2
 users doing it while "attacker 1" uploads a memory-bomb .h5ad on the Home page again and again (a few kB declaring
