@@ -6,7 +6,9 @@ app, go to Explore, colour the UMAP by louvain then by cell_type, knock a gene o
 cell's neighbours on the Search & transfer page. Phase 1: one user alone. Phase 2: N users at once (one browser
 context each) while ``python -m sccore submit screen ... --wait`` runs an encoder screen on the same machine.
 Each step is timed from the action to the moment its result is visible and the script has stopped running.
-Errors counted: exception blocks, error alerts, timeouts, page crashes and browser console errors.
+Errors counted: exception blocks, error alerts, timeouts, page crashes and browser console errors. Where the CPU goes
+(psutil): each process group's CPU seconds (the server, the screen job, Chromium's browser, renderer and GPU
+processes, this script) per step of the single user and over each phase.
 
 With ``--attackers`` (issue 16) the phases are instead, on the same server: (A) N users doing the demo flow; (B) N-2
 users doing it while "attacker 1" uploads a memory-bomb .h5ad on the Home page again and again (a few kB declaring
@@ -57,6 +59,8 @@ STEPS = ["open the app", "Explore: UMAP shown", "colour by louvain", "colour by 
          "knock out a gene", "Search & transfer page", "search a cell's neighbours"]
 MARKERS = ["LYZ", "CST3", "NKG7", "MS4A1", "GNLY", "CD3E", "FCGR3A", "S100A8", "S100A9", "HLA-DRA", "CD79A", "PPBP",
            "GZMB", "IL7R"]
+CHROMIUM_GROUPS = {"browser": "browser process", "renderer": "renderers (pages)", "zygote": "renderers (pages)",
+                   "gpu-process": "GPU process"}  # Chromium's --type= of each process -> its group in the report
 ERROR_SELECTOR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 ANSWER_SELECTOR = ERROR_SELECTOR + ', [data-testid="stAlertContentSuccess"]'
 PARAMETERS_HOLD_JS = """(text) => {
@@ -80,6 +84,51 @@ class UserRun:
     cell: str
     seconds: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # step -> process group -> CPU seconds
+
+
+class ProcessCPU:
+    """CPU seconds used by this benchmark's processes, by group, between two :meth:`snapshot` calls: the server (and
+    the Dask cluster it starts), the screen job (and its workers), Chromium's processes by type (its browser process;
+    the renderers, which draw the pages, with the zygote that forks and reaps them, so closed pages count too; the
+    GPU process; the rest) and this script with Playwright's driver. A process counts its exited children's CPU once
+    it has waited for them; processes that exit with it unwaited are missed."""
+
+    def __init__(self, roots: dict[int, str]) -> None:
+        self.roots = roots  # pid -> the group of that process and its descendants
+
+    def group_of(self, process) -> str:
+        """The group a process belongs to (``psutil.Error`` when it is gone)."""
+        for ancestor in [process] + process.parents():
+            if ancestor.pid in self.roots:
+                return self.roots[ancestor.pid]
+        if "chrom" in process.name() or "headless_shell" in process.name():
+            kind = next((arg.split("=", 1)[1] for arg in process.cmdline() if arg.startswith("--type=")), "browser")
+            return f"chromium: {CHROMIUM_GROUPS.get(kind, 'other')}"
+        return "benchmark script + Playwright driver"
+
+    def snapshot(self) -> dict[tuple[int, float], tuple[str, float]]:
+        """Every process of this benchmark now: (pid, start time) -> (group, CPU seconds with its waited children)."""
+        import psutil
+
+        me = psutil.Process()
+        seen = {}
+        for process in [me] + me.children(recursive=True):
+            try:
+                times = process.cpu_times()
+                seen[(process.pid, process.create_time())] = (self.group_of(process), times.user + times.system
+                                                              + times.children_user + times.children_system)
+            except psutil.Error:  # exited between listing and reading
+                continue
+        return seen
+
+    @staticmethod
+    def used(before: dict, after: dict) -> dict[str, float]:
+        """CPU seconds per group between the snapshots ``before`` and ``after``."""
+        totals: dict[str, float] = {}
+        for key, (group, seconds) in after.items():
+            totals[group] = totals.get(group, 0.0) + seconds - before.get(key, (group, 0.0))[1]
+        return totals
 
 
 def demo_genes_and_cells(count: int, data_dir: Path) -> tuple[Path, list[str], list[str]]:
@@ -143,8 +192,10 @@ async def new_page(browser, errors: list[str]):
     return context, page
 
 
-async def run_flow(browser, base: str, user: UserRun, timeout_ms: float, shots: Path) -> UserRun:
-    """Drive one browser context through the demo flow, timing each step; stops at the first failed step."""
+async def run_flow(browser, base: str, user: UserRun, timeout_ms: float, shots: Path,
+                   cpu: ProcessCPU | None = None) -> UserRun:
+    """Drive one browser context through the demo flow, timing each step (and with ``cpu``, the CPU seconds each
+    process group used in it); stops at the first failed step."""
     context, page = await new_page(browser, user.errors)
 
     async def umap_coloured_by(column: str) -> None:
@@ -177,6 +228,7 @@ async def run_flow(browser, base: str, user: UserRun, timeout_ms: float, shots: 
     ]
     try:
         for step, (act, shown) in zip(STEPS, flow):
+            before = cpu.snapshot() if cpu else None
             start = time.perf_counter()
             try:
                 await act()
@@ -187,6 +239,8 @@ async def run_flow(browser, base: str, user: UserRun, timeout_ms: float, shots: 
                 await screenshot(page, shots / f"{user.name}-failed.png", user)
                 break
             user.seconds[step] = time.perf_counter() - start
+            if cpu:
+                user.cpu[step] = cpu.used(before, cpu.snapshot())
             shown_errors = page.locator(ERROR_SELECTOR)
             texts = [await shown_errors.nth(i).inner_text() for i in range(await shown_errors.count())]
             if texts:
@@ -481,9 +535,10 @@ async def start_screen_job(h5ad: Path, args: argparse.Namespace, env: dict, log:
     raise RuntimeError(f"the screen job never started running\n{log_tail(log)}")
 
 
-async def measure(args: argparse.Namespace, env: dict, base: str, workdir: Path, h5ad: Path, genes: list[str],
-                  cells: list[str]) -> dict:
-    """Warm-up, then phase 1 (one user) and phase 2 (``args.users`` users beside the screen job)."""
+async def measure(args: argparse.Namespace, server: subprocess.Popen, env: dict, base: str, workdir: Path, h5ad: Path,
+                  genes: list[str], cells: list[str]) -> dict:
+    """Warm-up, then phase 1 (one user) and phase 2 (``args.users`` users beside the screen job), with the CPU seconds
+    of each process group (:class:`ProcessCPU`) per step of the single user and over each phase."""
     from playwright.async_api import async_playwright
 
     from sccore.settings import LOCAL_USER
@@ -498,18 +553,22 @@ async def measure(args: argparse.Namespace, env: dict, base: str, workdir: Path,
             warm = await run_flow(browser, base, UserRun("warm-up", genes[0], cells[0]), args.warm_timeout * 1000,
                                   shots)
             print(f"warm-up flow: {sum(warm.seconds.values()):.1f} s, errors: {warm.errors or 'none'}", flush=True)
-            single_load = TreeLoad()
-            single = await run_flow(browser, base, UserRun("single", genes[1], cells[1]), timeout_ms, shots)
+            cpu = ProcessCPU({server.pid: "server"})
+            single_load, single_start, single_wall = TreeLoad(), cpu.snapshot(), time.perf_counter()
+            single = await run_flow(browser, base, UserRun("single", genes[1], cells[1]), timeout_ms, shots, cpu)
+            single_cpu = {"seconds": time.perf_counter() - single_wall, "used": cpu.used(single_start, cpu.snapshot())}
             single_other_load = single_load.stop()
             print(f"single user: {sum(single.seconds.values()):.1f} s, errors: {single.errors or 'none'}", flush=True)
 
             job, store, job_id = await start_screen_job(h5ad, args, env, workdir / "screen_job.log")
-            concurrent_load = TreeLoad()
+            cpu.roots[job.pid] = "screen job"
+            concurrent_load, concurrent_start = TreeLoad(), cpu.snapshot()
             started = time.time()
             users = await asyncio.gather(*[
                 run_flow(browser, base, UserRun(f"user{i + 1}", genes[2 + i], cells[2 + i]), timeout_ms, shots)
                 for i in range(args.users)])
             ended = time.time()
+            concurrent_cpu = {"seconds": ended - started, "used": cpu.used(concurrent_start, cpu.snapshot())}
             concurrent_other_load = concurrent_load.stop()
             status_at_end = store.read(LOCAL_USER, job_id).status
             return_code = await asyncio.wait_for(job.wait(), timeout=args.job_timeout)
@@ -524,6 +583,7 @@ async def measure(args: argparse.Namespace, env: dict, base: str, workdir: Path,
     overlap = max(0.0, min(ended, job_end) - max(started, record.started or job_end)) / (ended - started)
     return {"warm": warm, "single": single, "users": users, "single_other_load": single_other_load,
             "concurrent_other_load": concurrent_other_load, "phase_seconds": ended - started,
+            "cpu": {"single": single_cpu, "concurrent": concurrent_cpu},
             "job": {"id": job_id, "status_at_end_of_phase": status_at_end, "return_code": return_code,
                     "status": record.status, "error": record.error, "overlap": overlap,
                     "seconds": (record.finished or ended) - (record.started or started),
@@ -603,6 +663,35 @@ def summary_table(single: UserRun, users: list[UserRun]) -> tuple[list[str], lis
         rows.append([step, seconds_text(alone), seconds_text(p50), seconds_text(p95), ratio_text(p50 / alone),
                      ratio_text(p95 / alone), f"{len(times)}/{len(users)}"])
     return headers, rows
+
+
+def cpu_groups(used: list[dict[str, float]]) -> list[str]:
+    """The process groups in ``used`` (dicts of group -> CPU seconds), the server first, then by name."""
+    groups = {group for seconds in used for group in seconds}
+    return sorted(groups, key=lambda group: (group != "server", group != "screen job", group))
+
+
+def cpu_table(cpu: dict, n_users: int) -> tuple[list[str], list[list]]:
+    """Per process group: its CPU seconds in the single user's flow and in phase 2 (in all, per user, and as cores
+    busy on average); a last row sums them."""
+    single, concurrent = cpu["single"], cpu["concurrent"]
+    headers = ["process group", "1 user: CPU s", f"phase 2: CPU s ({n_users} users)", "phase 2: CPU s per user",
+               "phase 2: cores busy"]
+    rows = []
+    for group in cpu_groups([single["used"], concurrent["used"]]) + ["all"]:
+        alone, together = [sum(phase["used"].values()) if group == "all" else phase["used"].get(group, 0.0)
+                           for phase in (single, concurrent)]
+        rows.append([group, f"{alone:.1f}", f"{together:.1f}", f"{together / n_users:.1f}",
+                     f"{together / concurrent['seconds']:.2f}"])
+    return headers, rows
+
+
+def step_cpu_table(single: UserRun) -> tuple[list[str], list[list]]:
+    """Per step of the single user: its wall seconds and each process group's CPU seconds in it."""
+    groups = cpu_groups(list(single.cpu.values()))
+    rows = [[step, f"{single.seconds[step]:.2f}"] + [f"{single.cpu[step].get(group, 0.0):.2f}" for group in groups]
+            for step in STEPS if step in single.cpu]
+    return ["step", "wall s"] + [f"{group} CPU s" for group in groups], rows
 
 
 def seconds_text(value: float) -> str:
@@ -786,7 +875,7 @@ def main() -> None:
             if args.attackers:
                 outcome = asyncio.run(measure_attackers(args, server, base, workdir, h5ad, genes, cells))
             else:
-                outcome = asyncio.run(measure(args, env, base, workdir, h5ad, genes, cells))
+                outcome = asyncio.run(measure(args, server, env, base, workdir, h5ad, genes, cells))
         except BaseException:
             print(f"--- server log ---\n{log_tail(server_log)}", file=sys.stderr)
             raise
@@ -822,6 +911,11 @@ def report(args: argparse.Namespace, outcome: dict, facts: dict) -> None:
         "during phase 2",
     ]
     lines += [f"  - {count}× {text}" for text, count in Counter(errors).most_common()]
+    lines += ["", "Where the CPU went (psutil: each process group's user + system seconds, with the children it "
+                  "waited for; the machine has " + f"{os.cpu_count()} cores):", ""]
+    lines += [md_table(*cpu_table(outcome["cpu"], len(users))), "",
+              "The single user's steps (wall seconds; CPU seconds of each group in the step):", "",
+              md_table(*step_cpu_table(single))]
     body = "\n".join(lines)
     print(body)
     if args.write_results:

@@ -14,8 +14,10 @@ picture shown with the app's script stopped:
 "Picture shown" is robust to the plot widget: a new image (a plotly layout image, an ``<img>`` or a canvas) differs
 from every image shown before the click, and the script has stopped running. Versions run one after the other, so
 they never compete for the cores; the machine is shared, so each figure comes with the load of other processes.
+Each wait also records where the CPU went: the seconds used by Chromium's processes (scripts, layout and drawing of
+the page) and by the server process.
 
-    python benchmarks/bench_latency.py [--baseline cd526f9] [--repeats 3] [--write-results]
+    python benchmarks/bench_latency.py [--baseline cd526f9] [--repeats 3] [--knockouts-only] [--write-results]
 """
 
 from __future__ import annotations
@@ -77,19 +79,27 @@ class Timings:
     seconds: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     other_load: list[float] = field(default_factory=list)
+    browser_cpu: dict[str, list[float]] = field(default_factory=dict)  # Chromium's CPU seconds per wait
+    server_cpu: dict[str, list[float]] = field(default_factory=dict)  # the server process's CPU seconds per wait
 
-    def add(self, name: str, seconds: float) -> None:
-        """Record one wait."""
+    def add(self, name: str, seconds: float, browser_cpu: float, server_cpu: float) -> None:
+        """Record one wait, with the CPU seconds Chromium and the server used in it."""
         self.seconds.setdefault(name, []).append(seconds)
-        print(f"  {name}: {seconds:.2f} s", flush=True)
+        self.browser_cpu.setdefault(name, []).append(browser_cpu)
+        self.server_cpu.setdefault(name, []).append(server_cpu)
+        print(f"  {name}: {seconds:.2f} s (CPU s: Chromium {browser_cpu:.2f}, server {server_cpu:.2f})", flush=True)
 
 
 class Browser:
-    """One page of a new browser context, with the waits the benchmark needs."""
+    """One page of a new browser context, with the waits the benchmark needs (``server``: the server's process id, whose
+    CPU time each wait records)."""
 
-    def __init__(self, browser, base: str, timings: Timings, timeout_s: float, shots: Path | None = None):
+    def __init__(self, browser, base: str, timings: Timings, timeout_s: float, server: int,
+                 shots: Path | None = None):
+        import psutil
+
         self.browser, self.base, self.timings, self.timeout_ms = browser, base, timings, timeout_s * 1000
-        self.shots = shots
+        self.server, self.shots = psutil.Process(server), shots
 
     async def __aenter__(self) -> "Browser":
         self.context = await self.browser.new_context(viewport=VIEWPORT)
@@ -100,6 +110,27 @@ class Browser:
 
     async def __aexit__(self, *exc) -> None:
         await self.context.close()
+
+    async def counters(self) -> tuple[float, float, float]:
+        """Now: the clock, and the CPU seconds of Chromium's processes (browser, renderers, GPU: every process of
+        this benchmark named chromium, with the children they waited for) and of the server."""
+        import psutil
+
+        browser = 0.0
+        for process in psutil.Process().children(recursive=True):
+            try:
+                if "chrom" in process.name():
+                    times = process.cpu_times()
+                    browser += times.user + times.system + times.children_user + times.children_system
+            except psutil.Error:  # exited meanwhile
+                continue
+        times = self.server.cpu_times()
+        return time.perf_counter(), browser, times.user + times.system
+
+    async def record(self, name: str, start: tuple[float, float, float]) -> None:
+        """Record the wait ``name`` from ``start`` (:meth:`counters`) to now."""
+        end = await self.counters()
+        self.timings.add(name, end[0] - start[0], end[1] - start[1], end[2] - start[2])
 
     async def idle(self) -> None:
         """Until the app's script has stopped running."""
@@ -140,14 +171,14 @@ class Browser:
         await self.idle()
         await self.page.get_by_role("button", name="Open file").wait_for(timeout=self.timeout_ms)
         before = await self.images()
-        start = time.perf_counter()
+        start = await self.counters()
         await self.page.get_by_role("button", name="Open file").click(timeout=self.timeout_ms)
         await self.page.get_by_text("10,000").first.wait_for(timeout=self.timeout_ms)
         await self.idle()
         await self.nav("Explore")
         await self.page.get_by_role("heading", name="Explore the cells").wait_for(timeout=self.timeout_ms)
         await self.new_picture(before)
-        self.timings.add(name, time.perf_counter() - start)
+        await self.record(name, start)
         await self.check_errors(name)
 
     async def choose(self, label: str, option: str) -> None:
@@ -172,10 +203,10 @@ class Browser:
         await self.idle()
         before = await self.images()
         await self.page.evaluate(WATCH_RERUN_JS)
-        start = time.perf_counter()
+        start = await self.counters()
         await act()
         await self.new_picture(before)
-        self.timings.add(name, time.perf_counter() - start)
+        await self.record(name, start)
         await self.check_errors(name)
 
     async def recolour(self, repeats: int) -> None:
@@ -207,11 +238,11 @@ class Browser:
             await box.press("Enter")
             await self.idle()
             heading = self.page.get_by_role("heading", name=re.compile(rf"^Delete {re.escape(gene)} in all cells"))
-            start = time.perf_counter()
+            start = await self.counters()
             await self.page.get_by_role("button", name="Run knockout").click(timeout=self.timeout_ms)
             await heading.first.wait_for(timeout=self.timeout_ms)  # the result's heading names the gene
             await self.idle()
-            self.timings.add(name, time.perf_counter() - start)
+            await self.record(name, start)
             await self.check_errors(name)
 
 
@@ -229,21 +260,24 @@ def run_version(label: str, root: Path, data: Path, args: argparse.Namespace, wo
     timings = Timings()
     timeout = args.step_timeout
 
-    async def measure(base: str, first_server: bool) -> None:
+    async def measure(base: str, first_server: bool, server: int) -> None:
         async with async_playwright() as driver:
             browser = await driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 if not first_server:
-                    async with Browser(browser, base, timings, timeout, args.shots) as user:
+                    async with Browser(browser, base, timings, timeout, server, args.shots) as user:
                         await user.open_file_to_umap("open 10k: after server restart (cached)")
                     return
-                async with Browser(browser, base, timings, timeout, args.shots) as user:
+                async with Browser(browser, base, timings, timeout, server, args.shots) as user:
                     await user.open_file_to_umap("open 10k: first time")
-                    await user.recolour(args.repeats)
+                    if not args.knockouts_only:
+                        await user.recolour(args.repeats)
                     await user.knockouts("knockout, 1,000 cells, both baselines", GENES[:args.repeats], 1000)
-                async with Browser(browser, base, timings, timeout, args.shots) as user:
+                if args.knockouts_only:
+                    return
+                async with Browser(browser, base, timings, timeout, server, args.shots) as user:
                     await user.open_file_to_umap("open 10k: new session (cached)")
-                async with Browser(browser, base, timings, timeout, args.shots) as user:
+                async with Browser(browser, base, timings, timeout, server, args.shots) as user:
                     await user.open_home()
                     await user.nav("Knockout")  # the demo with its encoder: computed here, untimed
                     await user.knockouts("knockout, 700 demo cells, small encoder + baselines",
@@ -251,14 +285,14 @@ def run_version(label: str, root: Path, data: Path, args: argparse.Namespace, wo
             finally:
                 await browser.close()
 
-    for first_server in (True, False):
+    for first_server in (True, False)[:1 if args.knockouts_only else 2]:
         port = free_port()
         log = folder / f"streamlit-{'first' if first_server else 'restarted'}.log"
         print(f"{label}: serving {root} on port {port}", flush=True)
         server = start_server(port, env, log, root=root)
         load = OtherLoad()
         try:
-            asyncio.run(measure(f"http://127.0.0.1:{port}", first_server))
+            asyncio.run(measure(f"http://127.0.0.1:{port}", first_server, server.pid))
         except BaseException:
             print(f"--- {label} server log ---\n{log_tail(log)}", file=sys.stderr)
             raise
@@ -292,14 +326,17 @@ def summary(current: Timings, baseline: Timings | None) -> tuple[list[str], list
     """The table: per wait, the median (and max) seconds of this checkout and of the baseline, their ratio and the
     target."""
     headers = ["wait (click to picture)", "n", "this checkout: median s (max)", "baseline: median s (max)",
-               "this / baseline", "target s"]
+               "this / baseline", "target s", "this: CPU s of Chromium / the server (medians)", "baseline: the same"]
     rows = []
+    median = lambda values: f"{statistics.median(values):.2f}" if values else "—"  # noqa: E731
     for name in TARGETS:
         mine = current.seconds.get(name, [])
         theirs = baseline.seconds.get(name, []) if baseline else []
         cell = lambda values: f"{statistics.median(values):.2f} ({max(values):.2f})" if values else "—"  # noqa: E731
         ratio = (f"{statistics.median(mine) / statistics.median(theirs):.2f}x" if mine and theirs else "—")
-        rows.append([name, len(mine), cell(mine), cell(theirs), ratio, f"{TARGETS[name]:g}"])
+        cpu = [f"{median(t.browser_cpu.get(name, []))} / {median(t.server_cpu.get(name, []))}" if t else "—"
+                for t in (current, baseline)]
+        rows.append([name, len(mine), cell(mine), cell(theirs), ratio, f"{TARGETS[name]:g}", *cpu])
     return headers, rows
 
 
@@ -311,9 +348,13 @@ def main() -> None:
                         help="a 10,000-cell .h5ad (benchmarks/make_large_dataset.py --cells 10000 -o ...)")
     parser.add_argument("--repeats", type=int, default=3, help="re-colours and knockouts timed of each kind")
     parser.add_argument("--step-timeout", type=float, default=600, help="seconds one wait may take")
+    parser.add_argument("--knockouts-only", action="store_true",
+                        help="open the 10k file (timed), then only its knockouts: no re-colour, demo or restart")
     parser.add_argument("--shots", type=Path, help="a folder for a screenshot after each measured wait")
     parser.add_argument("--write-results", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args()
+    if args.knockouts_only and args.write_results:
+        parser.error("--write-results writes every wait: leave out --knockouts-only")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # stop the servers and the worktree on the way out
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} not found: this benchmark drives Debian's Chromium")

@@ -176,14 +176,39 @@ def umap_train_index(analysis_key: str, rep: str, _analysis: Analysis):
     return build_index(np.asarray(_analysis.adata.obsm[rep])[model.train_cells])
 
 
+def _transform(analysis: Analysis, rep: str, embedding: np.ndarray, optimize: bool) -> np.ndarray:
+    from sccore.umap import transform
+
+    return transform(analysis.umap_models[rep], embedding, umap_train_index(analysis.key, rep, analysis),
+                     optimize=optimize)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def placed_in_umap(analysis_key: str, rep: str, embedding: np.ndarray, _analysis: Analysis,
                    optimize: bool = True) -> np.ndarray:
     """UMAP positions of new (e.g. perturbed) embeddings in the layout of ``rep``, by ``sccore.umap.transform``."""
-    from sccore.umap import transform
+    return _transform(_analysis, rep, embedding, optimize)
 
-    return transform(_analysis.umap_models[rep], embedding, umap_train_index(analysis_key, rep, _analysis),
-                     optimize=optimize)
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _cell_places(analysis_key: str, rep: str, n_cells: int) -> np.ndarray:
+    return np.full((n_cells, 2), np.nan, dtype=np.float32)  # filled by placed_originals, shared by every session
+
+
+def placed_originals(analysis: Analysis, rep: str, cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """UMAP positions (``sccore.umap.transform`` without refinement, as :func:`placed_in_umap`) of ``rows``, the
+    embeddings of ``cells`` in ``rep``'s layout. Rows that are the cells' own ``obsm[rep]`` (a knockout's originals)
+    are placed once per cell and analysis and kept for every knockout and session: a row's place depends on that row
+    alone (to float rounding: FAISS may round a distance differently in a batch of another size). Other rows (e.g.
+    moved into Harmony's space) are placed as :func:`placed_in_umap` places them."""
+    own = np.asarray(analysis.adata.obsm[rep])
+    if not np.array_equal(np.asarray(rows, dtype=own.dtype), own[cells]):
+        return placed_in_umap(analysis.key, rep, rows, analysis, optimize=False)
+    places = _cell_places(analysis.key, rep, analysis.adata.n_obs)
+    missing = np.unique(cells[np.isnan(places[cells, 0])])
+    if len(missing):
+        places[missing] = _transform(analysis, rep, own[missing], optimize=False)
+    return places[cells]
 
 
 @st.cache_resource(show_spinner=False)

@@ -48,8 +48,11 @@ def show_expression_changes(analysis: Analysis, gene: str, mode: str, results: d
                "encoder decodes its perturbed embedding through its expression decoder; PCA reconstructs the "
                "expression from the perturbed components; the linear model moves every gene by its regression on "
                f"{gene}. The CSV holds every gene, {gene} included.")
-    tabs = st.tabs([labels[method] for method in results])
+    # only the open tab is computed and drawn (a click on another reruns the page): one chart and table, not one each
+    tabs = st.tabs([labels[method] for method in results], key="ko_expression_tab", on_change="rerun")
     for tab, (method, result) in zip(tabs, results.items()):
+        if not tab.open:
+            continue
         with tab:
             try:
                 table = expression_table(analysis.key, analysis.params.encoder_model, gene, result.cells, method, mode,

@@ -5,22 +5,19 @@ co-expression baselines on the same cells. A screen ranks every expressed gene, 
 far its deletion moves cells toward a goal state.
 """
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import background, cached, screens, session, state, tour, widgets
+from dashboard import arrows, background, cached, screens, session, state, tour, widgets
 from dashboard.explain import column_help
 from dashboard.expression import show_expression_changes
 from dashboard.session import KnockoutRecord, KnockoutRequest, ScreenRequest
 from sccore.glossary import HELP
-from sccore.integrate import corrected_knockout
 from sccore.perturb import suggest_gene
-from sccore.plots import add_arrows, group_shift_figure, layout_figure
-from sccore.render import fit_view, legend_table
+from sccore.plots import group_shift_figure
+from sccore.render import legend_table
 from sccore.report import METHOD_LABELS, knockout_note
-from sccore.shifts import group_shifts, umap_arrows
-from sccore.workflow import layout_key
+from sccore.shifts import group_shifts
 
 ALL = "(all cells)"
 LABEL = METHOD_LABELS
@@ -98,34 +95,6 @@ record = widgets.shown_result(session.outcome_of(session.KNOCKOUTS, request),
                               "Choose a gene and cells, then press **Run knockout**.")
 
 
-def arrow_figure(method: str, result, zoom: bool, baseline_rep: str):
-    """The UMAP of the method's embedding (the baselines': ``baseline_rep``, PCA or its Harmony integration) with
-    arrows from a sample of cells to their perturbed positions."""
-    rep, layouts = screens.REP[method], analysis.layouts()
-    if rep == "X_pca" and baseline_rep != rep:
-        rep, result = baseline_rep, corrected_knockout(result, adata.obsm["X_pca"], adata.obsm[baseline_rep])
-    layout = layout_key(rep)
-    if rep not in analysis.umap_models or layout not in layouts:
-        return None, f"No UMAP of {rep} to place the perturbed cells in."
-    arrows = umap_arrows(result, layouts[layout], lambda rows: cached.placed_in_umap(analysis.key, rep, rows, analysis,
-                                                                                    optimize=False))
-    view = (fit_view(np.vstack([arrows.start, arrows.end]), 600, 600, padding=0.12) if zoom
-            else state.default_view(analysis, layout, 600, 600))
-    title = f"{LABEL[method]} · {layout}"
-    if group_column:
-        image, _ = cached.category_image(analysis.key, layout, group_column, view, analysis)
-        figure = layout_figure(image, view, title=title, height=380)  # legend: one, above
-    else:
-        image, span = cached.gene_image(analysis.key, layout, gene, view, analysis)
-        figure = layout_figure(image, view, color_span=span, color_title=f"{gene}<br>log1p", title=title, height=380)
-    add_arrows(figure, arrows.start, arrows.end,
-               [f"{adata.obs_names[c]}<br>cosine {v:.6f}" for c, v in zip(arrows.cells, arrows.cosine)])
-    return figure, (f"{len(arrows.cells):,} of {arrows.n_moved:,} cells. Each arrow starts at the cell's UMAP position "
-                    "and moves by the difference between where `sccore.umap.transform` places its perturbed and its "
-                    "original embedding (neighbour-weighted placement, repeatable). Median arrow "
-                    f"{arrows.median_length:.3f} UMAP units.")
-
-
 if record is not None:
     done = {m: r for m, r in record.results.items() if not isinstance(r, str)}
     for method, message in record.results.items():
@@ -167,19 +136,12 @@ if record is not None and done:
         colors = state.category_palette(values)  # the colours cached.category_image uses
         widgets.legend_strip(group_column, legend_table(values.cat.codes.to_numpy(), list(values.cat.categories),
                                                         colors), "→ knocked out")
-    for area, (method, result) in zip(st.columns(len(done)), done.items()):
-        with area:
-            figure, note = arrow_figure(method, result, zoom, baseline_rep)
-            if figure is not None:
-                st.plotly_chart(figure, key=f"ko_umap_{method}", **CHART)
-            st.caption(note)
+    arrows.show_arrows(analysis, done, zoom, baseline_rep, group_column, gene)
     if group_column and adata.obs[group_column].iloc[any_result.cells].nunique() > 1:
         st.markdown(f"**Which {widgets.plain(group_column)} moves most**")
         by_name = dict(zip(map(str, values.cat.categories), colors))
-        for area, (method, result) in zip(st.columns(len(done)), done.items()):
-            area.plotly_chart(group_shift_figure(group_shifts(result, adata.obs[group_column]), by_name,
-                                                 f"{LABEL[method]}: mean shift by {group_column}"),
-                              key=f"ko_bars_{method}", **CHART)
+        st.plotly_chart(group_shift_figure({f"{LABEL[method]}: mean shift by {group_column}": group_shifts(
+            result, adata.obs[group_column]) for method, result in done.items()}, by_name), key="ko_bars", **CHART)
         st.caption("Bars: the mean shift of each group's cells, with its standard error. " + HELP["shift"])
     elif group_column:
         st.caption(f"The chosen cells are all one {widgets.plain(group_column)}; choose {ALL} (or another "

@@ -130,38 +130,51 @@ def metrics_figure(table: pd.DataFrame, groups: dict[str, tuple[str, ...]]) -> g
     return figure
 
 
-def add_arrows(figure: go.Figure, start: np.ndarray, end: np.ndarray, hover: list[str],
+def add_arrows(figure: go.Figure, start: np.ndarray, end: np.ndarray, hover: list[str], head_length: float,
                name: str = "perturbed") -> None:
-    """Draw an arrow from each row of ``start`` to the same row of ``end`` (data units) on ``figure``, with a marker
-    at each end that shows ``hover`` (e.g. ``sccore.shifts.umap_arrows``'s).
+    """Draw an arrow from each row of ``start`` to the same row of ``end`` (data units, on axes of equal scale) on
+    ``figure``, its head two strokes ``head_length`` long, with a marker at each end that shows ``hover`` (e.g.
+    ``sccore.shifts.umap_arrows``'s).
 
-    All arrows are one trace (each a line, then its head: a marker turned along the line), not one annotation each:
-    hundreds of annotations take plotly a second to build and the browser longer to draw."""
-    n_arrows = len(start)
-    points = np.full((3 * n_arrows, 2), np.nan)  # start, end, a gap
-    points[0::3], points[1::3] = start, end
-    head_size = np.zeros(3 * n_arrows)
-    head_size[1::3] = 7
+    All arrows, heads included, are one line trace (drawn by the browser as one SVG path), not an annotation or a
+    marker each: hundreds of annotations take plotly a second to build, and a marker per head is a page element
+    each for the browser to lay out and draw."""
+    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    length = np.linalg.norm(end - start, axis=1, keepdims=True)
+    back = np.divide(start - end, length, out=np.zeros_like(start), where=length > 0) * head_length
+    turn = np.deg2rad(25)
+    rotate = lambda v, a: np.column_stack([v[:, 0] * np.cos(a) - v[:, 1] * np.sin(a),  # noqa: E731
+                                           v[:, 0] * np.sin(a) + v[:, 1] * np.cos(a)])
+    points = np.full((len(start), 7, 2), np.nan)  # the shaft, a gap, one stroke of the head to the tip and out again
+    points[:, 0], points[:, 1], points[:, 3] = start, end, end + rotate(back, turn)
+    points[:, 4], points[:, 5] = end, end + rotate(back, -turn)
+    points = points.reshape(-1, 2)
     color = "rgba(20,20,20,0.55)"
-    figure.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="lines+markers", name=f"{name} arrows",
+    figure.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="lines", name=f"{name} arrows",
                                 showlegend=False, hoverinfo="skip", connectgaps=False,
-                                line={"width": 0.8, "color": color},
-                                marker={"symbol": "arrow", "angleref": "previous", "size": head_size, "color": color,
-                                        "line": {"width": 0}}))
+                                line={"width": 0.8, "color": color}))
     figure.add_trace(go.Scatter(x=end[:, 0], y=end[:, 1], mode="markers", name=name, showlegend=False,
                                 marker={"size": 3, "color": "rgba(20,20,20,0.6)"}, text=hover,
                                 hovertemplate="%{text}<extra>" + name + "</extra>"))
     figure.update_layout(dragmode="zoom", margin={"l": 10, "r": 10, "t": 40, "b": 10})
 
 
-def group_shift_figure(table: pd.DataFrame, colors: dict[str, str], title: str) -> go.Figure:
-    """Bars of the mean shift (1 - cosine) per group with its standard error (``sccore.shifts.group_shifts``'s
-    table), each group in its colour from ``colors`` (grey when missing)."""
-    figure = go.Figure(go.Bar(x=table.index, y=table["mean"], error_y={"type": "data", "array": table["sem"].fillna(0)},
-                              customdata=table["count"], marker_color=[colors.get(g, "#888888") for g in table.index],
-                              hovertemplate="%{x}<br>mean shift %{y:.3g}<br>%{customdata} cells<extra></extra>"))
-    figure.update_layout(title=title, height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         yaxis_title="mean shift (1 − cosine)", yaxis_tickformat=".2g")
+def group_shift_figure(tables: dict[str, pd.DataFrame], colors: dict[str, str]) -> go.Figure:
+    """Bars of the mean shift (1 - cosine) per group with its standard error, one panel per table of ``tables`` (its
+    title -> a ``sccore.shifts.group_shifts`` table, e.g. one per method: each panel its own y scale) in one figure
+    (one plot for the browser to draw, not one each), each group in its colour from ``colors`` (grey when missing)."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=len(tables), subplot_titles=list(tables), horizontal_spacing=0.08)
+    for column, table in enumerate(tables.values(), start=1):
+        figure.add_trace(go.Bar(x=table.index, y=table["mean"], error_y={"type": "data",
+                                                                         "array": table["sem"].fillna(0)},
+                                customdata=table["count"], marker_color=[colors.get(g, "#888888") for g in table.index],
+                                hovertemplate="%{x}<br>mean shift %{y:.3g}<br>%{customdata} cells<extra></extra>",
+                                showlegend=False), row=1, col=column)
+    figure.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    figure.update_yaxes(tickformat=".2g")
+    figure.update_yaxes(title_text="mean shift (1 − cosine)", row=1, col=1)
     return figure
 
 

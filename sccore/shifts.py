@@ -37,17 +37,20 @@ class Arrows:
 
 
 def umap_arrows(result: KnockoutResult, layout: np.ndarray, place: Callable[[np.ndarray], np.ndarray],
-                max_arrows: int = MAX_ARROWS, seed: int = 0) -> Arrows:
+                max_arrows: int = MAX_ARROWS, seed: int = 0,
+                place_original: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> Arrows:
     """Arrows for at most ``max_arrows`` of the knocked-out cells (``sccore.perturb.sample_cells``).
 
     ``layout`` holds every cell's 2-D position; ``place`` maps embeddings (rows) to layout positions. Each arrow
     starts at the cell's position in ``layout`` and ends at start + place(perturbed) - place(original).
+    ``place_original(cells, rows)`` places the cells' original embeddings instead of ``place``, e.g. from positions
+    kept per cell across knockouts (it must agree with ``place``).
     """
     sample = sample_cells(np.arange(len(result.cells)), max_arrows, seed)
-    placed = np.asarray(place(np.vstack([result.original[sample], result.perturbed[sample]])))
     cells = result.cells[sample]
+    originals = (place_original or (lambda _, rows: place(rows)))(cells, result.original[sample])
     start = np.asarray(layout)[cells]
-    end = start + placed[len(sample):] - placed[:len(sample)]
+    end = start + np.asarray(place(result.perturbed[sample])) - np.asarray(originals)
     return Arrows(cells=cells, start=start, end=end, cosine=result.cosine[sample], n_moved=len(result.cells))
 
 

@@ -79,6 +79,7 @@ def test_concurrent_users_benchmark_runs_quick():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| search a cell's neighbours |" in result.stdout, result.stdout[-3000:]
     assert "- errors: **0**" in result.stdout, result.stdout[-3000:]
+    assert "| server |" in result.stdout and "| chromium: renderers (pages) |" in result.stdout  # CPU by process group
 
 
 def test_atlas_benchmark_runs_quick(shared_data, tmp_path):

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from sccore.markers import COLUMNS
-from sccore.plots import add_arrows, dot_plot, mark_query_and_neighbours, marker_heatmap, volcano_figure
+from sccore.plots import (add_arrows, dot_plot, group_shift_figure, mark_query_and_neighbours, marker_heatmap,
+                          volcano_figure)
 
 
 def test_dot_plot_sizes_dots_by_share_and_colours_by_mean_scaled_per_gene():
@@ -54,19 +55,35 @@ def test_a_search_marks_a_sample_of_its_query_cells_and_every_neighbour_with_its
     assert mark_query_and_neighbours(go.Figure(), coords, np.array([]), neighbours.iloc[:0], []).data == ()
 
 
-def test_arrows_are_one_trace_of_lines_with_a_head_at_each_end_and_hover_on_the_ends():
+def test_arrows_are_one_trace_of_lines_heads_included_with_hover_on_the_ends():
     import plotly.graph_objects as go
 
     start = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]])
     end = start + np.array([[1.0, 0.0], [0.0, -1.0], [0.5, 0.5]])
     figure = go.Figure()
-    add_arrows(figure, start, end, ["a", "b", "c"])
+    add_arrows(figure, start, end, ["a", "b", "c"], head_length=0.1)
     lines, ends = figure.data
-    assert not figure.layout.annotations  # no annotation per arrow
-    x, y = np.array(lines.x, dtype=float), np.array(lines.y, dtype=float)
-    np.testing.assert_array_equal(x[0::3], start[:, 0]), np.testing.assert_array_equal(y[1::3], end[:, 1])
-    assert np.isnan(x[2::3]).all() and lines.connectgaps is False  # each arrow its own line
-    heads = np.array(lines.marker.size)
-    assert (heads[1::3] > 0).all() and (heads[0::3] == 0).all() and lines.marker.angleref == "previous"
+    assert not figure.layout.annotations and lines.mode == "lines"  # no annotation or marker per arrow
+    points = np.column_stack([lines.x, lines.y]).astype(float).reshape(3, 7, 2)  # per arrow: shaft, gap, head, gap
+    np.testing.assert_array_equal(points[:, 0], start), np.testing.assert_array_equal(points[:, 1], end)
+    np.testing.assert_array_equal(points[:, 4], end)  # the head's tip
+    assert np.isnan(points[:, [2, 6]]).all() and lines.connectgaps is False  # each arrow its own line
+    for stroke in (3, 5):  # both strokes of a head are head_length long, pointing back along the shaft (25 degrees)
+        back = points[:, stroke] - end
+        np.testing.assert_allclose(np.linalg.norm(back, axis=1), 0.1)
+        shaft = (start - end) / np.linalg.norm(start - end, axis=1, keepdims=True)
+        np.testing.assert_allclose(np.sum(back * shaft, axis=1) / 0.1, np.cos(np.deg2rad(25)))
     assert lines.hoverinfo == "skip" and list(ends.text) == ["a", "b", "c"]
     np.testing.assert_array_equal(np.column_stack([ends.x, ends.y]), end)
+
+
+def test_group_shifts_of_several_methods_are_panels_of_one_figure_in_the_groups_colours():
+    pca = pd.DataFrame({"mean": [0.3, 0.1], "sem": [0.01, np.nan], "count": [5, 1]}, index=["B", "T"])
+    linear = pd.DataFrame({"mean": [0.2], "sem": [0.02], "count": [4]}, index=["T"])
+    figure = group_shift_figure({"PCA": pca, "Linear": linear}, {"B": "#111111"})
+    first, second = figure.data
+    assert [a.text for a in figure.layout.annotations] == ["PCA", "Linear"]  # one panel each, titled
+    assert (first.xaxis, second.xaxis) == ("x", "x2")
+    assert list(first.x) == ["B", "T"] and list(first.marker.color) == ["#111111", "#888888"]  # grey: no colour given
+    np.testing.assert_allclose(first.error_y.array, [0.01, 0.0])
+    assert list(second.customdata) == [4]

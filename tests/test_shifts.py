@@ -27,6 +27,18 @@ def test_an_arrow_starts_at_the_cells_position_and_moves_by_the_placed_differenc
     assert arrows.median_length == pytest.approx(np.median(np.linalg.norm(arrows.end - arrows.start, axis=1)))
 
 
+def test_the_originals_can_be_placed_per_cell_and_give_the_same_arrows():
+    layout = np.arange(40, dtype=float).reshape(20, 2)
+    result = knocked_out(np.array([3, 7, 11]))
+    place = lambda rows: 2 * rows[:, :2]  # noqa: E731 - a linear placement
+    kept = {int(c): 2 * row[:2] for c, row in zip(result.cells, result.original)}  # placed before, by cell
+    asked = []
+    arrows = umap_arrows(result, layout, place, place_original=lambda cells, rows: asked.append(list(cells))
+                         or np.array([kept[c] for c in cells]))
+    assert asked == [[3, 7, 11]]
+    np.testing.assert_allclose(arrows.end, umap_arrows(result, layout, place).end, rtol=1e-6)
+
+
 def test_arrows_sample_at_most_max_arrows_cells_the_same_way_every_time():
     result = knocked_out(np.arange(0, 1000, 2))
     layout = np.zeros((1000, 2))
