@@ -25,6 +25,19 @@ from sccore.workflow import Analysis
 from dashboard.state import category_palette, checked_model, default_view, load_dataset, perturbation_fields
 from dashboard.widgets import progress_bar
 
+
+def array_digest(array: np.ndarray) -> str:
+    """A hash of every value of ``array`` with its dtype and shape: the cache key of an array argument (Streamlit's
+    own hash of an array of 500,000 values or more looks at 100,000 sampled ones, so two knockouts or selections
+    differing elsewhere would share a cached result)."""
+    import hashlib
+
+    array = np.ascontiguousarray(array)
+    return hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest() + f"{array.dtype}{array.shape}"
+
+
+EXACT_ARRAYS = {np.ndarray: array_digest}  # hash_funcs of every cached function with an array argument
+
 # --- Data and Explore pages: QC table, images and exports -----------------------------------------------------------
 
 
@@ -134,7 +147,7 @@ def linear_perturber(analysis_key: str, method: str, _analysis: Analysis):
     return LinearPerturber(_analysis.adata, method, np.arange(_analysis.adata.n_obs), matrix=matrix)
 
 
-@st.cache_data(show_spinner=False, max_entries=48)
+@st.cache_data(show_spinner=False, max_entries=48, hash_funcs=EXACT_ARRAYS)
 def knockout_result(analysis_key: str, params: KnockoutParams, cells: np.ndarray, _analysis: Analysis):
     """The ``knockout`` task's in-memory core (``sccore.tasks.knockout.compute``) of ``params`` (one gene, or its genes
     together) in ``cells`` of the analysis: its one ``sccore.perturb.KnockoutResult``."""
@@ -183,7 +196,7 @@ def _transform(analysis: Analysis, rep: str, embedding: np.ndarray, optimize: bo
                      optimize=optimize)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=64, hash_funcs=EXACT_ARRAYS)
 def placed_in_umap(analysis_key: str, rep: str, embedding: np.ndarray, _analysis: Analysis,
                    optimize: bool = True) -> np.ndarray:
     """UMAP positions of new (e.g. perturbed) embeddings in the layout of ``rep``, by ``sccore.umap.transform``."""
@@ -265,7 +278,7 @@ def plain_image(analysis_key: str, layout: str, view: View, _analysis: Analysis)
     return render_categories(coords, np.zeros(len(coords), dtype=np.int32), ["#9A9A9A"], view)
 
 
-@st.cache_data(show_spinner="Transferring labels…", max_entries=16)
+@st.cache_data(show_spinner="Transferring labels…", max_entries=16, hash_funcs=EXACT_ARRAYS)
 def transfer_within(analysis_key: str, rep: str, label_key: str, reference_cells: np.ndarray, query_cells: np.ndarray,
                     k: int, _analysis: Analysis):
     """``sccore.transfer.transfer_within`` of ``obs[label_key]`` from ``reference_cells`` to ``query_cells`` of the

@@ -25,7 +25,8 @@ from sccore.workflow import Analysis
 TOP = 10  # genes shown going up, and going down
 
 
-@st.cache_data(show_spinner="Predicting every gene's expression change…", max_entries=48)
+@st.cache_data(show_spinner="Predicting every gene's expression change…", max_entries=48,
+               hash_funcs=cached.EXACT_ARRAYS)
 def expression_table(analysis_key: str, model_folder: str, gene: str, cells: np.ndarray, method: str, mode: str,
                      _result: KnockoutResult, _analysis: Analysis) -> pd.DataFrame:
     """The knockout's ``expression_table`` (gene, knocked_out, method, predicted_log_change; every gene) for the

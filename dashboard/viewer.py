@@ -15,7 +15,6 @@ the tooltip. Box and lasso selections are kept per layout as plotly-style select
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +29,7 @@ from sccore.render import EXPRESSION_CMAP, View, png_bytes, requested_view
 from sccore.select import CellFinder, cells_in_selection
 from sccore.workflow import Analysis
 
-from dashboard import clusters, state
+from dashboard import cached, clusters, state
 
 HERE = Path(__file__).resolve().parent
 MAX_TOOLTIP_ANNOTATIONS = 8
@@ -79,12 +78,7 @@ def cell_finder(analysis_key: str, layout: str, _analysis: Analysis) -> CellFind
     return CellFinder(_analysis.layouts()[layout])
 
 
-def _image_digest(image: np.ndarray) -> str:
-    """A hash of every pixel (Streamlit's own hash of an array this large samples 100,000 of its values)."""
-    return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).hexdigest() + str(image.shape)
-
-
-@st.cache_data(show_spinner=False, max_entries=64, hash_funcs={np.ndarray: _image_digest})
+@st.cache_data(show_spinner=False, max_entries=64, hash_funcs=cached.EXACT_ARRAYS)
 def png_data_url(image: np.ndarray) -> str:
     """An RGBA image as a PNG ``data:`` URL (transparent background, fast compression), cached by its content."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(image, background=None, compress_level=1)).decode()
