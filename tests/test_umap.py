@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from sccore import InputError
 from sccore.neighbors import IndexParams, build_index, knn
@@ -132,3 +133,18 @@ def test_umap_learn_caches_its_numba_functions_on_disk_and_leaves_numba_s_decora
     for function in (module.umap_.smooth_knn_dist, module.umap_.compute_membership_strengths,
                      module.layouts._nb_optimize_layout_euclidean_single_epoch):
         assert isinstance(function._cache, FunctionCache), function  # compiled once, then loaded by every process
+
+
+def test_membership_weighted_positions_are_umap_learn_s_initial_placement():
+    from sccore.umap import membership_weighted_positions, umap_learn
+
+    rng = np.random.default_rng(3)
+    graph = sp.random(60, 200, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    graph.data[::7] = 1.0  # the same point as a fitted cell: placed on it
+    graph[5] = 0  # no neighbour: NaN
+    graph.eliminate_zeros()
+    embedding = rng.normal(size=(200, 2)).astype(np.float32)
+    expected = umap_learn().umap_.init_graph_transform(graph, embedding)
+    found = membership_weighted_positions(graph, embedding)
+    assert np.isnan(found[5]).all() and np.isnan(expected[5]).all()
+    np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-6)
