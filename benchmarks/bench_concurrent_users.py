@@ -889,6 +889,9 @@ def main() -> None:
         finally:
             stop_server_and_cluster(server)
         if args.attackers:
+            if any(attacker.unexpected for attacker in outcome["phases"]["B"]["attackers"]):
+                print(f"--- server log (an attacker got an unexpected answer) ---\n{log_tail(server_log)}",
+                      file=sys.stderr)
             report_attackers(args, outcome, facts)
             return
         if outcome["job"]["return_code"] != 0:
