@@ -35,8 +35,7 @@ class IndexParams:
     list drawn with ``seed``: the same cells give the same lists) and a query scans its ``ivf_probes`` nearest lists.
     On 200,000 resampled cells it found 96 % of each cell's 15 exact neighbours (HNSW 97 %) in under half HNSW's CPU
     time (benchmarks/bench_knn_index.py); a cell whose probed lists hold fewer than k others is searched exactly.
-    ``hnsw_m``, ``ef_construction`` and ``ef_search`` are
-    HNSW's graph degree and search breadths.
+    ``hnsw_m``, ``ef_construction`` and ``ef_search`` are HNSW's graph degree and search breadths.
     """
 
     kind: str = "auto"
