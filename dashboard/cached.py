@@ -8,6 +8,7 @@ A finished computation can also be kept for every session (:func:`remember_resul
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,6 @@ def array_digest(array: np.ndarray) -> str:
     """A hash of every value of ``array`` with its dtype and shape: the cache key of an array argument (Streamlit's
     own hash of an array of 500,000 values or more looks at 100,000 sampled ones, so two knockouts or selections
     differing elsewhere would share a cached result)."""
-    import hashlib
-
     array = np.ascontiguousarray(array)
     return hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest() + f"{array.dtype}{array.shape}"
 
@@ -446,8 +445,6 @@ def marker_cells(analysis_key: str, grouping_key: tuple, genes: tuple[str, ...],
 
 def cells_digest(cells: np.ndarray) -> str:
     """A hash of a set of cells (its sorted, distinct positions): the cache key of a result over those cells."""
-    import hashlib
-
     positions = np.unique(np.asarray(cells, dtype=np.int64))
     return hashlib.blake2b(positions.tobytes(), digest_size=16).hexdigest()
 
