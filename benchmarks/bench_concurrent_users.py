@@ -18,7 +18,11 @@ then unbounded jobs (refused by their bounds), then more heavy screens until the
 Reported: the normal users' p50/p95 per step in A and B and their ratio (target <= 1.5x), their errors (target 0),
 whether the server is alive and serves a new session at the end, its peak memory, and what each attacker saw.
 
-    python benchmarks/bench_concurrent_users.py [--users 10] [--attackers] [--quick] [--write-results]
+With ``--floor`` both phases are then run again on ``benchmarks/floor_app`` (the same pages, widgets and layout viewer
+with no work behind any step), and its ratios are reported beside the dashboard's: the part of the slow-down that
+Streamlit, the viewer and the ten browsers on this machine's cores give whatever the app computes.
+
+    python benchmarks/bench_concurrent_users.py [--users 10] [--attackers] [--floor] [--quick] [--write-results]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ RATIO_TARGET = 1.5  # the normal users' p50 per step beside the attackers / with
 BOMB_REFUSAL = "Build a chunked atlas of it"  # in the memory budget's refusal (sccore.io)
 BOMB_PAUSE_S = 1.0  # between two memory-bomb uploads
 ENTRY_TIMEOUT_MS = 60_000  # for the Jobs page's parameters box to show a choice of kind or the text typed
+FLOOR_SCRIPT = "benchmarks/floor_app/app.py"  # the demo flow's pages with no work behind them (see its docstring)
 MAX_HEAVY_JOBS = 8  # heavy screens attacker 2 tries at most; the per-user job limit (default 4) should refuse one
 STEPS = ["open the app", "Explore: UMAP shown", "colour by louvain", "colour by cell_type", "Knockout page",
          "knock out a gene", "Search & transfer page", "search a cell's neighbours"]
@@ -856,51 +861,93 @@ def main() -> None:
     parser.add_argument("--step-timeout", type=float, default=300, help="seconds one step may take")
     parser.add_argument("--warm-timeout", type=float, default=300, help="seconds a warm-up step may take")
     parser.add_argument("--job-timeout", type=float, default=900, help="seconds to wait for the screen job after")
+    parser.add_argument("--floor", action="store_true", help="then the same two phases on benchmarks/floor_app (the "
+                                                              "flow's pages with no work behind them), for comparison")
     parser.add_argument("--write-results", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args()
     if args.quick:
         args.users, args.screen_top, args.screen_cells, args.step_timeout = 3 if args.attackers else 2, 10, 60, 120
     if args.attackers and args.users < 3:
         sys.exit("--attackers needs --users 3 or more: two of them are the attackers")
+    if args.attackers and args.floor:
+        sys.exit("--floor compares the ten users' run with the floor app; it does not go with --attackers")
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} not found: this benchmark drives Debian's Chromium")
 
     facts = machine_facts(["streamlit", "playwright", "torch", "dask", "distributed"])
     with tempfile.TemporaryDirectory(prefix="sccore-users-") as folder:
         workdir = Path(folder)
-        for name in ("cache", "uploads", "data"):
-            (workdir / name).mkdir()
+        (workdir / "data").mkdir()
         h5ad, genes, cells = demo_genes_and_cells(2 * args.users if args.attackers else args.users + 2,
                                                   workdir / "data")
-        env = dict(os.environ, SCCORE_CACHE_DIR=str(workdir / "cache"), SCCORE_UPLOAD_DIR=str(workdir / "uploads"),
-                   SCCORE_DATA_DIRS=str(workdir / "data"), SCCORE_SETTINGS="/dev/null", PYTHONUNBUFFERED="1")
-        port = free_port()
-        server_log = workdir / "streamlit.log"
-        server = start_server(port, env, server_log)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            if args.attackers:
-                outcome = asyncio.run(measure_attackers(args, server, base, workdir, h5ad, genes, cells))
-            else:
-                outcome = asyncio.run(measure(args, server, env, base, workdir, h5ad, genes, cells))
-        except BaseException:
-            print(f"--- server log ---\n{log_tail(server_log)}", file=sys.stderr)
-            raise
-        finally:
-            stop_server_and_cluster(server)
+        outcome = serve_and_measure(args, workdir / "app", h5ad, genes, cells)
         if args.attackers:
-            if any(attacker.unexpected for attacker in outcome["phases"]["B"]["attackers"]):
-                print(f"--- server log (an attacker got an unexpected answer) ---\n{log_tail(server_log)}",
-                      file=sys.stderr)
             report_attackers(args, outcome, facts)
             return
-        if outcome["job"]["return_code"] != 0:
-            print(f"--- screen job log ---\n{log_tail(Path(outcome['job']['log']))}", file=sys.stderr)
-        report(args, outcome, facts)
+        floor = serve_and_measure(args, workdir / "floor", h5ad, genes, cells, FLOOR_SCRIPT) if args.floor else None
+        report(args, outcome, facts, floor)
 
 
-def report(args: argparse.Namespace, outcome: dict, facts: dict) -> None:
-    """Print the results (and write them into RESULTS.md with ``--write-results``)."""
+def serve_and_measure(args: argparse.Namespace, folder: Path, h5ad: Path, genes: list[str], cells: list[str],
+                      script: str = "app.py") -> dict:
+    """Serve ``script`` (the dashboard, or the floor app) with its own cache and upload folders under ``folder`` and
+    the demo's data folder; measure it (:func:`measure`, or :func:`measure_attackers` with ``--attackers``); stop
+    it, printing the server's log where it failed, an attacker got an unexpected answer or the screen job failed."""
+    for name in ("cache", "uploads"):
+        (folder / name).mkdir(parents=True)
+    env = dict(os.environ, SCCORE_CACHE_DIR=str(folder / "cache"), SCCORE_UPLOAD_DIR=str(folder / "uploads"),
+               SCCORE_DATA_DIRS=str(h5ad.parent), SCCORE_SETTINGS="/dev/null", PYTHONUNBUFFERED="1")
+    port = free_port()
+    server_log = folder / "streamlit.log"
+    server = start_server(port, env, server_log, script=script)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if args.attackers:
+            outcome = asyncio.run(measure_attackers(args, server, base, folder, h5ad, genes, cells))
+        else:
+            outcome = asyncio.run(measure(args, server, env, base, folder, h5ad, genes, cells))
+    except BaseException:
+        print(f"--- server log ---\n{log_tail(server_log)}", file=sys.stderr)
+        raise
+    finally:
+        stop_server_and_cluster(server)
+    if args.attackers and any(attacker.unexpected for attacker in outcome["phases"]["B"]["attackers"]):
+        print(f"--- server log (an attacker got an unexpected answer) ---\n{log_tail(server_log)}", file=sys.stderr)
+    if not args.attackers and outcome["job"]["return_code"] != 0:
+        print(f"--- screen job log ---\n{log_tail(Path(outcome['job']['log']))}", file=sys.stderr)
+    return outcome
+
+
+def floor_table(app: dict, floor: dict) -> tuple[list[str], list[list]]:
+    """Per step: the single user's seconds and the concurrent users' p50 and p95 ratios to it, on the dashboard and
+    on the floor app, measured in the same run."""
+    headers = ["step"] + [f"{name}: {column}" for name in ("dashboard", "floor") for column in
+                          ("1 user (s)", "p50 / 1 user", "p95 / 1 user")]
+    rows = []
+    for step in STEPS:
+        row = [step]
+        for outcome in (app, floor):
+            times = [u.seconds[step] for u in outcome["users"] if step in u.seconds]
+            alone = outcome["single"].seconds.get(step, np.nan)
+            p50, p95 = np.percentile(times, [50, 95]) if times else (np.nan, np.nan)
+            row += [seconds_text(alone), ratio_text(p50 / alone), ratio_text(p95 / alone)]
+        rows.append(row)
+    return headers, rows
+
+
+def floor_lines(floor: dict, app: dict) -> list[str]:
+    """The floor app's part of the report: its errors, its CPU, and its ratios beside the dashboard's."""
+    errors = floor["warm"].errors + floor["single"].errors + [e for u in floor["users"] for e in u.errors]
+    return ["", f"The same flow on the floor app ({FLOOR_SCRIPT}: the same pages, widgets, labels and layout viewer "
+                "with no work behind any step, a fixed picture on Explore), served and measured after the dashboard "
+                f"in the same run; errors {len(errors)}, phase 2 {floor['phase_seconds']:.1f} s:", "",
+            md_table(*floor_table(app, floor)), "", "Where the floor's CPU went:", "",
+            md_table(*cpu_table(floor["cpu"], len(floor["users"])))]
+
+
+def report(args: argparse.Namespace, outcome: dict, facts: dict, floor: dict | None = None) -> None:
+    """Print the results, with the floor app's beside them where it was measured (and write them into RESULTS.md with
+    ``--write-results``)."""
     single, users, job = outcome["single"], outcome["users"], outcome["job"]
     headers, rows = summary_table(single, users)
     errors = outcome["warm"].errors + single.errors + [e for u in users for e in u.errors]
@@ -926,6 +973,8 @@ def report(args: argparse.Namespace, outcome: dict, facts: dict) -> None:
     lines += [md_table(*cpu_table(outcome["cpu"], len(users))), "",
               "The single user's steps (wall seconds; CPU seconds of each group in the step):", "",
               md_table(*step_cpu_table(single))]
+    if floor is not None:
+        lines += floor_lines(floor, outcome)
     body = "\n".join(lines)
     print(body)
     if args.write_results:

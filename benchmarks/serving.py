@@ -33,10 +33,10 @@ def log_tail(path: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
-def start_server(port: int, env: dict, log: Path, root: Path = ROOT) -> subprocess.Popen:
-    """``streamlit run app.py`` of the checkout at ``root`` (this one by default) headless on 127.0.0.1:``port``, its
-    output in ``log``; returns once healthy."""
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+def start_server(port: int, env: dict, log: Path, root: Path = ROOT, script: str = "app.py") -> subprocess.Popen:
+    """``streamlit run <script>`` (the dashboard's ``app.py`` by default) of the checkout at ``root`` (this one by
+    default) headless on 127.0.0.1:``port``, its output in ``log``; returns once healthy."""
+    command = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false"]
     with log.open("wb") as handle:

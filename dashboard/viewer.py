@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 MAX_TOOLTIP_ANNOTATIONS = 8
 COLORBAR_STOPS = 16
 
-_viewer = st.components.v2.component(
+viewer_component = st.components.v2.component(  # the browser side; show() calls it
     "sccore_layout_viewer", html='<div class="scv-root"></div>', css=(HERE / "viewer.css").read_text(),
     js=(HERE / "viewer.js").read_text(), isolate_styles=False)
 
@@ -169,7 +169,7 @@ def show(analysis: Analysis, layout: str, image: np.ndarray, view: View, colouri
             "seq": st.session_state.get(f"{key}_seq", 0), "title": title, "legend_below": legend_below,
             "selection": st.session_state.get(selection_key(layout)), "hover": st.session_state.get(f"{key}_hover"),
             **_colour_key(colouring)}
-    result = _viewer(key=key, data=data, width="stretch", **callbacks)
+    result = viewer_component(key=key, data=data, width="stretch", **callbacks)
     if result.selection is not None:
         st.rerun()  # the page's sections below the plot use the selection
     cell_finder(analysis.key, layout, analysis)  # built after the picture has gone out, ready for the first hover

@@ -11,8 +11,8 @@ from tests.conftest import ROOT, SHARED_DATA
 CHROMIUM = "/usr/bin/chromium"
 
 
-def run_quick(script: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"benchmarks/{script}", "--quick"], cwd=ROOT, capture_output=True,
+def run_quick(script: str, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, f"benchmarks/{script}", "--quick", *options], cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
 
 
@@ -71,15 +71,19 @@ def test_metrics_benchmark_runs_quick():
 
 @pytest.mark.browser
 def test_concurrent_users_benchmark_runs_quick():
-    """Two browser users run the demo flow beside a screen job with no error (issue 6; the full run: 10 users)."""
+    """Two browser users run the demo flow beside a screen job with no error (issue 6; the full run: 10 users), then
+    the same on the floor app (the flow with no work behind it, issue 17), reported beside."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not found: the concurrent-users benchmark drives Debian's Chromium")
     pytest.importorskip("playwright.async_api", reason="playwright is not installed")
-    result = run_quick("bench_concurrent_users.py")
+    result = run_quick("bench_concurrent_users.py", "--floor")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| search a cell's neighbours |" in result.stdout, result.stdout[-3000:]
     assert "- errors: **0**" in result.stdout, result.stdout[-3000:]
     assert "| server |" in result.stdout and "| chromium: renderers (pages) |" in result.stdout  # CPU by process group
+    floor = result.stdout[result.stdout.index("The same flow on the floor app"):result.stdout.index("floor's CPU")]
+    assert "errors 0," in floor and "| floor: p95 / 1 user |" in floor, floor
+    assert "| search a cell's neighbours |" in floor and "–" not in floor, floor  # every step done on both apps
 
 
 def test_atlas_benchmark_runs_quick(shared_data, tmp_path):
