@@ -13,6 +13,7 @@ from .render import EXPRESSION_CMAP, View, png_bytes
 MAX_LEGEND_ENTRIES = 40
 QC_RULE_COLORS = ("#009E73", "#D55E00", "#CC79A7")  # Okabe-Ito: the cut lines of each quality-control rule
 SELECTION_SAMPLE = 4000
+MAX_SVG_MARKERS = 1000  # up to this many markers in one trace are drawn as SVG; more, with WebGL
 
 
 def layout_figure(image: np.ndarray, view: View, legend: pd.DataFrame | None = None,
@@ -194,13 +195,16 @@ def expression_change_figure(top: pd.DataFrame, title: str) -> go.Figure:
 def add_cells(figure: go.Figure, coords: np.ndarray, name: str, marker: dict, hover: list[str] | None = None,
               hover_label: str = "") -> None:
     """Mark cells (rows of ``coords``, data units) on ``figure`` as one legend entry ``name``; ``hover`` gives each
-    marker's text, shown beside ``hover_label`` (none: the markers show nothing on hover)."""
+    marker's text, shown beside ``hover_label`` (none: the markers show nothing on hover). Up to
+    ``MAX_SVG_MARKERS`` markers are SVG, more are WebGL: a WebGL context costs a browser without a graphics card
+    (software rendering) a tenth of a second or more per figure, and SVG stays quick for a thousand markers."""
+    trace = go.Scatter if len(coords) <= MAX_SVG_MARKERS else go.Scattergl
     if hover is None:
-        figure.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker,
-                                      hoverinfo="skip"))
+        figure.add_trace(trace(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker,
+                               hoverinfo="skip"))
     else:
-        figure.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker,
-                                      text=hover, hovertemplate="%{text}<extra>" + hover_label + "</extra>"))
+        figure.add_trace(trace(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker, text=hover,
+                               hovertemplate="%{text}<extra>" + hover_label + "</extra>"))
 
 
 def mark_query_and_neighbours(figure: go.Figure, coords: np.ndarray, query_cells: np.ndarray,

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 
 from sccore.markers import COLUMNS
-from sccore.plots import (add_arrows, dot_plot, group_shift_figure, mark_query_and_neighbours, marker_heatmap,
-                          volcano_figure)
+from sccore.plots import (MAX_SVG_MARKERS, add_arrows, add_cells, dot_plot, group_shift_figure,
+                          mark_query_and_neighbours, marker_heatmap, volcano_figure)
 
 
 def test_dot_plot_sizes_dots_by_share_and_colours_by_mean_scaled_per_gene():
@@ -53,6 +53,15 @@ def test_a_search_marks_a_sample_of_its_query_cells_and_every_neighbour_with_its
     assert found.name == "neighbours (2)" and list(found.x) == [14.0, 4.0]
     assert list(found.text) == ["c7<br>rank 1<br>cosine 0.900", "c2<br>rank 2<br>cosine 0.500"]
     assert mark_query_and_neighbours(go.Figure(), coords, np.array([]), neighbours.iloc[:0], []).data == ()
+
+
+def test_a_few_marked_cells_are_svg_and_many_are_webgl():
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for n_cells in (MAX_SVG_MARKERS, MAX_SVG_MARKERS + 1):
+        add_cells(figure, np.zeros((n_cells, 2)), f"{n_cells}", {"size": 4})
+    assert [trace.type for trace in figure.data] == ["scatter", "scattergl"]
 
 
 def test_arrows_are_one_trace_of_lines_heads_included_with_hover_on_the_ends():
