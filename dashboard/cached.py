@@ -70,10 +70,10 @@ def labels_image(analysis: Analysis, layout: str, labels: pd.Series, view: View)
     return _labels_image(analysis.layouts()[layout], labels, category_palette(labels), view)
 
 
-def annotated_layout(analysis: Analysis, layout: str, column: str | None):
-    """The whole layout (:func:`dashboard.state.default_view`) drawn in the colours of ``obs[column]``, or grey
-    without a column: its image, view and legend table (None without a column)."""
-    view = default_view(analysis, layout)
+def annotated_layout(analysis: Analysis, layout: str, column: str | None, view: View | None = None):
+    """The layout at ``view`` (by default the whole layout, :func:`dashboard.state.default_view`) drawn in the colours
+    of ``obs[column]``, or grey without a column: its image, view and legend table (None without a column)."""
+    view = view or default_view(analysis, layout)
     if column is None:
         return plain_image(analysis.key, layout, view, analysis), view, None
     image, legend = category_image(analysis.key, layout, column, view, analysis)

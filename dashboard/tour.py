@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from dashboard import state
+from dashboard.viewer import selection_key, view_key
 
 STEP = "tour_step"  # the current step's index while the tour runs
 MOVED = "tour_moved"  # set by Back/Next: open the step's page on this run
 RUN = "tour_run"  # the computation the current step's page runs once ("knockout" or "screen")
 SEARCH_CELL = "AAAGCCTGGCTAAC-1"  # a CD14+ monocyte of the demo (its first cell)
+# the zoom and the selection drawn on the demo's layouts: forgotten, so that a step shows every cell, nothing selected
+WHOLE_LAYOUTS = tuple(key(layout) for layout in ("X_umap", "X_umap_encoder") for key in (view_key, selection_key))
 
 
 @dataclass(frozen=True)
@@ -40,20 +43,20 @@ STEPS = [
          "together (a UMAP of PCA, the standard baseline), and coloured by the cell type the data's authors "
          "annotated. Draw a box or lasso on the plot to see what the cells you circle are.",
          "explore", {"layout_a": "X_umap", "compare": False, "color_mode": "Annotation", "color_column": "cell_type"},
-         forget=("view_X_umap", "view_X_umap_encoder")),
+         forget=WHOLE_LAYOUTS),
     Step("The encoder beside PCA",
          "On the right, the same cells placed by the transformer encoder's embedding instead of PCA's, in the same "
          "colours. The blue box under the plots says which one keeps the cell types together better on this demo, "
          "with each one's neighbour agreement.",
          "explore", {"layout_a": "X_umap", "compare": True, "layout_b": "X_umap_encoder", "color_mode": "Annotation",
                      "color_column": "cell_type"},
-         forget=("view_X_umap", "view_X_umap_encoder")),
+         forget=WHOLE_LAYOUTS),
     Step("Cells like this one",
          "One CD14+ monocyte (the cross on the plot) and the 15 cells most like it in the encoder's embedding (the "
          "circles and the table), most of them CD14+ monocytes too. Switch Embedding to PCA to see the baseline's "
          "neighbours of the same cell.",
          "search", {"search_rep": "X_encoder", "search_how": "One cell", "search_cell": SEARCH_CELL, "search_k": 15,
-                    "search_metric": "euclidean", "search_exclude": True}),
+                    "search_metric": "euclidean", "search_exclude": True}, forget=WHOLE_LAYOUTS),
     Step("Knock out a gene",
          "FCGR3A (CD16) is the gene that best tells this demo's CD14+ monocytes from its dendritic cells (96 % of the "
          "monocytes express it, 22 % of the dendritic cells). Knocked out in the monocytes, each method's arrows "

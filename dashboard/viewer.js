@@ -1,7 +1,8 @@
 // The layout viewer's browser side (dashboard/viewer.py): shows the server's datashaded image of a view, zooms (wheel,
 // zoom box) and pans (drag) it at once by moving the image, then asks the server for the new view at full resolution;
 // asks which cell is under a resting pointer and shows its tooltip; sends box and lasso selections.
-// Views are [x0, x1, y0, y1] in data units; the server echoes the `seq` of the last view it drew.
+// Views are [x0, x1, y0, y1] in data units; the server echoes the `seq` of the last view it drew. Marks (data.marks:
+// groups of cells drawn as crosses or rings over the image, e.g. a search's query and neighbours) follow the view.
 
 const STATE = new WeakMap();
 const MODES = [["pan", "Pan", "Drag to pan; the wheel zooms"],
@@ -11,6 +12,8 @@ const MODES = [["pan", "Pan", "Drag to pan; the wheel zooms"],
 const WHEEL_SETTLE_MS = 100;  // a wheel gesture has ended when no wheel event came for this long
 const HOVER_REST_MS = 40;  // the pointer rests this long before the cell under it is asked for
 const HOVER_RADIUS_PX = 8;
+const MARK_PX = {cross: 4, ring: 6};  // half the size of a mark's symbol
+const MARK_SYMBOL = {cross: "\u00d7", ring: "\u25cb"};  // the legend's symbol of each kind of mark
 
 function element(tag, className, parent) {
   const node = document.createElement(tag);
@@ -83,7 +86,7 @@ function preview(s) {
   const dx = ((sv[0] - tv[0]) / (tv[1] - tv[0])) * rect.width;
   const dy = ((tv[3] - sv[3]) / (tv[3] - tv[2])) * rect.height;
   s.image.style.transform = `translate(${dx}px, ${dy}px) scale(${scale})`;
-  drawSelection(s);
+  drawOverlay(s);
 }
 
 function requestView(s, view) {
@@ -144,7 +147,7 @@ function listen(s) {
     }
   });
   frame.addEventListener("pointerup", (event) => finishDrag(s, event));
-  frame.addEventListener("pointercancel", () => { s.drag = null; drawSelection(s); });
+  frame.addEventListener("pointercancel", () => { s.drag = null; drawOverlay(s); });
   frame.addEventListener("pointerleave", () => { clearTimeout(s.hoverTimer); s.pointer = null; hideTip(s); });
   frame.addEventListener("dblclick", () => requestView(s, null));
 }
@@ -152,7 +155,7 @@ function listen(s) {
 function finishDrag(s, event) {
   const d = s.drag;
   s.drag = null;
-  if (!d || !d.moved) { drawSelection(s); return; }
+  if (!d || !d.moved) { drawOverlay(s); return; }
   const [px, py, rect] = local(s, event);
   const [xa, ya] = toData(d.view, d.start[0], d.start[1], rect);
   const [xb, yb] = toData(d.view, px, py, rect);
@@ -176,7 +179,7 @@ function finishDrag(s, event) {
     s.selection = {lasso: [{x: points.map((p) => p[0]), y: points.map((p) => p[1])}]};
     s.send("selection", s.selection);
   }
-  drawSelection(s);
+  drawOverlay(s);
 }
 
 function scheduleHover(s, px, py, rect) {
@@ -223,7 +226,7 @@ function svgNode(tag, attributes, parent) {
 }
 
 function drawGesture(s) {
-  drawSelection(s);
+  drawOverlay(s);
   const d = s.drag;
   const style = {fill: "rgba(0,114,178,0.08)", stroke: "#0072B2", "stroke-width": 1.5, "stroke-dasharray": "4 3"};
   if (s.mode === "lasso") {
@@ -235,11 +238,26 @@ function drawGesture(s) {
   }
 }
 
-function drawSelection(s) {
+// One SVG path per group of marks: a cross or a ring around each of its cells.
+function markPath(shape, points) {
+  const r = MARK_PX[shape];
+  if (shape === "cross") {
+    return points.map(([x, y]) => `M${x - r},${y - r}L${x + r},${y + r}M${x - r},${y + r}L${x + r},${y - r}`).join("");
+  }
+  return points.map(([x, y]) => `M${x + r},${y}A${r},${r} 0 1 0 ${x - r},${y}A${r},${r} 0 1 0 ${x + r},${y}`).join("");
+}
+
+// The marked cells, then the selection, over the image at the target view.
+function drawOverlay(s) {
   s.overlay.replaceChildren();
   const selection = s.selection || {};
   if (!s.target) return;
   const rect = box(s);
+  for (const group of s.marks || []) {
+    const points = group.x.map((x, i) => toPixels(s.target, x, group.y[i], rect));
+    svgNode("path", {d: markPath(group.shape, points), fill: "none", stroke: group.color, "stroke-width": 2,
+                     class: "scv-mark"}, s.overlay);
+  }
   const style = {fill: "none", stroke: "#333", "stroke-width": 1.5, "stroke-dasharray": "5 3"};
   for (const b of selection.box || []) {
     const [x0, y0] = toPixels(s.target, b.x[0], b.y[1], rect), [x1, y1] = toPixels(s.target, b.x[1], b.y[0], rect);
@@ -254,6 +272,13 @@ function drawSelection(s) {
 function paintLegend(s, data) {
   s.legend.replaceChildren();
   s.legend.className = data.legend_below ? "scv-legend scv-below" : "scv-legend";
+  for (const group of data.marks || []) {
+    const row = element("div", "scv-entry", s.legend);
+    const symbol = element("span", "scv-mark-symbol", row);
+    symbol.textContent = MARK_SYMBOL[group.shape];
+    symbol.style.color = group.color;
+    element("span", "", row).textContent = group.label;
+  }
   for (const entry of data.legend || []) {
     const row = element("div", "scv-entry", s.legend);
     element("span", "scv-swatch", row).style.background = entry.color;
@@ -309,6 +334,7 @@ export default function (component) {
   s.frame.style.aspectRatio = `${data.size[0]} / ${data.size[1]}`;
   s.title.textContent = data.title;
   s.selection = data.selection;
+  s.marks = data.marks;
   paintLegend(s, data);
   if (data.image !== s.src && data.image !== s.latestSrc) {
     showImage(s, data);
@@ -320,6 +346,6 @@ export default function (component) {
       s.root.dataset.shown = String(data.seq);
     }
   }
-  drawSelection(s);
+  drawOverlay(s);
   showHover(s, data.hover);
 }

@@ -1,5 +1,6 @@
-"""The Explore page's plot widget: a datashaded layout that zooms (wheel or zoom box), pans (drag) and names the cell
-under the pointer without a button, and selects cells by box or lasso.
+"""The plot widget of the Explore and Search & transfer pages: a datashaded layout that zooms (wheel or zoom box), pans
+(drag) and names the cell under the pointer without a button, selects cells by box or lasso, and marks groups of
+cells (a search's query and neighbours) over the picture.
 
 The browser side (``viewer.js`` and ``viewer.css``, an ``st.components.v2`` component, no build step) shows the
 server's image of the current view and moves it at once while the user zooms or pans; when the gesture ends it sends
@@ -8,8 +9,8 @@ the new view, which :func:`show` stores (``session_state["view_<layout>"]``, che
 same run. Run it inside ``st.fragment`` so that only the plot reruns. A resting pointer asks for the nearest cell
 (``sccore.select.CellFinder``, one KD-tree per layout in ``st.cache_resource``); its id and annotations come back as
 the tooltip. Box and lasso selections are kept per layout as plotly-style selections
-(``session_state["selection_<layout>"]``, read by :func:`selected_cells`); a new one reruns the whole page, whose
-"Selected cells" and differential expression sections use it.
+(``session_state["selection_<layout>"]``, read by :func:`selected_cells`, so one drawn on Explore is a search's query
+too); a new one reruns the whole page, whose sections below the plot use it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dashboard import cached, clusters, state
 HERE = Path(__file__).resolve().parent
 MAX_TOOLTIP_ANNOTATIONS = 8
 COLORBAR_STOPS = 16
+MARK_SHAPES = ("cross", "ring")
+MAX_QUERY_MARKS = 2000  # query cells a search marks at most (a fixed sample of a larger query)
 
 viewer_component = st.components.v2.component(  # the browser side; show() calls it
     "sccore_layout_viewer", html='<div class="scv-root"></div>', css=(HERE / "viewer.css").read_text(),
@@ -84,11 +87,42 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image, background=None, compress_level=1)).decode()
 
 
-def hover_lines(analysis: Analysis, groupings: tuple[str, ...], cell: int) -> list[str]:
-    """The tooltip of one cell: its id, then its value in each of ``groupings`` (``clusters.groupings``' names)."""
+def cell_marks(coords: np.ndarray, label: str, shape: str, color: str) -> dict:
+    """A group of cells (rows of ``coords``, data units) to mark over a layout in :func:`show`: a cross or a ring
+    (``shape``) of ``color`` on each, one legend entry ``label``."""
+    if shape not in MARK_SHAPES:
+        raise ValueError(f"a mark is one of {MARK_SHAPES}, not {shape!r}")
+    coords = np.asarray(coords, dtype=float).reshape(-1, 2)
+    return {"label": label, "shape": shape, "color": color, "x": coords[:, 0].tolist(), "y": coords[:, 1].tolist()}
+
+
+def search_marks(coords: np.ndarray, query_cells: np.ndarray, neighbours: pd.DataFrame
+                 ) -> tuple[tuple[dict, ...], dict[int, str]]:
+    """What a similarity search marks on a layout (``coords``): its query cells as crosses (a fixed sample of
+    ``MAX_QUERY_MARKS`` at most) and its neighbours (``sccore.transfer``'s table: ``position``, ``rank``,
+    ``cosine_similarity``) as rings; and each neighbour's tooltip line (cell position -> rank and cosine)."""
+    from sccore.perturb import sample_cells
+
+    marks, notes = [], {}
+    if len(query_cells):
+        marks.append(cell_marks(coords[sample_cells(query_cells, MAX_QUERY_MARKS)], f"query ({len(query_cells):,})",
+                                "cross", "#111111"))
+    if len(neighbours):
+        positions = neighbours["position"].to_numpy()
+        marks.append(cell_marks(coords[positions], f"neighbours ({len(positions)})", "ring", "#D55E00"))
+        notes = {int(p): f"neighbour rank {r}, cosine {c:.3f}" for p, r, c in
+                 zip(positions, neighbours["rank"], neighbours["cosine_similarity"])}
+    return tuple(marks), notes
+
+
+def hover_lines(analysis: Analysis, groupings: tuple[str, ...], cell: int, notes: dict | None = None) -> list[str]:
+    """The tooltip of one cell: its id, then its value in each of ``groupings`` (``clusters.groupings``' names), then
+    the cell's line in ``notes`` (cell position -> text), if any."""
     lines = [str(analysis.adata.obs_names[cell])]
     for name in groupings[:MAX_TOOLTIP_ANNOTATIONS]:
         lines.append(f"{name}: {clusters.labels_of(analysis, name).iloc[cell]}")
+    if notes and cell in notes:
+        lines.append(notes[cell])
     return lines
 
 
@@ -135,10 +169,10 @@ def hover_answer(asked, coords: np.ndarray, finder: CellFinder, describe) -> dic
     return answer
 
 
-def _on_hover(key: str, layout: str, analysis: Analysis, groupings: tuple[str, ...]) -> None:
+def _on_hover(key: str, layout: str, analysis: Analysis, groupings: tuple[str, ...], notes: dict | None) -> None:
     st.session_state[f"{key}_hover"] = hover_answer(_event(key, "hover"), analysis.layouts()[layout],
                                                     cell_finder(analysis.key, layout, analysis),
-                                                    partial(hover_lines, analysis, groupings))
+                                                    partial(hover_lines, analysis, groupings, notes=notes))
 
 
 def _colour_key(colouring: Colouring) -> dict:
@@ -154,21 +188,23 @@ def _colour_key(colouring: Colouring) -> dict:
 
 
 def show(analysis: Analysis, layout: str, image: np.ndarray, view: View, colouring: Colouring, key: str,
-         groupings: list[str], title: str = "", legend_below: bool = False) -> None:
-    """Draw ``image`` (``layout`` at ``view``) with its legend or colour bar in the viewer widget ``key``; a hovered
-    cell's tooltip gives its id and its value in each of ``groupings`` (``clusters.groupings``' names: found once per
-    page run, as an atlas's annotations take a while).
+         groupings: list[str], title: str = "", legend_below: bool = False, marks: tuple[dict, ...] = (),
+         hover_notes: dict | None = None) -> None:
+    """Draw ``image`` (``layout`` at ``view``) with its legend or colour bar in the viewer widget ``key``, and the
+    groups of cells ``marks`` (:func:`cell_marks`) over it; a hovered cell's tooltip gives its id, its value in each
+    of ``groupings`` (``clusters.groupings``' names: found once per page run, as an atlas's annotations take a while)
+    and its line in ``hover_notes`` (cell position -> text).
 
     Call :func:`current_view` for ``view`` first: the gesture that started this run has already been stored there by
     the widget's callbacks. A new box or lasso selection reruns the whole page.
     """
     callbacks = {"on_view_change": partial(_on_view, key, layout, analysis),
                  "on_selection_change": partial(_on_selection, key, layout),
-                 "on_hover_change": partial(_on_hover, key, layout, analysis, tuple(groupings))}
+                 "on_hover_change": partial(_on_hover, key, layout, analysis, tuple(groupings), hover_notes)}
     data = {"image": png_data_url(image), "view": [*view.x_range, *view.y_range], "size": [view.width, view.height],
             "seq": st.session_state.get(f"{key}_seq", 0), "title": title, "legend_below": legend_below,
             "selection": st.session_state.get(selection_key(layout)), "hover": st.session_state.get(f"{key}_hover"),
-            **_colour_key(colouring)}
+            "marks": list(marks), **_colour_key(colouring)}
     result = viewer_component(key=key, data=data, width="stretch", **callbacks)
     if result.selection is not None:
         st.rerun()  # the page's sections below the plot use the selection

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, session, state, widgets
+from dashboard import cached, session, state, viewer, widgets
 from dashboard.classifier import show_if_fine_tuned
 from dashboard.explain import column_help
 from dashboard.session import MappedTransferRequest, TransferRecord, TransferRequest
@@ -20,8 +20,7 @@ from sccore import InputError
 from sccore.annotations import guess_column, label_candidates
 from sccore.export import csv_bytes
 from sccore.perturb import choose_cells
-from sccore.plots import add_cells, layout_figure, mark_query_and_neighbours
-from sccore.select import cells_in_selection
+from sccore.plots import add_cells, layout_figure
 from sccore.transfer import (UNASSIGNED, cell_positions, compositions, default_reference_values, label_order,
                              neighbour_table, reference_split)
 from sccore.workflow import layout_key
@@ -69,15 +68,12 @@ elif how == "A group":
         group_value = right.selectbox(f"{group_column} =", label_order(adata.obs[group_column]),
                                       key="search_group_value")
         query_cells = choose_cells(adata, {group_column: group_value})
-else:  # the plot to select on never changes with the selection (a changed figure would reset it)
-    image, view, legend = cached.annotated_layout(analysis, layout, first_annotation)
-    event = st.plotly_chart(layout_figure(image, view, legend=legend, coords=coords,
-                                          title=f"{layout} · draw a box or lasso around the query cells"),
-                            key="search_select", on_select="rerun", selection_mode=("box", "lasso"), width="stretch",
-                            config={"displaylogo": False})
-    query_cells = cells_in_selection(coords, (event or {}).get("selection", {}) if event else {})
+else:  # the selection drawn on this layout's viewer (here, or on the Explore page)
+    plot_area = st.container()  # the viewer is drawn here once the neighbours are known
+    query_cells = viewer.selected_cells(analysis, [layout])
     if len(query_cells) == 0:
-        st.caption("Draw a box or lasso on the plot to choose the query cells; their neighbours appear below.")
+        st.caption("Draw a box or lasso on the plot (Box select or Lasso above it) to choose the query cells; their "
+                   "neighbours appear below.")
 exclude = st.toggle("Leave the query cells out of the results", value=True, key="search_exclude")
 
 neighbours = pd.DataFrame()
@@ -103,12 +99,23 @@ if len(neighbours):
                                                                  annotations).items()):
             areas[position % len(areas)].dataframe(table, hide_index=True, width="stretch", key=f"search_comp_{column}")
 
-image, view, legend = cached.annotated_layout(analysis, layout, first_annotation)
-figure = mark_query_and_neighbours(layout_figure(image, view, legend=legend, title=f"{layout} · query (crosses) and "
-                                                 "neighbours (circles)"), coords, query_cells, neighbours,
-                                   adata.obs_names)
-if how != "Selection on the plot" or len(neighbours):
-    st.plotly_chart(figure, key="search_plot", width="stretch", config={"displaylogo": False})
+if how != "Selection on the plot":
+    plot_area = st.container()
+marks, notes = viewer.search_marks(coords, query_cells, neighbours)
+
+
+@st.fragment
+def search_plot(marks: tuple[dict, ...], notes: dict[int, str], title: str) -> None:
+    """The layout with the query and its neighbours marked: a zoom, pan or hover reruns only this part."""
+    view = viewer.current_view(analysis, layout)
+    image, view, legend = cached.annotated_layout(analysis, layout, first_annotation, view)
+    viewer.show(analysis, layout, image, view, viewer.Colouring(legend=legend), key="search_plot",
+                groupings=annotations, title=title, marks=marks, hover_notes=notes)
+
+
+with plot_area:
+    search_plot(marks, notes, f"{layout} · draw a box or lasso around the query cells" if not len(query_cells)
+                else f"{layout} · query (crosses) and neighbours (circles)")
 
 
 # --- Label transfer within this dataset ----------------------------------------------------------------------------

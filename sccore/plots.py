@@ -12,31 +12,24 @@ from .render import EXPRESSION_CMAP, View, png_bytes
 
 MAX_LEGEND_ENTRIES = 40
 QC_RULE_COLORS = ("#009E73", "#D55E00", "#CC79A7")  # Okabe-Ito: the cut lines of each quality-control rule
-SELECTION_SAMPLE = 4000
 MAX_SVG_MARKERS = 1000  # up to this many markers in one trace are drawn as SVG; more, with WebGL
 
 
 def layout_figure(image: np.ndarray, view: View, legend: pd.DataFrame | None = None,
-                  color_span: tuple[float, float] | None = None, color_title: str = "",
-                  coords: np.ndarray | None = None, title: str = "", height: int = 560,
-                  legend_below: bool = False) -> go.Figure:
-    """A datashaded image placed on axes in data units, ready for box or lasso selection.
+                  color_span: tuple[float, float] | None = None, color_title: str = "", title: str = "",
+                  height: int = 560, legend_below: bool = False) -> go.Figure:
+    """A datashaded image placed on axes in data units, for marks drawn over it (:func:`add_cells`,
+    :func:`add_arrows`).
 
     ``legend`` (category, color, n_cells) adds one legend entry per category with its count, beside the
     plot or, with ``legend_below`` (narrow columns), under it so the cells keep the column's width;
-    ``color_span`` adds a colour bar. ``coords`` adds an invisible sample of cells so that
-    plotly offers box and lasso selection; selected cells are found from the shape, over all cells.
+    ``color_span`` adds a colour bar.
     """
     figure = go.Figure()
     encoded = base64.b64encode(png_bytes(image, background=None)).decode()
     (x0, x1), (y0, y1) = view.x_range, view.y_range
     figure.add_layout_image(source=f"data:image/png;base64,{encoded}", xref="x", yref="y", x=x0, y=y1,
                             sizex=x1 - x0, sizey=y1 - y0, sizing="stretch", layer="below")
-    if coords is not None and len(coords):
-        sample = coords[np.random.default_rng(0).choice(len(coords), min(len(coords), SELECTION_SAMPLE),
-                                                        replace=False)]
-        figure.add_trace(go.Scattergl(x=sample[:, 0], y=sample[:, 1], mode="markers", hoverinfo="skip",
-                                      marker={"size": 4, "opacity": 0}, showlegend=False, name="cells"))
     if legend is not None:
         for row in legend.head(MAX_LEGEND_ENTRIES).itertuples():
             figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{row.category} ({row.n_cells:,})",
@@ -51,7 +44,7 @@ def layout_figure(image: np.ndarray, view: View, legend: pd.DataFrame | None = N
     figure.update_yaxes(range=[y0, y1], showgrid=False, zeroline=False, showticklabels=False, title="",
                         scaleanchor="x", scaleratio=1)
     figure.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-                         plot_bgcolor="white", dragmode="lasso", legend={"itemsizing": "constant"})
+                         plot_bgcolor="white", dragmode="zoom", legend={"itemsizing": "constant"})
     if legend_below:
         figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.02, "x": 0})
     return figure
@@ -205,25 +198,6 @@ def add_cells(figure: go.Figure, coords: np.ndarray, name: str, marker: dict, ho
     else:
         figure.add_trace(trace(x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, marker=marker, text=hover,
                                hovertemplate="%{text}<extra>" + hover_label + "</extra>"))
-
-
-def mark_query_and_neighbours(figure: go.Figure, coords: np.ndarray, query_cells: np.ndarray,
-                              neighbours: pd.DataFrame, cell_names, max_query_markers: int = 2000) -> go.Figure:
-    """Mark a similarity search on a layout ``figure``: the query cells (rows of ``coords``) as crosses, at most
-    ``max_query_markers`` of them (a fixed sample), and the neighbours (``sccore.transfer``'s table: ``position``,
-    ``rank``, ``cosine_similarity``) as circles whose hover names the cell (``cell_names``), its rank and similarity."""
-    from .perturb import sample_cells
-
-    if len(query_cells):
-        add_cells(figure, coords[sample_cells(query_cells, max_query_markers)], f"query ({len(query_cells):,})",
-                  {"symbol": "x", "size": 8, "color": "#111111"})
-    if len(neighbours):
-        positions = neighbours["position"].to_numpy()
-        add_cells(figure, coords[positions], f"neighbours ({len(positions)})",
-                  {"size": 11, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 2}},
-                  [f"{cell_names[p]}<br>rank {r}<br>cosine {c:.3f}" for p, r, c in
-                   zip(positions, neighbours["rank"], neighbours["cosine_similarity"])], "neighbour")
-    return figure
 
 
 def _scaled_per_gene(values: np.ndarray) -> np.ndarray:

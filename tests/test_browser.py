@@ -238,7 +238,7 @@ TOUR_STEP_MS = 300_000  # the first step computes the analysis; the screen delet
 TOUR_FIGURES = [
     [('.scv-root .scv-image[src^="data:image/png"]', 1)],  # the UMAP coloured by cell type
     [('.scv-root .scv-image[src^="data:image/png"]', 2)],  # PCA's UMAP and the encoder's
-    [('[data-testid="stDataFrame"]', 4), (".st-key-search_plot .js-plotly-plot", 1)],  # neighbours, their make-up
+    [('[data-testid="stDataFrame"]', 4), ('.st-key-search_plot .scv-mark', 2)],  # neighbours, their make-up, marked
     [('h3:has-text("Delete FCGR3A in cell_type = CD14+ Monocyte")', 1), ('[data-testid="stDataFrame"]', 1),
      ('[class*="st-key-ko_umap_"] .js-plotly-plot', 3)],  # the methods' table, arrows in each method's UMAP
     [('h3:has-text("Screen of cell_type = CD14+ Monocyte")', 1), ('[data-testid="stTab"]', 3),

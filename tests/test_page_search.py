@@ -30,6 +30,13 @@ def table(app: AppTest, *columns: str):
     return next(frame.value for frame in app.dataframe if set(columns) <= set(frame.value.columns))
 
 
+def marks(app: AppTest) -> dict[str, dict]:
+    """The groups of cells marked on the page's layout viewer (dashboard/viewer.py), by their legend label."""
+    viewers = app.get("bidi_component")
+    assert len(viewers) == 1, "one layout viewer on the page"
+    return {group["label"]: group for group in json.loads(viewers[0].proto.json)["marks"]}
+
+
 def test_similar_cells_of_a_cell_and_of_a_group_with_their_composition():
     app = search_page()
     assert not app.error, [e.value for e in app.error]
@@ -37,6 +44,9 @@ def test_similar_cells_of_a_cell_and_of_a_group_with_their_composition():
     assert len(neighbours) == 15 and neighbours["euclidean_distance"].is_monotonic_increasing
     assert "cosine" in column_help(app, "cosine_similarity") and "alike" in column_help(app, "euclidean_distance")
     assert table(app, "cell_type", "percent")["n_cells"].sum() == 15
+    marked = marks(app)
+    assert set(marked) == {"query (1)", "neighbours (15)"} and marked["neighbours (15)"]["shape"] == "ring"
+    assert len(marked["neighbours (15)"]["x"]) == 15 and len(marked["query (1)"]["y"]) == 1
     app.radio(key="search_how").set_value("A group").run()
     app.selectbox(key="search_group_column").set_value("cell_type").run()
     app.selectbox(key="search_group_value").set_value("CD19+ B").run()
@@ -47,7 +57,16 @@ def test_similar_cells_of_a_cell_and_of_a_group_with_their_composition():
     assert neighbours["cosine_similarity"].is_monotonic_decreasing
     app.radio(key="search_how").set_value("Selection on the plot").run()
     assert not app.exception and not app.error
-    assert any("Draw a box or lasso" in c.value for c in app.caption)
+    assert any("Draw a box or lasso" in c.value for c in app.caption) and marks(app) == {}
+    whole = json.loads(app.get("bidi_component")[0].proto.json)["view"]  # x0, x1, y0, y1
+    middle_x = (whole[0] + whole[1]) / 2
+    app.session_state["selection_X_umap"] = {"box": [{"x": [whole[0], middle_x], "y": whole[2:]}], "lasso": []}
+    app.run()  # what the viewer's callback stores for a box drawn over the left half of the layout
+    assert not app.exception and not app.error
+    marked = marks(app)
+    query = next(group for label, group in marked.items() if label.startswith("query ("))
+    assert query["x"] and max(query["x"]) <= middle_x and len(marked["neighbours (15)"]["x"]) == 15
+    assert table(app, "cosine_similarity")["cosine_similarity"].is_monotonic_decreasing  # the metric chosen above
 
 
 def test_unknown_cell_id_shows_a_suggestion_and_the_page_stays_up():
@@ -55,7 +74,7 @@ def test_unknown_cell_id_shows_a_suggestion_and_the_page_stays_up():
     app.text_input(key="search_cell").set_value("AAAGCCTGGCTAAC-1x").run()
     assert not app.exception
     assert "Did you mean AAAGCCTGGCTAAC-1" in rendered(app.error[0].value)
-    assert app.get("plotly_chart")  # the UMAP is still drawn
+    assert app.get("bidi_component")  # the UMAP is still drawn
 
 
 def test_label_transfer_within_the_demo_scores_it_and_refuses_a_bad_label_key():
@@ -93,7 +112,7 @@ def test_label_transfer_with_another_dataset_both_ways_and_one_without_shared_ge
     assert float(next(m.value for m in app.metric if m.label == "Accuracy")) > 0.7
     genes = f"{kept.n_vars} of the {kept.n_vars} genes"
     assert any(genes in info.value and "full_total_umis" in info.value for info in app.info), [i.value for i in app.info]
-    assert len(app.get("plotly_chart")) == 3  # search UMAP, confusion matrix, mapped cells on the UMAP
+    assert len(app.get("plotly_chart")) == 2 and app.get("bidi_component")  # confusion matrix, mapped cells; search
     app.selectbox(key="map_rep").set_value("X_encoder").run()  # the demo encoder embeds the mapped cells
     app.slider(key="tr_threshold").set_value(0.0)  # every cell assigned (the demo encoder's votes are less sure)
     app.button(key="map_run").click().run()

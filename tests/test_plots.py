@@ -1,12 +1,12 @@
-"""The marker, differential expression and similarity-search figures of sccore.plots: what they draw, from the numbers
+"""The marker, differential expression and knockout figures of sccore.plots: what they draw, from the numbers
 given."""
 
 import numpy as np
 import pandas as pd
 
 from sccore.markers import COLUMNS
-from sccore.plots import (MAX_SVG_MARKERS, add_arrows, add_cells, dot_plot, group_shift_figure,
-                          mark_query_and_neighbours, marker_heatmap, volcano_figure)
+from sccore.plots import (MAX_SVG_MARKERS, add_arrows, add_cells, dot_plot, group_shift_figure, marker_heatmap,
+                          volcano_figure)
 
 
 def test_dot_plot_sizes_dots_by_share_and_colours_by_mean_scaled_per_gene():
@@ -39,20 +39,6 @@ def test_volcano_colours_significant_genes_by_direction_and_names_the_chosen():
     clipped = volcano_figure(table.assign(logfoldchange=[30.0, -1.5, 0.1, 3.0]), max_fold_change=10).data[0]
     assert list(clipped.x) == [10.0, 3.0] and list(clipped.marker.symbol) == ["triangle-right", "circle"]
     assert clipped.customdata[0][0] == 30.0  # the true value, for the hover
-
-
-def test_a_search_marks_a_sample_of_its_query_cells_and_every_neighbour_with_its_rank():
-    import plotly.graph_objects as go
-
-    coords = np.arange(20, dtype=float).reshape(10, 2)
-    neighbours = pd.DataFrame({"position": [7, 2], "rank": [1, 2], "cosine_similarity": [0.9, 0.5]})
-    figure = mark_query_and_neighbours(go.Figure(), coords, np.arange(5), neighbours, [f"c{i}" for i in range(10)],
-                                       max_query_markers=3)
-    query, found = figure.data
-    assert query.name == "query (5)" and len(query.x) == 3 and set(query.x) <= set(coords[:5, 0])
-    assert found.name == "neighbours (2)" and list(found.x) == [14.0, 4.0]
-    assert list(found.text) == ["c7<br>rank 1<br>cosine 0.900", "c2<br>rank 2<br>cosine 0.500"]
-    assert mark_query_and_neighbours(go.Figure(), coords, np.array([]), neighbours.iloc[:0], []).data == ()
 
 
 def test_a_few_marked_cells_are_svg_and_many_are_webgl():

@@ -62,9 +62,11 @@ def test_the_text_of_the_knockout_step_matches_the_demo(demo):
 def test_the_tour_walks_every_step_and_leaves_everything_as_it_is():
     app = clean(app_test().run())
     assert all("in place of" not in caption.value for caption in app.caption)  # the demo is open already
+    app.session_state["selection_X_umap"] = {"box": [{"x": [0, 1], "y": [0, 1]}], "lasso": []}  # drawn before
     app.button(key="tour_start").click().run()
     clean(app)
     on_step(app, 0, "Explore the cells")
+    assert "selection_X_umap" not in app.session_state  # every cell shown, none selected
     assert app.button(key="tour_back").disabled
     assert app.toggle(key="compare").value is False and app.selectbox(key="color_column").value == "cell_type"
 

@@ -1,11 +1,13 @@
 """The layout viewer's Python side (dashboard/viewer.py): hover questions answered with the nearest cell, the colour
-key sent to the browser. The page's AppTests (tests/test_pages.py) draw it; tests/test_browser.py drives its
+key and the marked cells sent to the browser. The page's AppTests (tests/test_pages.py) draw it; tests/test_browser.py drives its
 JavaScript."""
 
 import numpy as np
 import pandas as pd
 
-from dashboard.viewer import Colouring, _colour_key, hover_answer, png_data_url
+import pytest
+
+from dashboard.viewer import Colouring, _colour_key, cell_marks, hover_answer, png_data_url, search_marks
 from sccore.select import CellFinder
 
 
@@ -35,3 +37,25 @@ def test_png_data_url_is_cached_by_every_pixel():
     other[599, 799, 3] = 255  # one byte of 1.9 million: a sample of the pixels would miss it
     first, second = png_data_url(image), png_data_url(other)
     assert first.startswith("data:image/png;base64,") and first != second and png_data_url(image.copy()) == first
+
+
+def test_cell_marks_send_each_cell_s_place_and_refuse_an_unknown_shape():
+    coords = np.array([[0.5, -1.0], [2.0, 3.25]], dtype=np.float32)
+    marks = cell_marks(coords, "neighbours (2)", "ring", "#D55E00")
+    assert marks == {"label": "neighbours (2)", "shape": "ring", "color": "#D55E00", "x": [0.5, 2.0], "y": [-1.0, 3.25]}
+    assert cell_marks(np.empty((0, 2)), "query (0)", "cross", "#111111")["x"] == []
+    with pytest.raises(ValueError, match="cross"):
+        cell_marks(coords, "query", "star", "#111111")
+
+
+def test_a_search_marks_a_sample_of_its_query_cells_and_every_neighbour_with_its_rank():
+    coords = np.arange(20, dtype=float).reshape(10, 2)
+    neighbours = pd.DataFrame({"position": [7, 2], "rank": [1, 2], "cosine_similarity": [0.9, 0.5]})
+    (query, found), notes = search_marks(coords, np.arange(5), neighbours)
+    assert query["label"] == "query (5)" and query["shape"] == "cross" and query["x"] == list(coords[:5, 0])
+    assert found["label"] == "neighbours (2)" and found["shape"] == "ring" and found["x"] == [14.0, 4.0]
+    assert notes == {7: "neighbour rank 1, cosine 0.900", 2: "neighbour rank 2, cosine 0.500"}
+    many = np.arange(5000)
+    (sampled,), _ = search_marks(np.zeros((5000, 2)), many, neighbours.iloc[:0])
+    assert sampled["label"] == "query (5,000)" and len(sampled["x"]) == 2000  # a fixed sample of a large query
+    assert search_marks(coords, np.array([], dtype=int), neighbours.iloc[:0]) == ((), {})
