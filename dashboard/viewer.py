@@ -209,3 +209,14 @@ def show(analysis: Analysis, layout: str, image: np.ndarray, view: View, colouri
     if result.selection is not None:
         st.rerun()  # the page's sections below the plot use the selection
     cell_finder(analysis.key, layout, analysis)  # built after the picture has gone out, ready for the first hover
+
+
+@st.fragment
+def show_annotated(analysis: Analysis, layout: str, column: str | None, key: str, groupings: list[str],
+                   marks: tuple[dict, ...], hover_notes: dict[int, str], title: str) -> None:
+    """:func:`show` of ``layout`` at its current view, coloured by ``obs[column]`` (grey without one), with ``marks``
+    and ``hover_notes``; a fragment, so that a zoom, pan or hover reruns only this plot."""
+    view = current_view(analysis, layout)
+    image, view, legend = cached.annotated_layout(analysis, layout, column, view)
+    show(analysis, layout, image, view, Colouring(legend=legend), key=key, groupings=groupings, title=title,
+         marks=marks, hover_notes=hover_notes)

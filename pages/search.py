@@ -102,20 +102,10 @@ if len(neighbours):
 if how != "Selection on the plot":
     plot_area = st.container()
 marks, notes = viewer.search_marks(coords, query_cells, neighbours)
-
-
-@st.fragment
-def search_plot(marks: tuple[dict, ...], notes: dict[int, str], title: str) -> None:
-    """The layout with the query and its neighbours marked: a zoom, pan or hover reruns only this part."""
-    view = viewer.current_view(analysis, layout)
-    image, view, legend = cached.annotated_layout(analysis, layout, first_annotation, view)
-    viewer.show(analysis, layout, image, view, viewer.Colouring(legend=legend), key="search_plot",
-                groupings=annotations, title=title, marks=marks, hover_notes=notes)
-
-
 with plot_area:
-    search_plot(marks, notes, f"{layout} · draw a box or lasso around the query cells" if not len(query_cells)
-                else f"{layout} · query (crosses) and neighbours (circles)")
+    viewer.show_annotated(analysis, layout, first_annotation, "search_plot", annotations, marks, notes,
+                          f"{layout} · draw a box or lasso around the query cells" if not len(query_cells)
+                          else f"{layout} · query (crosses) and neighbours (circles)")
 
 
 # --- Label transfer within this dataset ----------------------------------------------------------------------------
