@@ -14,7 +14,9 @@ cells (searches cost the same per query). Times are wall-clock and CPU (user + s
 process; other load is the cores other processes used meanwhile. ``--leiden N`` also clusters the kNN graph (UMAP
 connectivities, :func:`sccore.cluster.leiden`) of N random cells from exact neighbours, HNSW's (before) and the
 default index's (``IndexParams()``), and gives their ARI against the exact graph's beside that of a second Leiden
-seed on the exact graph (Leiden's own spread).
+seed on the exact graph (Leiden's own spread) and that of a control: the exact graph with as many of its neighbours
+as the default index misses swapped, at random, for the next-nearest cells (the approximate search's kind of miss
+without its pattern). ``--queries 0`` skips the index table.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pandas as pd
 from anndata.io import read_elem
 from results import OtherLoad, command_line, machine_facts, markdown, write_section
 
-from sccore.neighbors import IndexParams, build_index, knn, knn_graph, search
+from sccore.neighbors import IndexParams, Neighbors, build_index, knn, knn_graph, search
 
 SECTION_HEADING = "## FAISS index for the neighbours of a 200,000-cell embedding (issue 17)"
 K = 15
@@ -87,28 +89,56 @@ def compare_indexes(embedding: np.ndarray, n_queries: int, seed: int = 0) -> pd.
     return pd.DataFrame(rows)
 
 
+def recall_of(found: Neighbors, exact: Neighbors) -> float:
+    """The mean share of each cell's exact neighbours that ``found`` holds (recall@k, the cell itself included)."""
+    return float((found.indices[:, :, None] == exact.indices[:, None, :]).any(axis=2).mean())
+
+
+def next_nearest_swaps(wide: Neighbors, k: int, share: float, seed: int = 0) -> Neighbors:
+    """The ``k`` exact neighbours of each cell (``wide``: more than ``k`` of them, nearest first, the cell itself first)
+    with each neighbour other than the cell itself swapped, with probability ``share``, for the next-nearest cell not
+    yet in the list (the (k+1)-th, then the (k+2)-th...); rows re-sorted by distance."""
+    rng = np.random.default_rng(seed)
+    indices, distances = wide.indices[:, :k].copy(), wide.distances[:, :k].copy()
+    spare = wide.indices.shape[1] - k
+    swapped = rng.random((len(indices), k - 1)) < share
+    slot = np.cumsum(swapped, axis=1) - 1  # the j-th swap of a row takes the j-th next-nearest cell
+    swapped &= slot < spare
+    rows = np.broadcast_to(np.arange(len(indices))[:, None], swapped.shape)
+    indices[:, 1:][swapped] = wide.indices[rows[swapped], k + slot[swapped]]
+    distances[:, 1:][swapped] = wide.distances[rows[swapped], k + slot[swapped]]
+    order = np.argsort(distances, axis=1, kind="stable")
+    return Neighbors(indices=np.take_along_axis(indices, order, axis=1),
+                     distances=np.take_along_axis(distances, order, axis=1))
+
+
 def leiden_agreement(embedding: np.ndarray, n_cells: int, seed: int = 0) -> pd.DataFrame:
     """ARI of Leiden clusters on the kNN graph of ``n_cells`` random cells from the default index above the threshold
-    and from HNSW (before) against the exact graph's, beside the ARI of another Leiden seed on the exact graph."""
+    and from HNSW (before) against the exact graph's, beside the ARI of another Leiden seed on the exact graph and of
+    the exact graph with the default index's share of misses swapped at random for next-nearest cells
+    (:func:`next_nearest_swaps`)."""
     from sccore.cluster import cluster_agreement, leiden
 
     cells = np.sort(np.random.default_rng(seed).choice(len(embedding), size=min(n_cells, len(embedding)),
                                                        replace=False))
     subset = np.ascontiguousarray(embedding[cells])
-    graphs = {"exact": IndexParams(kind="flat"), "HNSW (before)": IndexParams(kind="hnsw"),
-              f"{IndexParams().resolved_kind(len(subset))} (default)": IndexParams()}
+    default = f"{IndexParams().resolved_kind(len(subset))} (default)"
+    found = {"exact": knn(subset, K, IndexParams(kind="flat")),
+             "HNSW (before)": knn(subset, K, IndexParams(kind="hnsw")), default: knn(subset, K, IndexParams())}
+    missed = 1 - recall_of(found[default], found["exact"])
+    control = f"exact, {100 * missed:.1f} % of neighbours swapped for next-nearest cells"
+    found[control] = next_nearest_swaps(knn(subset, 2 * K, IndexParams(kind="flat")), K, missed * K / (K - 1), seed)
     clusters = {}
-    for name, params in graphs.items():
-        found = knn(subset, K, params)
+    for name, neighbours in found.items():
         adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(subset))]))
-        adata.obsp["connectivities"] = knn_graph(found)[1]
+        adata.obsp["connectivities"] = knn_graph(neighbours)[1]
         for leiden_seed in (0, 1) if name == "exact" else (0,):
             leiden(adata, key_added="leiden", seed=leiden_seed)
             clusters[(name, leiden_seed)] = adata.obs["leiden"].to_numpy()
-        print(name, flush=True)
+        print(name, f"recall@{K} {recall_of(neighbours, found['exact']):.4f}", flush=True)
     reference = clusters[("exact", 0)]
     return pd.DataFrame([{"graph": f"{name}, Leiden seed {leiden_seed}", "cells": len(subset),
-                          "clusters": len(set(labels)),
+                          f"recall@{K}": recall_of(found[name], found["exact"]), "clusters": len(set(labels)),
                           "ARI against exact, seed 0": cluster_agreement(labels, reference)["ARI"]}
                          for (name, leiden_seed), labels in clusters.items() if (name, leiden_seed) != ("exact", 0)])
 
@@ -116,16 +146,18 @@ def leiden_agreement(embedding: np.ndarray, n_cells: int, seed: int = 0) -> pd.D
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pca", type=Path, required=True, help="an h5ad with obsm['X_pca'] (`sccore embed` output)")
-    parser.add_argument("--queries", type=int, default=20_000, help="random cells searched and scored")
+    parser.add_argument("--queries", type=int, default=20_000, help="random cells searched and scored (0: no index "
+                                                                    "table)")
     parser.add_argument("--leiden", type=int, default=0, help="cells of the Leiden check (0: none)")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
     with h5py.File(args.pca, "r") as handle:
         embedding = np.ascontiguousarray(read_elem(handle["obsm/X_pca"]), dtype=np.float32)
     facts = machine_facts(["numpy", "faiss-cpu", "igraph"])
-    text = markdown(compare_indexes(embedding, args.queries), digits=3)
+    tables = [markdown(compare_indexes(embedding, args.queries), digits=3)] if args.queries else []
     if args.leiden:
-        text += "\n\n" + markdown(leiden_agreement(embedding, args.leiden), digits=4)
+        tables.append(markdown(leiden_agreement(embedding, args.leiden), digits=4))
+    text = "\n\n".join(tables)
     print(text)
     if args.write_results:
         machine = "\n".join(f"- {key}: {value}" for key, value in facts.items())

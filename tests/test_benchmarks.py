@@ -101,3 +101,18 @@ def test_markers_benchmark_runs_quick(shared_data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| 2,000 | markers | wilcoxon |" in result.stdout and "| 2,000 | de | t-test |" in result.stdout
     assert "1.00 / 1.00" in result.stdout
+
+
+def test_knn_index_benchmark_runs_its_leiden_check(tmp_path):
+    """The Leiden check of bench_knn_index.py on 3,000 cells (exact search below the threshold, so no swap)."""
+    import anndata as ad
+    import numpy as np
+
+    pca = tmp_path / "pca.h5ad"
+    ad.AnnData(obsm={"X_pca": np.random.default_rng(0).normal(size=(3000, 10)).astype(np.float32)}).write_h5ad(pca)
+    result = subprocess.run([sys.executable, "benchmarks/bench_knn_index.py", "--pca", str(pca), "--queries", "0",
+                             "--leiden", "3000"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| exact, Leiden seed 1 |" in result.stdout and "| HNSW (before), Leiden seed 0 |" in result.stdout
+    control = next(line for line in result.stdout.splitlines() if line.startswith("| exact, 0.0 % of"))
+    assert "swapped for next-nearest cells" in control and control.endswith("| 1.0000 |")  # the same graph

@@ -1,6 +1,6 @@
 """The layout viewer's Python side (dashboard/viewer.py): hover questions answered with the nearest cell, the colour
-key and the marked cells sent to the browser. The page's AppTests (tests/test_pages.py) draw it; tests/test_browser.py drives its
-JavaScript."""
+key and the marked cells sent to the browser. The pages' AppTests (tests/test_pages.py, tests/test_page_search.py)
+draw it; tests/test_browser.py drives its JavaScript."""
 
 import numpy as np
 import pandas as pd
