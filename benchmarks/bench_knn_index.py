@@ -112,19 +112,21 @@ def next_nearest_swaps(wide: Neighbors, k: int, share: float, seed: int = 0) -> 
                      distances=np.take_along_axis(distances, order, axis=1))
 
 
-def leiden_agreement(embedding: np.ndarray, n_cells: int, seed: int = 0) -> pd.DataFrame:
-    """ARI of Leiden clusters on the kNN graph of ``n_cells`` random cells from the default index above the threshold
-    and from HNSW (before) against the exact graph's, beside the ARI of another Leiden seed on the exact graph and of
-    the exact graph with the default index's share of misses swapped at random for next-nearest cells
-    (:func:`next_nearest_swaps`)."""
+def leiden_agreement(embedding: np.ndarray, n_cells: int, seed: int = 0,
+                     approximate: IndexParams = IndexParams()) -> pd.DataFrame:
+    """ARI of Leiden clusters on the kNN graph of ``n_cells`` random cells from the ``approximate`` index (by default
+    the default index, exact below its threshold) and from HNSW (before) against the exact graph's, beside the ARI of
+    another Leiden seed on the exact graph and of the exact graph with the approximate index's share of misses swapped
+    at random for next-nearest cells (:func:`next_nearest_swaps`)."""
     from sccore.cluster import cluster_agreement, leiden
 
     cells = np.sort(np.random.default_rng(seed).choice(len(embedding), size=min(n_cells, len(embedding)),
                                                        replace=False))
     subset = np.ascontiguousarray(embedding[cells])
-    default = f"{IndexParams().resolved_kind(len(subset))} (default)"
+    kind = approximate.resolved_kind(len(subset))
+    default = f"{kind} (default)" if approximate == IndexParams() else kind
     found = {"exact": knn(subset, K, IndexParams(kind="flat")),
-             "HNSW (before)": knn(subset, K, IndexParams(kind="hnsw")), default: knn(subset, K, IndexParams())}
+             "HNSW (before)": knn(subset, K, IndexParams(kind="hnsw")), default: knn(subset, K, approximate)}
     missed = 1 - recall_of(found[default], found["exact"])
     control = f"exact, {100 * missed:.1f} % of neighbours swapped for next-nearest cells"
     found[control] = next_nearest_swaps(knn(subset, 2 * K, IndexParams(kind="flat")), K, missed * K / (K - 1), seed)
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=20_000, help="random cells searched and scored (0: no index "
                                                                     "table)")
     parser.add_argument("--leiden", type=int, default=0, help="cells of the Leiden check (0: none)")
+    parser.add_argument("--leiden-index", choices=["auto", "ivf"], default="auto",
+                        help="the Leiden check's approximate index: the default (exact below 50,000 cells) or the "
+                             "inverted file whatever the size")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
     with h5py.File(args.pca, "r") as handle:
@@ -156,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     facts = machine_facts(["numpy", "faiss-cpu", "igraph"])
     tables = [markdown(compare_indexes(embedding, args.queries), digits=3)] if args.queries else []
     if args.leiden:
-        tables.append(markdown(leiden_agreement(embedding, args.leiden), digits=4))
+        approximate = IndexParams(kind=args.leiden_index)
+        tables.append(markdown(leiden_agreement(embedding, args.leiden, approximate=approximate), digits=4))
     text = "\n\n".join(tables)
     print(text)
     if args.write_results:
