@@ -935,7 +935,7 @@ def floor_table(app: dict, floor: dict) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
-def floor_lines(floor: dict, app: dict) -> list[str]:
+def floor_lines(app: dict, floor: dict) -> list[str]:
     """The floor app's part of the report: its errors, its CPU, and its ratios beside the dashboard's."""
     errors = floor["warm"].errors + floor["single"].errors + [e for u in floor["users"] for e in u.errors]
     return ["", f"The same flow on the floor app ({FLOOR_SCRIPT}: the same pages, widgets, labels and layout viewer "
@@ -974,7 +974,7 @@ def report(args: argparse.Namespace, outcome: dict, facts: dict, floor: dict | N
               "The single user's steps (wall seconds; CPU seconds of each group in the step):", "",
               md_table(*step_cpu_table(single))]
     if floor is not None:
-        lines += floor_lines(floor, outcome)
+        lines += floor_lines(outcome, floor)
     body = "\n".join(lines)
     print(body)
     if args.write_results:

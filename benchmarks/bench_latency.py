@@ -253,7 +253,6 @@ class Browser:
             await self.record(name, start)
             await self.check_errors(name)
 
-
     async def searches(self, repeats: int) -> None:
         """Time the first visit to the Search & transfer page (from the click on its link to its plot, the first
         cell's neighbours marked), then ``repeats`` searches with another number of neighbours each, to their
