@@ -445,8 +445,7 @@ def marker_cells(analysis_key: str, grouping_key: tuple, genes: tuple[str, ...],
 
 def cells_digest(cells: np.ndarray) -> str:
     """A hash of a set of cells (its sorted, distinct positions): the cache key of a result over those cells."""
-    positions = np.unique(np.asarray(cells, dtype=np.int64))
-    return hashlib.blake2b(positions.tobytes(), digest_size=16).hexdigest()
+    return array_digest(np.unique(np.asarray(cells, dtype=np.int64)))
 
 
 def differential_expression(analysis: Analysis, cells_a: np.ndarray, cells_b: np.ndarray,
